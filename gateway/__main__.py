@@ -1,0 +1,63 @@
+"""``infergate-gateway`` / ``python -m gateway``: the command line of the gateway process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from gateway.config import DEFAULT_MAX_MESSAGE_BYTES, GatewayConfig
+from gateway.server import serve
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="infergate-gateway", description="KServe V2 gRPC gateway for ONNX models."
+    )
+    parser.add_argument("--registry", type=Path, required=True, help="registry directory to serve")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8001, help="gRPC port (default 8001; 0 = any free)")
+    parser.add_argument(
+        "--metrics-port", type=int, default=8002, help="Prometheus /metrics port (default 8002)"
+    )
+    parser.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
+    parser.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=DEFAULT_MAX_MESSAGE_BYTES,
+        help="largest gRPC message accepted or sent; larger requests get RESOURCE_EXHAUSTED",
+    )
+    parser.add_argument(
+        "--grace-seconds", type=float, default=30.0, help="drain time on SIGTERM (default 30)"
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not args.registry.is_dir():
+        print(f"infergate-gateway: registry {args.registry} is not a directory", file=sys.stderr)
+        return 2
+    try:
+        config = GatewayConfig(
+            registry=args.registry,
+            host=args.host,
+            port=args.port,
+            metrics_port=None if args.no_metrics else args.metrics_port,
+            max_message_bytes=args.max_message_bytes,
+            grace_seconds=args.grace_seconds,
+        )
+    except ValueError as exc:
+        print(f"infergate-gateway: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Builders of the protocol's descriptive responses: server and model metadata, model config,
+statistics and the repository index. Pure functions from gateway state to protobuf messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from importlib import metadata as package_metadata
+
+from gateway.models import IndexEntry, LoadedVersion
+from gateway.stats import Duration
+from protos import inference_pb2 as pb
+from registry.signature import TensorSpec
+
+SERVER_NAME = "infergate"
+PLATFORM = "onnxruntime_onnx"
+BACKEND = "onnxruntime"
+#: Protocol extensions this server implements (Triton's names).
+EXTENSIONS = ("model_repository", "model_configuration", "statistics")
+
+#: V2 datatype -> Triton model-config DataType enum name.
+CONFIG_DATATYPES = {
+    "BOOL": "TYPE_BOOL",
+    "UINT8": "TYPE_UINT8",
+    "UINT16": "TYPE_UINT16",
+    "UINT32": "TYPE_UINT32",
+    "UINT64": "TYPE_UINT64",
+    "INT8": "TYPE_INT8",
+    "INT16": "TYPE_INT16",
+    "INT32": "TYPE_INT32",
+    "INT64": "TYPE_INT64",
+    "FP16": "TYPE_FP16",
+    "FP32": "TYPE_FP32",
+    "FP64": "TYPE_FP64",
+    "BYTES": "TYPE_STRING",
+}
+
+
+def server_version() -> str:
+    """The installed infergate distribution's version."""
+    try:
+        return package_metadata.version("infergate")
+    except package_metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def server_metadata() -> pb.ServerMetadataResponse:
+    return pb.ServerMetadataResponse(name=SERVER_NAME, version=server_version(), extensions=list(EXTENSIONS))
+
+
+def model_metadata(
+    name: str, versions: list[LoadedVersion], answering: LoadedVersion
+) -> pb.ModelMetadataResponse:
+    """Metadata of ``answering``; ``versions`` lists every loaded version of the model."""
+    signature = answering.signature
+    return pb.ModelMetadataResponse(
+        name=name,
+        versions=[str(lv.version) for lv in versions],
+        platform=PLATFORM,
+        inputs=[_tensor_metadata(spec) for spec in signature.inputs],
+        outputs=[_tensor_metadata(spec) for spec in signature.outputs],
+    )
+
+
+def model_config(loaded: LoadedVersion) -> pb.ModelConfigResponse:
+    """Triton-style config: with max_batch_size > 0, dims exclude the batch dimension."""
+    batch = loaded.max_batch_size
+    skip = 1 if batch > 0 else 0
+    config = pb.ModelConfig(
+        name=loaded.model,
+        platform=PLATFORM,
+        backend=BACKEND,
+        max_batch_size=batch,
+        input=[
+            pb.ModelInput(name=s.name, data_type=CONFIG_DATATYPES[s.datatype], dims=s.shape[skip:])
+            for s in loaded.signature.inputs
+        ],
+        output=[
+            pb.ModelOutput(name=s.name, data_type=CONFIG_DATATYPES[s.datatype], dims=s.shape[skip:])
+            for s in loaded.signature.outputs
+        ],
+    )
+    return pb.ModelConfigResponse(config=config)
+
+
+def model_statistics(versions: Iterable[LoadedVersion]) -> pb.ModelStatisticsResponse:
+    """Cumulative statistics of each given version."""
+    response = pb.ModelStatisticsResponse()
+    for lv in versions:
+        s = lv.stats
+        entry = response.model_stats.add(
+            name=lv.model,
+            version=str(lv.version),
+            last_inference=s.last_inference_ms,
+            inference_count=s.inference_count,
+            execution_count=s.execution_count,
+        )
+        stats = entry.inference_stats
+        for target, source in (
+            (stats.success, s.success),
+            (stats.fail, s.fail),
+            (stats.queue, s.queue),
+            (stats.compute_input, s.compute_input),
+            (stats.compute_infer, s.compute_infer),
+            (stats.compute_output, s.compute_output),
+        ):
+            _fill(target, source)
+        for size in sorted(s.batches):
+            batch = entry.batch_stats.add(batch_size=size)
+            _fill(batch.compute_infer, s.batches[size])
+    return response
+
+
+def repository_index(entries: Iterable[IndexEntry], ready_only: bool) -> pb.RepositoryIndexResponse:
+    return pb.RepositoryIndexResponse(
+        models=[
+            pb.RepositoryIndexResponse.ModelIndex(
+                name=e.name, version=e.version, state=e.state, reason=e.reason
+            )
+            for e in entries
+            if not ready_only or e.state == "READY"
+        ]
+    )
+
+
+def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(name=spec.name, datatype=spec.datatype, shape=spec.shape)
+
+
+def _fill(target: pb.StatisticDuration, source: Duration) -> None:
+    target.count = source.count
+    target.ns = source.ns

@@ -1,0 +1,98 @@
+"""Gateway Prometheus metrics (DESIGN.md §5), built on an injected CollectorRegistry, never the global one.
+
+Labels stay bounded: a request for an unknown model is counted under model="" so that client-chosen
+names never become label values.
+"""
+
+from __future__ import annotations
+
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+#: 100 µs .. 10 s, roughly x2.5 per step.
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+#: Powers of two, in rows.
+BATCH_BUCKETS = tuple(float(2**k) for k in range(13))
+
+
+class GatewayMetrics:
+    """The gateway's metric families, registered on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "infergate_requests",
+            "Inference requests by outcome.",
+            ["model", "version", "code"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "infergate_request_duration_seconds",
+            "End-to-end request latency inside the gateway.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.compute_duration = Histogram(
+            "infergate_compute_duration_seconds",
+            "Session run time per batch.",
+            ["model", "version", "provider"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "infergate_batch_size",
+            "Rows per executed batch.",
+            ["model", "version"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.model_ready = Gauge(
+            "infergate_model_ready",
+            "1 while a version is loaded and serving.",
+            ["model", "version", "provider"],
+            registry=registry,
+        )
+        self.model_loads = Counter(
+            "infergate_model_loads",
+            "Version load attempts by result.",
+            ["model", "result"],
+            registry=registry,
+        )
+
+
+class MetricsHTTPServer:
+    """Serves ``/metrics`` for one registry on a background thread (prometheus-client's server)."""
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+        self._server: WSGIServer
+        self._thread: threading.Thread
+        self._server, self._thread = start_http_server(port, addr=host, registry=registry)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_port)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

@@ -1,0 +1,116 @@
+"""Server lifecycle: load the registry, bind gRPC (V2 service, health, reflection) and /metrics, and drain
+gracefully.
+
+Contract of :meth:`GatewayServer.stop`: readiness and health turn NOT_SERVING first, new inference
+requests are refused with UNAVAILABLE, requests already accepted run to completion (up to the grace
+period), then sessions are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+from prometheus_client import CollectorRegistry
+
+from gateway.config import GatewayConfig
+from gateway.metrics import GatewayMetrics, MetricsHTTPServer
+from gateway.models import ModelTable
+from gateway.servicer import InferenceServicer
+from protos import inference_pb2 as pb
+from protos import inference_pb2_grpc as pb_grpc
+from protos._pool import POOL, add_files
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+
+
+class GatewayServer:
+    """One gateway process: model table, gRPC server and metrics endpoint."""
+
+    def __init__(self, config: GatewayConfig, *, metrics_registry: CollectorRegistry | None = None) -> None:
+        self.config = config
+        self.metrics = GatewayMetrics(
+            metrics_registry if metrics_registry is not None else CollectorRegistry()
+        )
+        self.table = ModelTable(config.registry, self.metrics)
+        self.servicer = InferenceServicer(self.table, self.metrics)
+        self.health = health_aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._metrics_http: MetricsHTTPServer | None = None
+        self.port = 0
+        self.metrics_port = 0
+
+    async def start(self) -> None:
+        """Loads every model, then binds and starts serving. Raises OSError if a port is taken."""
+        await self.table.load_all()
+        limit = self.config.max_message_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, server)  # type: ignore[no-untyped-call]
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        add_files(health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR)
+        reflection.enable_server_reflection(
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+            pool=POOL,
+        )
+        self.port = server.add_insecure_port(self.config.address)
+        await server.start()
+        self._server = server
+        if self.config.metrics_port is not None:
+            self._metrics_http = MetricsHTTPServer(
+                self.metrics.registry, self.config.host, self.config.metrics_port
+            )
+            self.metrics_port = self._metrics_http.port
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.servicer.ready = True
+        log.info("serving %s on %s:%d", self.config.registry, self.config.host, self.port)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drains and stops; idempotent."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self.servicer.draining = True
+        await self.health.enter_graceful_shutdown()
+        await server.stop(self.config.grace_seconds if grace is None else grace)
+        await self.table.close()
+        if self._metrics_http is not None:
+            self._metrics_http.close()
+            self._metrics_http = None
+        log.info("stopped")
+
+
+async def serve(config: GatewayConfig) -> int:
+    """Runs until SIGTERM or SIGINT, then drains. Returns the process exit code."""
+    server = GatewayServer(config)
+    await server.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    print(
+        f"infergate gateway listening on {config.host}:{server.port} (metrics :{server.metrics_port})",
+        flush=True,
+    )
+    await stopping.wait()
+    log.info("signal received: draining")
+    await server.stop()
+    return 0

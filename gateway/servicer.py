@@ -1,0 +1,280 @@
+"""The gRPC transport: GRPCInferenceService methods decode, validate, run, encode and map errors.
+
+Everything else lives below it (model table, validation, runner). Error mapping happens in one place,
+:data:`STATUS_BY_ERROR`: a :class:`GatewayError` becomes its status code with its message; any other
+exception becomes INTERNAL "internal error", with the traceback in the log only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from gateway import metadata
+from gateway.codec import encode_array
+from gateway.errors import (
+    DeadlineExceededError,
+    GatewayError,
+    InvalidArgumentError,
+    ModelLoadError,
+    NotFoundError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
+from gateway.metrics import GatewayMetrics
+from gateway.models import LoadedVersion, ModelTable
+from gateway.validate import decode_request
+from protos import inference_pb2 as pb
+from protos import inference_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: dict[type[GatewayError], grpc.StatusCode] = {
+    InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFoundError: grpc.StatusCode.NOT_FOUND,
+    UnavailableError: grpc.StatusCode.UNAVAILABLE,
+    ModelLoadError: grpc.StatusCode.UNAVAILABLE,
+    ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+#: Requests one ModelStreamInfer stream may have in flight before the server stops reading from it.
+STREAM_MAX_INFLIGHT = 64
+
+T = TypeVar("T")
+
+
+def status_of(error: BaseException) -> grpc.StatusCode:
+    """The status code for an error (INTERNAL for anything outside the hierarchy)."""
+    for cls in type(error).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+def public_message(error: BaseException) -> str:
+    """What a client may see: the message of a GatewayError, else a fixed text."""
+    return str(error) if isinstance(error, GatewayError) else "internal error"
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """KServe V2 / Open Inference Protocol service over a :class:`ModelTable`."""
+
+    def __init__(self, table: ModelTable, metrics: GatewayMetrics | None = None) -> None:
+        self.table = table
+        self.metrics = metrics
+        self.ready = False
+        self.draining = False
+
+    # -- health and metadata -------------------------------------------------------------------
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.ready and not self.draining)
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
+        try:
+            self.table.resolve(request.name, request.version)
+        except GatewayError:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=not self.draining)
+
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: Any
+    ) -> pb.ServerMetadataResponse:
+        return metadata.server_metadata()
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
+        def build() -> pb.ModelMetadataResponse:
+            answering = self.table.resolve(request.name, request.version)
+            return metadata.model_metadata(request.name, self.table.loaded_versions(request.name), answering)
+
+        return await _guard(context, _now(build))
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
+        return await _guard(
+            context, _now(lambda: metadata.model_config(self.table.resolve(request.name, request.version)))
+        )
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: Any
+    ) -> pb.ModelStatisticsResponse:
+        def build() -> pb.ModelStatisticsResponse:
+            if not request.name:
+                return metadata.model_statistics(self.table.all_loaded())
+            if request.version:
+                return metadata.model_statistics([self.table.resolve(request.name, request.version)])
+            return metadata.model_statistics(self.table.loaded_versions(request.name))
+
+        return await _guard(context, _now(build))
+
+    # -- repository ----------------------------------------------------------------------------
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: Any
+    ) -> pb.RepositoryIndexResponse:
+        return metadata.repository_index(self.table.index(), request.ready)
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Any
+    ) -> pb.RepositoryModelLoadResponse:
+        async def load() -> pb.RepositoryModelLoadResponse:
+            await self.table.load_model(request.model_name)
+            if not self.table.loaded_versions(request.model_name):
+                raise ModelLoadError(
+                    f"model '{request.model_name}': no version could be loaded (see RepositoryIndex)"
+                )
+            return pb.RepositoryModelLoadResponse()
+
+        return await _guard(context, load())
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Any
+    ) -> pb.RepositoryModelUnloadResponse:
+        async def unload() -> pb.RepositoryModelUnloadResponse:
+            await self.table.unload_model(request.model_name)
+            return pb.RepositoryModelUnloadResponse()
+
+        return await _guard(context, unload())
+
+    # -- inference -----------------------------------------------------------------------------
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        return await _guard(context, self.infer(request))
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Answers each streamed request as soon as it completes (responses carry the request ``id``).
+
+        Errors are reported in-stream (``error_message``) and the stream continues. At most
+        :data:`STREAM_MAX_INFLIGHT` requests of one stream run at once; past that the server stops
+        reading, which pushes back on the client through gRPC flow control.
+        """
+        responses: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(STREAM_MAX_INFLIGHT)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def answer(request: pb.ModelInferRequest) -> None:
+            try:
+                response = await self.infer(request)
+                responses.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
+            except Exception as exc:
+                if not isinstance(exc, GatewayError):
+                    log.exception("stream request %r failed", request.id)
+                failed = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
+                responses.put_nowait(
+                    pb.ModelStreamInferResponse(error_message=public_message(exc), infer_response=failed)
+                )
+            finally:
+                slots.release()
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await slots.acquire()
+                    task = asyncio.create_task(answer(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.gather(*tasks)
+            finally:
+                responses.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await responses.get()) is not None:
+                yield item
+            await reader  # re-raises a failure of the request iterator
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+    async def infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        """One inference: resolve the version, validate, run, encode. Raises GatewayError subclasses."""
+        if self.draining:
+            raise UnavailableError("server is draining; retry on another replica")
+        started = time.perf_counter_ns()
+        try:
+            with self.table.lease(request.model_name, request.model_version) as loaded:
+                response = await self._run(request, loaded, started)
+        except Exception as exc:
+            self._count(request, status_of(exc), started)
+            raise
+        return response
+
+    async def _run(
+        self, request: pb.ModelInferRequest, loaded: LoadedVersion, started: int
+    ) -> pb.ModelInferResponse:
+        decoded = decode_request(request, loaded.signature, max_batch_size=loaded.max_batch_size)
+        decoded_at = time.perf_counter_ns()
+        try:
+            outputs = await loaded.runner.run(decoded.feeds, decoded.output_names)
+        except Exception:
+            loaded.stats.record_failure(time.perf_counter_ns() - started)
+            raise
+        computed_at = time.perf_counter_ns()
+        specs = {spec.name: spec for spec in loaded.signature.outputs}
+        response = pb.ModelInferResponse(
+            model_name=loaded.model, model_version=str(loaded.version), id=request.id
+        )
+        for name, array in zip(decoded.output_names, outputs, strict=True):
+            if loaded.max_batch_size and (array.ndim == 0 or array.shape[0] != decoded.rows):
+                raise RuntimeError(
+                    f"{loaded.model}:{loaded.version} output {name} has shape {array.shape}, "
+                    f"expected {decoded.rows} rows"
+                )
+            datatype = specs[name].datatype
+            response.outputs.add(name=name, datatype=datatype, shape=array.shape)
+            response.raw_output_contents.append(encode_array(array, datatype))
+        finished = time.perf_counter_ns()
+        loaded.stats.record_success(
+            decoded.rows,
+            finished - started,
+            decoded_at - started,
+            computed_at - decoded_at,
+            finished - computed_at,
+        )
+        if self.metrics is not None:
+            labels = (loaded.model, str(loaded.version))
+            self.metrics.compute_duration.labels(*labels, loaded.runner.provider).observe(
+                (computed_at - decoded_at) / 1e9
+            )
+            self.metrics.batch_size.labels(*labels).observe(decoded.rows)
+            self.metrics.request_duration.labels(*labels).observe((finished - started) / 1e9)
+            self.metrics.requests.labels(*labels, "OK").inc()
+        return response
+
+    def _count(self, request: pb.ModelInferRequest, code: grpc.StatusCode, started: int) -> None:
+        if self.metrics is None:
+            return
+        try:
+            loaded = self.table.resolve(request.model_name, request.model_version)
+            labels = (loaded.model, str(loaded.version))
+        except GatewayError:
+            labels = ("", "")
+        self.metrics.requests.labels(*labels, code.name).inc()
+        self.metrics.request_duration.labels(*labels).observe((time.perf_counter_ns() - started) / 1e9)
+
+
+async def _now(build: Callable[[], T]) -> T:
+    return build()
+
+
+async def _guard(context: Any, work: Awaitable[T]) -> T:
+    """Awaits ``work``; maps its failure to a gRPC status and aborts the call with it."""
+    try:
+        return await work
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        code = status_of(exc)
+        if code is grpc.StatusCode.INTERNAL:
+            log.exception("internal error")
+        await context.abort(code, public_message(exc))
+        raise AssertionError("unreachable: context.abort raises") from exc

@@ -1,0 +1,158 @@
+"""Request validation: a ModelInferRequest is checked against the serving version's signature and decoded
+into numpy feeds *before* it can reach a session or, later, join a batch.
+
+Contract: :func:`decode_request` either returns feeds that onnxruntime accepts for this signature, or
+raises :class:`InvalidArgumentError` whose message names the tensor and what was expected. It never
+touches shared state, so a bad request cannot affect any other request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy.typing as npt
+
+from gateway.codec import ALL_CONTENTS_FIELDS, decode_contents, decode_raw
+from gateway.errors import InvalidArgumentError
+from protos import inference_pb2 as pb
+from registry.signature import Signature, TensorSpec
+
+#: Requested-output parameters of the protocol that this server does not implement.
+_UNSUPPORTED_OUTPUT_PARAMETERS = frozenset({"classification", "shared_memory_region"})
+_UNSUPPORTED_INPUT_PARAMETERS = frozenset({"shared_memory_region"})
+
+
+@dataclass(frozen=True)
+class DecodedRequest:
+    """A validated request: feeds by input name, its row count, and the outputs to return, in order."""
+
+    feeds: dict[str, npt.NDArray[Any]]
+    rows: int
+    output_names: tuple[str, ...]
+
+
+def is_batchable(signature: Signature) -> bool:
+    """A model batches along dim 0 when every input and output has a dynamic leading dim."""
+    specs = (*signature.inputs, *signature.outputs)
+    return all(spec.shape and spec.shape[0] == -1 for spec in specs)
+
+
+def decode_request(
+    request: pb.ModelInferRequest, signature: Signature, *, max_batch_size: int
+) -> DecodedRequest:
+    """Validates and decodes ``request``; ``max_batch_size`` 0 means the model does not batch."""
+    specs = {spec.name: spec for spec in signature.inputs}
+    expected_names = ", ".join(f"'{name}'" for name in specs)
+    _check_names([tensor.name for tensor in request.inputs], specs, expected_names)
+    uses_raw = len(request.raw_input_contents) > 0
+    if uses_raw and len(request.raw_input_contents) != len(request.inputs):
+        raise InvalidArgumentError(
+            f"raw_input_contents has {len(request.raw_input_contents)} entries "
+            f"for {len(request.inputs)} inputs; "
+            "send raw data for every input or for none"
+        )
+    feeds: dict[str, npt.NDArray[Any]] = {}
+    rows: int | None = None
+    for index, tensor in enumerate(request.inputs):
+        spec = specs[tensor.name]
+        _check_input_parameters(tensor)
+        _check_datatype(tensor.name, tensor.datatype, spec)
+        shape = _check_shape(tensor.name, list(tensor.shape), spec, max_batch_size)
+        has_contents = tensor.HasField("contents") and any(
+            len(getattr(tensor.contents, field)) for field in ALL_CONTENTS_FIELDS
+        )
+        if uses_raw and has_contents:
+            raise InvalidArgumentError(
+                f"input '{tensor.name}': has both typed contents and raw_input_contents; send exactly one"
+            )
+        if uses_raw:
+            feeds[tensor.name] = decode_raw(
+                tensor.name, spec.datatype, shape, request.raw_input_contents[index]
+            )
+        elif has_contents or tensor.HasField("contents"):
+            feeds[tensor.name] = decode_contents(tensor.name, spec.datatype, shape, tensor.contents)
+        else:
+            raise InvalidArgumentError(f"input '{tensor.name}': no data; set contents or raw_input_contents")
+        if max_batch_size > 0:
+            if rows is not None and shape[0] != rows:
+                raise InvalidArgumentError(
+                    f"input '{tensor.name}': has {shape[0]} rows but other inputs have {rows}; "
+                    "all inputs must share the batch dimension"
+                )
+            rows = shape[0]
+    return DecodedRequest(feeds, rows if rows is not None else 1, _output_names(request, signature))
+
+
+def _check_names(names: Sequence[str], specs: dict[str, TensorSpec], expected: str) -> None:
+    if not names:
+        raise InvalidArgumentError(f"request has no inputs; expected {expected}")
+    seen: set[str] = set()
+    for name in names:
+        if name not in specs:
+            raise InvalidArgumentError(f"input '{name}': unknown input; expected {expected}")
+        if name in seen:
+            raise InvalidArgumentError(f"input '{name}': given more than once")
+        seen.add(name)
+    missing = [name for name in specs if name not in seen]
+    if missing:
+        raise InvalidArgumentError(f"input '{missing[0]}': missing; expected {expected}")
+
+
+def _check_input_parameters(tensor: pb.ModelInferRequest.InferInputTensor) -> None:
+    for key in tensor.parameters:
+        if key in _UNSUPPORTED_INPUT_PARAMETERS:
+            raise InvalidArgumentError(f"input '{tensor.name}': parameter '{key}' is not supported")
+
+
+def _check_datatype(name: str, datatype: str, spec: TensorSpec) -> None:
+    if datatype != spec.datatype:
+        raise InvalidArgumentError(
+            f"input '{name}': datatype {datatype or '(empty)'} given, expected {spec.datatype}"
+        )
+
+
+def _check_shape(name: str, shape: list[int], spec: TensorSpec, max_batch_size: int) -> list[int]:
+    expected = list(spec.shape)
+    if len(shape) != len(expected):
+        raise InvalidArgumentError(
+            f"input '{name}': shape {shape} has rank {len(shape)}, "
+            f"expected rank {len(expected)} like {expected}"
+        )
+    for axis, (got, want) in enumerate(zip(shape, expected, strict=True)):
+        if got < 0:
+            raise InvalidArgumentError(f"input '{name}': shape {shape} has negative dim {got} at axis {axis}")
+        if want != -1 and got != want:
+            raise InvalidArgumentError(
+                f"input '{name}': shape {shape} differs from {expected} at axis {axis}"
+            )
+    if max_batch_size > 0:
+        if shape[0] == 0:
+            raise InvalidArgumentError(f"input '{name}': zero rows; at least one row is required")
+        if shape[0] > max_batch_size:
+            raise InvalidArgumentError(
+                f"input '{name}': {shape[0]} rows exceed the model's max_batch_size of {max_batch_size}"
+            )
+    if 0 in shape:
+        raise InvalidArgumentError(f"input '{name}': shape {shape} is empty; every dim must be at least 1")
+    return shape
+
+
+def _output_names(request: pb.ModelInferRequest, signature: Signature) -> tuple[str, ...]:
+    known = [spec.name for spec in signature.outputs]
+    if not request.outputs:
+        return tuple(known)
+    names: list[str] = []
+    for output in request.outputs:
+        if output.name not in known:
+            raise InvalidArgumentError(
+                f"output '{output.name}': unknown output; expected one of {', '.join(repr(k) for k in known)}"
+            )
+        if output.name in names:
+            raise InvalidArgumentError(f"output '{output.name}': requested more than once")
+        for key in output.parameters:
+            if key in _UNSUPPORTED_OUTPUT_PARAMETERS:
+                raise InvalidArgumentError(f"output '{output.name}': parameter '{key}' is not supported")
+        names.append(output.name)
+    return tuple(names)

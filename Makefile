@@ -27,7 +27,7 @@ $(REGISTRY)/.built: | $(VENV)/.runtime
 	$(VENV)/bin/infergate-registry demo $(REGISTRY)
 	touch $@
 
-serve: $(VENV)/.runtime $(REGISTRY)/.built
+serve: $(VENV)/.dev $(REGISTRY)/.built
 	@$(PY) -m gateway.quickstart --target $(HOST):$(PORT)
 	exec $(VENV)/bin/infergate-gateway --registry $(REGISTRY) --host $(HOST) --port $(PORT) --metrics-port $(METRICS_PORT)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 SNIPPET = """\
-# In another shell:  .venv/bin/python - <<'PY'
 import numpy as np
 import tritonclient.grpc as grpcclient
 
@@ -14,14 +13,14 @@ x = np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32)
 inp = grpcclient.InferInput("input", list(x.shape), "FP32")
 inp.set_data_from_numpy(x)
 result = client.infer("classifier", [inp])
-print("version", result.get_response().model_version)
-print(result.as_numpy("probabilities"), result.as_numpy("label"))
+print("classifier version", result.get_response().model_version)
+print("probabilities", result.as_numpy("probabilities").tolist())
+print("labels", result.as_numpy("label").tolist())
 
 y = np.random.default_rng(1).normal(size=(2, 8)).astype(np.float32)
 inp = grpcclient.InferInput("input", list(y.shape), "FP32")
 inp.set_data_from_numpy(y)
-print(client.infer("regressor", [inp]).as_numpy("prediction"))
-PY"""
+print("predictions", client.infer("regressor", [inp]).as_numpy("prediction").tolist())"""
 
 
 def snippet(target: str) -> str:
@@ -33,9 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway.quickstart")
     parser.add_argument("--target", default="127.0.0.1:8001")
     args = parser.parse_args(argv)
-    print(f"Starting infergate on {args.target}. Call it with tritonclient:\n")
+    print(f"Starting infergate on {args.target}. Call it with tritonclient, from another shell:\n")
+    print(".venv/bin/python - <<'PY'")
     print(snippet(args.target))
-    print()
+    print("PY\n")
     return 0
 
 

@@ -197,8 +197,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         """One inference: resolve the version, validate, run, encode. Raises GatewayError subclasses."""
-        if self.draining:
-            raise UnavailableError("server is draining; retry on another replica")
         started = time.perf_counter_ns()
         try:
             with self.table.lease(request.model_name, request.model_version) as loaded:

@@ -102,23 +102,35 @@ def sequence_model() -> onnx.ModelProto:
     )
 
 
-def slow_model(width: int = 384, depth: int = 24) -> onnx.ModelProto:
-    """x FP32[batch, width] -> y: ``depth`` chained MatMul+Tanh layers (tens of ms a call)."""
+def slow_model(width: int = 384, depth: int = 24, fanout: int = 64) -> onnx.ModelProto:
+    """x FP32[batch, 4] -> y FP32[batch, width]: tiny requests, tens of ms of compute (for drain tests).
+
+    Each row is tiled to ``fanout`` x ``width`` and pushed through ``depth`` MatMul+Tanh layers, then averaged
+    back to one row, so the work depends on the input (nothing to constant-fold).
+    """
     rng = np.random.default_rng(0)
-    weight = numpy_helper.from_array(
-        (rng.normal(size=(width, width)) / np.sqrt(width)).astype(np.float32), "w"
-    )
-    nodes = []
-    current = "x"
+    scale = np.sqrt(width)
+    weight = numpy_helper.from_array((rng.normal(size=(width, width)) / scale).astype(np.float32), "w")
+    initializers = [
+        weight,
+        numpy_helper.from_array(np.array([1, fanout, width // 4], dtype=np.int64), "repeats"),
+        numpy_helper.from_array(np.array([-1, 1, 4], dtype=np.int64), "as_3d"),
+    ]
+    nodes = [
+        helper.make_node("Reshape", ["x", "as_3d"], ["x3"]),
+        helper.make_node("Tile", ["x3", "repeats"], ["t_in"]),
+    ]
+    current = "t_in"
     for layer in range(depth):
         nodes.append(helper.make_node("MatMul", [current, "w"], [f"m{layer}"]))
-        current = "y" if layer == depth - 1 else f"t{layer}"
+        current = f"t{layer}"
         nodes.append(helper.make_node("Tanh", [f"m{layer}"], [current]))
+    nodes.append(helper.make_node("ReduceMean", [current], ["y"], axes=[1], keepdims=0))
     return _model(
         nodes,
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
-        [weight],
+        initializers,
     )
 
 

@@ -1,0 +1,196 @@
+"""Writing to the registry: publish a version, pin, unpin, roll back.
+
+This module owns every change to a registry directory, and the crash-safety of each:
+
+* :func:`publish` validates its inputs, writes everything into ``<model>/.tmp-<random>/`` (each file
+  fsynced, ``READY`` last), reserves the next version number with an exclusive ``mkdir`` and renames the
+  temp directory onto that (empty) reservation. A crash leaves a ``.tmp-*`` directory or an empty
+  numeric directory, both invisible to :func:`registry.layout.scan_registry`; concurrent publishers get
+  distinct numbers because ``mkdir`` succeeds for one of them only.
+* :func:`pin` writes ``<model>/pin`` with temp file + ``os.replace``; :func:`unpin` removes it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from registry.artifacts import data_rows, validate_arrays
+from registry.checks import check_int
+from registry.errors import ConfigError, NotFoundError, PublishError
+from registry.fsutil import copy_durable, fsync_dir, replace_atomic, write_durable
+from registry.layout import (
+    GOLDEN_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    PIN_FILE,
+    READY,
+    REFERENCE_FILE,
+    TMP_PREFIX,
+    VersionInfo,
+    check_model_name,
+    default_version,
+    numeric_dirs,
+    read_pin,
+    ready_versions,
+    scan_model,
+    select_versions,
+    version_info,
+)
+from registry.manifest import Manifest, TrainingInfo, ValidationInfo, dump_manifest, sha256_file, utc_now
+from registry.signature import read_signature
+
+__all__ = ["pin", "publish", "rollback", "unpin"]
+
+_MAX_CLAIMS = 1000
+
+
+def publish(
+    root: Path,
+    model: str,
+    onnx_path: Path,
+    *,
+    reference: Path | None = None,
+    golden: Path | None = None,
+    train_data: Path | None = None,
+    params: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    notes: str = "",
+    parent_version: int | None = None,
+) -> VersionInfo:
+    """Publish ``onnx_path`` as the next version of ``model`` under ``root``; return the READY version.
+
+    The signature is read from the ONNX file; ``reference``/``golden`` must match it (see
+    :func:`registry.artifacts.validate_arrays`; golden needs every output too). ``train_data`` is hashed
+    and its rows counted (``.npy``/``.npz``); its ``file://`` URI is recorded, the file is not copied.
+    ``parent_version`` defaults to the highest READY version, and must be READY when given. The version
+    number is one above the highest numeric directory, READY or not. Creates ``root/model`` if needed.
+    Raises PublishError (bad name, arrays, parent...), NotFoundError (missing input file) or
+    SignatureError (model not expressible in V2); nothing is left visible on failure.
+    """
+    try:
+        check_model_name(model)
+    except NotFoundError as exc:
+        raise PublishError(str(exc)) from None
+    signature = read_signature(onnx_path)
+    extras = {REFERENCE_FILE: reference, GOLDEN_FILE: golden}
+    for name, path in extras.items():
+        if path is not None:
+            validate_arrays(path, signature, require_outputs=name == GOLDEN_FILE)
+    training = _training_info(train_data, params)
+    validation = ValidationInfo(metrics=dict(metrics or {}))
+    model_dir = root / model
+    model_dir.mkdir(parents=True, exist_ok=True)
+    parent = _parent(model_dir, parent_version)
+
+    tmp = model_dir / f"{TMP_PREFIX}{secrets.token_hex(8)}"
+    tmp.mkdir()
+    try:
+        model_sha = copy_durable(onnx_path, tmp / MODEL_FILE)
+        hashes = {name: copy_durable(path, tmp / name) for name, path in extras.items() if path is not None}
+        manifest = Manifest(
+            created_at=utc_now(),
+            model_sha256=model_sha,
+            signature=signature,
+            training=training,
+            validation=validation,
+            parent_version=parent,
+            notes=notes,
+            artifacts=hashes,
+        )
+        dump_manifest(manifest, tmp / MANIFEST_FILE)
+        write_durable(tmp / READY, b"")
+        fsync_dir(tmp)
+        version = _claim_version(tmp, model_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return VersionInfo(model, version, model_dir / str(version))
+
+
+def _training_info(train_data: Path | None, params: Mapping[str, Any] | None) -> TrainingInfo:
+    if train_data is None:
+        return TrainingInfo(params=dict(params or {}))
+    if not train_data.is_file():
+        raise NotFoundError(f"{train_data}: no such training-data file")
+    return TrainingInfo(
+        data_uri=train_data.resolve().as_uri(),
+        data_sha256=sha256_file(train_data),
+        rows=data_rows(train_data),
+        params=dict(params or {}),
+    )
+
+
+def _parent(model_dir: Path, parent_version: int | None) -> int | None:
+    ready = ready_versions(model_dir)
+    if parent_version is None:
+        return ready[-1] if ready else None
+    check_int("parent_version", parent_version, PublishError, minimum=1)
+    if parent_version not in ready:
+        raise PublishError(f"parent_version {parent_version}: no such READY version of {model_dir.name}")
+    return parent_version
+
+
+def _claim_version(tmp: Path, model_dir: Path) -> int:
+    """Reserve the next free number with mkdir (exclusive), then rename ``tmp`` onto the empty reservation."""
+    for _ in range(_MAX_CLAIMS):
+        version = max(numeric_dirs(model_dir), default=0) + 1
+        target = model_dir / str(version)
+        try:
+            target.mkdir()
+        except FileExistsError:
+            continue  # a concurrent publisher took it; look again
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            target.rmdir()
+            raise
+        fsync_dir(model_dir)
+        return version
+    raise PublishError(f"{model_dir}: could not claim a version number after {_MAX_CLAIMS} attempts")
+
+
+def pin(root: Path, model: str, version: int) -> VersionInfo:
+    """Pin ``model`` to READY ``version`` (atomically replacing any pin); NotFoundError if not READY."""
+    info = version_info(root, model, version)
+    replace_atomic(root / model / PIN_FILE, f"{version}\n".encode("ascii"))
+    return info
+
+
+def unpin(root: Path, model: str) -> int | None:
+    """Remove the pin of ``model``; return the version it held (None if none or unreadable).
+
+    NotFoundError if the model directory does not exist.
+    """
+    model_dir = root / check_model_name(model)
+    if not model_dir.is_dir():
+        raise NotFoundError(f"model {model!r} not found in {root}")
+    try:
+        previous = read_pin(model_dir)
+    except ConfigError:  # a corrupt pin is exactly what unpin must be able to remove
+        previous = None
+    (model_dir / PIN_FILE).unlink(missing_ok=True)
+    fsync_dir(model_dir)
+    return previous
+
+
+def rollback(root: Path, model: str) -> VersionInfo:
+    """Pin the highest READY version below the one served by default now (pin, else policy's highest).
+
+    NotFoundError if the model has no READY version; PublishError if nothing is older.
+    """
+    model_dir = root / check_model_name(model)
+    if not model_dir.is_dir():
+        raise NotFoundError(f"model {model!r} not found in {root}")
+    info = scan_model(model_dir)
+    current = default_version(info, select_versions(info))
+    if current is None:
+        raise NotFoundError(f"{model}: no READY version")
+    older = [v for v in info.versions if v < current]
+    if not older:
+        raise PublishError(f"{model}: no READY version older than {current} to roll back to")
+    return pin(root, model, older[-1])

@@ -108,7 +108,23 @@ def model_statistics(versions: Iterable[LoadedVersion]) -> pb.ModelStatisticsRes
         for size in sorted(s.batches):
             batch = entry.batch_stats.add(batch_size=size)
             _fill(batch.compute_infer, s.batches[size])
+        for size, predicted_s, observations in latency_profile(lv):
+            # infergate extension: the batcher's latency profile, keyed "profile:<batch size>";
+            # compute_infer.ns is the predicted batch latency, compute_infer.count the batches behind it.
+            point = entry.response_stats[f"profile:{size}"].compute_infer
+            point.count = observations
+            point.ns = round(predicted_s * 1e9)
     return response
+
+
+def latency_profile(loaded: LoadedVersion) -> list[tuple[int, float, int]]:
+    """(batch size, best predicted seconds over instances, observations over instances) per profiled size."""
+    profiles = loaded.batcher.profiles
+    observed: dict[int, int] = {}
+    for profile in profiles:
+        for point in profile.snapshot():
+            observed[point.batch_size] = observed.get(point.batch_size, 0) + point.observations
+    return [(size, loaded.batcher.predict(size), observed[size]) for size in sorted(observed)]
 
 
 def repository_index(entries: Iterable[IndexEntry], ready_only: bool) -> pb.RepositoryIndexResponse:

@@ -66,6 +66,32 @@ class GatewayMetrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
+        self.queue_duration = Histogram(
+            "infergate_queue_duration_seconds",
+            "Time from admission to the start of the request's batch.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "infergate_queue_depth",
+            "Rows waiting in the batch queue.",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.shed = Counter(
+            "infergate_shed",
+            "Requests refused or dropped by the batcher, by reason "
+            "(queue_full, deadline_admission, deadline_expired, cancelled).",
+            ["model", "version", "reason"],
+            registry=registry,
+        )
+        self.predicted_latency = Gauge(
+            "infergate_predicted_batch_latency_seconds",
+            "The latency profile: predicted batch latency by batch size (best instance).",
+            ["model", "version", "batch_size"],
+            registry=registry,
+        )
         self.model_ready = Gauge(
             "infergate_model_ready",
             "1 while a version is loaded and serving.",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,9 +23,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from gateway.batcher import Batcher
 from gateway.codec import NUMPY_DTYPES
 from gateway.errors import GatewayError, ModelLoadError, NotFoundError, UnavailableError
 from gateway.metrics import GatewayMetrics
+from gateway.profile import LatencyProfile
 from gateway.runner import Runner, RunnerOptions
 from gateway.stats import VersionStats
 from gateway.validate import is_batchable
@@ -39,14 +42,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(eq=False)
 class LoadedVersion:
-    """A version ready to serve: its signature, config, session runner and statistics."""
+    """A version ready to serve: its signature, config, runner, batcher and statistics."""
 
     model: str
     version: int
     signature: Signature
     config: ModelConfig
     runner: Runner
-    stats: VersionStats = field(default_factory=VersionStats)
+    batcher: Batcher
+    stats: VersionStats
     inflight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -56,11 +60,38 @@ class LoadedVersion:
     @property
     def max_batch_size(self) -> int:
         """Rows one request may carry; 0 when the model has no dynamic leading dim to batch on."""
-        return self.config.batching.max_batch_size if is_batchable(self.signature) else 0
+        return batching_limit(self.signature, self.config)
 
     async def drain(self) -> None:
-        """Waits until no request is in flight on this version."""
+        """Waits until no request is in flight on this version (queued or computing)."""
         await self._idle.wait()
+
+
+class VersionObserver:
+    """Feeds a version's batcher events into its statistics and Prometheus metrics."""
+
+    def __init__(self, stats: VersionStats, metrics: GatewayMetrics | None, model: str, version: int) -> None:
+        self._stats = stats
+        self._metrics = metrics
+        self._labels = (model, str(version))
+
+    def on_batch(self, rows: int, compute_ns: int) -> None:
+        self._stats.record_batch(rows, compute_ns)
+        if self._metrics is not None:
+            self._metrics.batch_size.labels(*self._labels).observe(rows)
+
+    def on_shed(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.shed.labels(*self._labels, reason).inc()
+
+    def on_queue_depth(self, rows: int) -> None:
+        if self._metrics is not None:
+            self._metrics.queue_depth.labels(*self._labels).set(rows)
+
+
+def batching_limit(signature: Signature, config: ModelConfig) -> int:
+    """``max_batch_size`` for batchable signatures, else 0."""
+    return config.batching.max_batch_size if is_batchable(signature) else 0
 
 
 @dataclass
@@ -144,7 +175,9 @@ class ModelTable:
             state.versions = {**kept, **fresh}
             state.default = default_version(info, state.versions)
             for lv in fresh.values():
+                lv.batcher.start()
                 self._set_ready(lv, 1)
+                self._export_profile(lv)
         await self._retire(retired)
 
     async def unload_model(self, name: str) -> None:
@@ -245,20 +278,29 @@ class ModelTable:
         )
         runner = Runner.load(where.onnx_path, options)
         try:
-            loaded = LoadedVersion(info.name, version, signature, info.config, runner)
-            names = [spec.name for spec in signature.outputs]
-            outputs = runner.run_sync(warmup_feeds(signature), names)
-            if len(outputs) != len(names):
-                raise ModelLoadError(
-                    f"{label}: warm-up returned {len(outputs)} outputs, expected {len(names)}"
-                )
+            limit = batching_limit(signature, info.config)
+            profiles = [LatencyProfile(max(limit, 1)) for _ in range(runner.instances)]
+            seed_profiles(runner, profiles, signature, limit)
         except Exception as exc:
             runner.close()
             if isinstance(exc, ModelLoadError):
                 raise
             raise ModelLoadError(f"{label}: warm-up failed: {exc}") from exc
+        stats = VersionStats()
+        batching = info.config.batching
+        batcher = Batcher(
+            runner,
+            profiles,
+            output_names=[spec.name for spec in signature.outputs],
+            max_batch_size=limit,
+            max_queue_delay_ms=batching.max_queue_delay_ms,
+            max_queue_size=batching.max_queue_size,
+            scheduler=batching.scheduler,
+            observer=VersionObserver(stats, self.metrics, info.name, version),
+            name=label,
+        )
         log.info("loaded %s on %s", label, runner.provider)
-        return loaded
+        return LoadedVersion(info.name, version, signature, info.config, runner, batcher, stats)
 
     def _count(self, name: str, result: str) -> None:
         if self.metrics is not None:
@@ -272,25 +314,56 @@ class ModelTable:
             else:
                 self.metrics.model_ready.remove(*labels)
 
+    def _export_profile(self, loaded: LoadedVersion) -> None:
+        """Publishes the version's latency profile as gauges (best instance per batch size)."""
+        if self.metrics is None:
+            return
+        for size in loaded.batcher.profiles[0].sizes:
+            predicted = loaded.batcher.predict(size)
+            self.metrics.predicted_latency.labels(loaded.model, str(loaded.version), str(size)).set(predicted)
+
     async def _retire(self, retired: list[LoadedVersion]) -> None:
         """Drains each retired version (already unreachable for new requests), then closes its session."""
         for loaded in retired:
             self._set_ready(loaded, 0)
             await loaded.drain()
+            await loaded.batcher.close()
             await asyncio.to_thread(loaded.runner.close)
             log.info("closed %s:%d", loaded.model, loaded.version)
 
 
-def warmup_feeds(signature: Signature) -> dict[str, npt.NDArray[Any]]:
-    """One row of zeros (empty strings for BYTES) per input; dynamic dims become 1."""
+def warmup_feeds(signature: Signature, rows: int = 1) -> dict[str, npt.NDArray[Any]]:
+    """Zeros (empty strings for BYTES) per input: ``rows`` on a dynamic batch dim, other dynamic dims 1."""
     feeds: dict[str, npt.NDArray[Any]] = {}
     for spec in signature.inputs:
-        shape = tuple(1 if d < 0 else d for d in spec.shape)
+        shape = tuple((rows if axis == 0 else 1) if d < 0 else d for axis, d in enumerate(spec.shape))
         if spec.datatype == "BYTES":
             feeds[spec.name] = np.full(shape, "", dtype=object)
         else:
             feeds[spec.name] = np.zeros(shape, dtype=NUMPY_DTYPES[spec.datatype])
     return feeds
+
+
+def seed_profiles(runner: Runner, profiles: list[LatencyProfile], signature: Signature, limit: int) -> None:
+    """Warm-up: runs every instance at each profiled batch size (blocking; off the event loop).
+
+    The first run of each size is discarded (allocation, kernel selection); the next two seed the profile.
+    Fails with ModelLoadError when a run returns the wrong outputs.
+    """
+    names = [spec.name for spec in signature.outputs]
+    for instance, profile in enumerate(profiles):
+        for rows in profile.sizes if limit > 0 else (1,):
+            feeds = warmup_feeds(signature, rows)
+            for attempt in range(3):
+                begin = time.perf_counter()
+                outputs = runner.run_sync(instance, feeds, names)
+                elapsed = time.perf_counter() - begin
+                if len(outputs) != len(names):
+                    raise ModelLoadError(f"warm-up returned {len(outputs)} outputs, expected {len(names)}")
+                if limit > 0 and any(out.ndim == 0 or out.shape[0] != rows for out in outputs):
+                    raise ModelLoadError(f"warm-up at {rows} rows returned outputs without {rows} rows")
+                if attempt:
+                    profile.observe(rows, elapsed)
 
 
 def _state_of(state: ModelState, version: int) -> tuple[str, str]:

@@ -3,7 +3,9 @@
 
 Contracts:
 - :meth:`Runner.load` is blocking (it builds the session); call it from a worker thread.
-- :meth:`Runner.run` is awaitable from the event loop and runs the session in the runner's own executor.
+- :meth:`Runner.run` is awaitable from the event loop and runs instance ``i``'s session on that instance's
+  own executor thread. Instances are independent sessions of the same model, so ``instances`` batches can
+  run at once.
 - :meth:`Runner.close` waits for running calls, then releases the session; later ``run`` calls fail.
 """
 
@@ -20,9 +22,11 @@ from typing import Any
 import numpy.typing as npt
 import onnxruntime as ort
 
-from gateway.errors import ModelLoadError, UnavailableError
+from gateway.errors import InvalidArgumentError, ModelLoadError, UnavailableError
 
 log = logging.getLogger(__name__)
+
+_OrtInvalidArgument = ort.capi.onnxruntime_pybind11_state.InvalidArgument
 
 #: DESIGN.md provider names -> onnxruntime execution providers.
 PROVIDERS = {
@@ -52,21 +56,21 @@ class RunnerOptions:
 
 
 class Runner:
-    """One onnxruntime session plus ``instances`` executor threads calling it concurrently."""
+    """``instances`` onnxruntime sessions of one model, each with its own executor thread."""
 
-    def __init__(self, session: ort.InferenceSession, options: RunnerOptions) -> None:
-        self._session: ort.InferenceSession | None = session
+    def __init__(self, sessions: list[ort.InferenceSession], options: RunnerOptions) -> None:
+        self._sessions: list[ort.InferenceSession] | None = sessions
         self._options = options
-        self._executor = ThreadPoolExecutor(
-            max_workers=options.instances, thread_name_prefix=f"ort-{options.name}"
-        )
-        self.provider = _short_provider(session.get_providers()[0])
-        self.input_names: tuple[str, ...] = tuple(i.name for i in session.get_inputs())
-        self.output_names: tuple[str, ...] = tuple(o.name for o in session.get_outputs())
+        self._executors = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{options.name}-{i}")
+            for i in range(len(sessions))
+        ]
+        self.instances = len(sessions)
+        self.provider = _short_provider(sessions[0].get_providers()[0])
 
     @classmethod
     def load(cls, onnx_path: Path, options: RunnerOptions) -> Runner:
-        """Builds the session (blocking). Unavailable providers fall back in order, with a warning."""
+        """Builds the sessions (blocking). Unavailable providers fall back in order, with a warning."""
         available = set(ort.get_available_providers())
         chosen = [PROVIDERS[p] for p in options.providers if PROVIDERS[p] in available]
         skipped = [p for p in options.providers if PROVIDERS[p] not in available]
@@ -82,34 +86,47 @@ class Runner:
         session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            session = ort.InferenceSession(str(onnx_path), sess_options=session_options, providers=chosen)
+            sessions = [
+                ort.InferenceSession(str(onnx_path), sess_options=session_options, providers=chosen)
+                for _ in range(options.instances)
+            ]
         except Exception as exc:  # onnxruntime raises its own untyped errors for corrupt models
             raise ModelLoadError(
                 f"{options.name}: onnxruntime could not load {onnx_path.name}: {exc}"
             ) from exc
-        return cls(session, options)
+        return cls(sessions, options)
 
     def run_sync(
-        self, feeds: Mapping[str, npt.NDArray[Any]], output_names: Sequence[str]
+        self, instance: int, feeds: Mapping[str, npt.NDArray[Any]], output_names: Sequence[str]
     ) -> list[npt.NDArray[Any]]:
-        """Runs the session on the calling thread (used for warm-up, off the event loop)."""
-        session = self._session
-        if session is None:
+        """Runs instance ``instance`` on the calling thread (warm-up uses this, off the event loop).
+
+        onnxruntime's own argument errors (a value the graph rejects at run time) become
+        InvalidArgumentError; any other failure propagates and is answered INTERNAL.
+        """
+        sessions = self._sessions
+        if sessions is None:
             raise UnavailableError(f"{self._options.name}: session is closed")
-        outputs: list[npt.NDArray[Any]] = session.run(list(output_names), dict(feeds))
+        try:
+            outputs: list[npt.NDArray[Any]] = sessions[instance].run(list(output_names), dict(feeds))
+        except _OrtInvalidArgument as exc:
+            raise InvalidArgumentError(f"{self._options.name}: the model rejected the input: {exc}") from exc
         return outputs
 
     async def run(
-        self, feeds: Mapping[str, npt.NDArray[Any]], output_names: Sequence[str]
+        self, instance: int, feeds: Mapping[str, npt.NDArray[Any]], output_names: Sequence[str]
     ) -> list[npt.NDArray[Any]]:
-        """Runs the session in the runner's executor and returns outputs in ``output_names`` order."""
+        """Runs instance ``instance`` on its executor thread; outputs come in ``output_names`` order."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.run_sync, feeds, output_names)
+        return await loop.run_in_executor(
+            self._executors[instance], self.run_sync, instance, feeds, output_names
+        )
 
     def close(self) -> None:
-        """Waits for running calls, then drops the session. Idempotent."""
-        self._executor.shutdown(wait=True)
-        self._session = None
+        """Waits for running calls, then drops the sessions. Idempotent."""
+        for executor in self._executors:
+            executor.shutdown(wait=True)
+        self._sessions = None
 
 
 def _short_provider(name: str) -> str:

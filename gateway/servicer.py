@@ -17,6 +17,7 @@ import grpc
 
 from gateway import metadata
 from gateway.codec import encode_array
+from gateway.deadlines import request_deadline, request_priority
 from gateway.errors import (
     DeadlineExceededError,
     GatewayError,
@@ -144,7 +145,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # -- inference -----------------------------------------------------------------------------
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        return await _guard(context, self.infer(request))
+        return await _guard(context, self.infer(request, context.time_remaining()))
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
@@ -161,7 +162,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         async def answer(request: pb.ModelInferRequest) -> None:
             try:
-                response = await self.infer(request)
+                response = await self.infer(request, context.time_remaining())
                 responses.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
             except Exception as exc:
                 if not isinstance(exc, GatewayError):
@@ -195,55 +196,65 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             for task in list(tasks):
                 task.cancel()
 
-    async def infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        """One inference: resolve the version, validate, run, encode. Raises GatewayError subclasses."""
+    async def infer(
+        self, request: pb.ModelInferRequest, grpc_remaining: float | None = None
+    ) -> pb.ModelInferResponse:
+        """One inference: resolve the version, validate, batch, encode. Raises GatewayError subclasses.
+
+        ``grpc_remaining`` is the call's remaining gRPC deadline in seconds (None: no deadline).
+        """
         started = time.perf_counter_ns()
+        loop = asyncio.get_running_loop()
         try:
             with self.table.lease(request.model_name, request.model_version) as loaded:
-                response = await self._run(request, loaded, started)
+                try:
+                    return await self._run(request, loaded, started, loop.time(), grpc_remaining)
+                except BaseException:
+                    loaded.stats.record_failure(time.perf_counter_ns() - started)
+                    raise
         except Exception as exc:
             self._count(request, status_of(exc), started)
             raise
-        return response
 
     async def _run(
-        self, request: pb.ModelInferRequest, loaded: LoadedVersion, started: int
+        self,
+        request: pb.ModelInferRequest,
+        loaded: LoadedVersion,
+        started: int,
+        now: float,
+        grpc_remaining: float | None,
     ) -> pb.ModelInferResponse:
+        batching = loaded.config.batching
         decoded = decode_request(request, loaded.signature, max_batch_size=loaded.max_batch_size)
+        deadline = request_deadline(
+            request, now=now, grpc_remaining=grpc_remaining, budget_ms=batching.latency_budget_ms
+        )
+        priority = request_priority(request, batching.priority_levels)
         decoded_at = time.perf_counter_ns()
-        try:
-            outputs = await loaded.runner.run(decoded.feeds, decoded.output_names)
-        except Exception:
-            loaded.stats.record_failure(time.perf_counter_ns() - started)
-            raise
-        computed_at = time.perf_counter_ns()
+        result = await loaded.batcher.submit(decoded, deadline, priority)
+        answered_at = time.perf_counter_ns()
         specs = {spec.name: spec for spec in loaded.signature.outputs}
         response = pb.ModelInferResponse(
             model_name=loaded.model, model_version=str(loaded.version), id=request.id
         )
-        for name, array in zip(decoded.output_names, outputs, strict=True):
-            if loaded.max_batch_size and (array.ndim == 0 or array.shape[0] != decoded.rows):
-                raise RuntimeError(
-                    f"{loaded.model}:{loaded.version} output {name} has shape {array.shape}, "
-                    f"expected {decoded.rows} rows"
-                )
+        for name, array in zip(decoded.output_names, result.outputs, strict=True):
             datatype = specs[name].datatype
             response.outputs.add(name=name, datatype=datatype, shape=array.shape)
             response.raw_output_contents.append(encode_array(array, datatype))
         finished = time.perf_counter_ns()
-        loaded.stats.record_success(
-            decoded.rows,
+        loaded.stats.record_request(
             finished - started,
+            result.queue_ns,
             decoded_at - started,
-            computed_at - decoded_at,
-            finished - computed_at,
+            result.compute_ns,
+            finished - answered_at,
         )
         if self.metrics is not None:
             labels = (loaded.model, str(loaded.version))
             self.metrics.compute_duration.labels(*labels, loaded.runner.provider).observe(
-                (computed_at - decoded_at) / 1e9
+                result.compute_ns / 1e9
             )
-            self.metrics.batch_size.labels(*labels).observe(decoded.rows)
+            self.metrics.queue_duration.labels(*labels).observe(result.queue_ns / 1e9)
             self.metrics.request_duration.labels(*labels).observe((finished - started) / 1e9)
             self.metrics.requests.labels(*labels, "OK").inc()
         return response

@@ -25,7 +25,8 @@ class Duration:
 
 @dataclass
 class VersionStats:
-    """Cumulative figures for one loaded model version."""
+    """Cumulative figures for one loaded model version (Triton semantics: ``inference_count`` counts
+    rows, ``execution_count`` counts batches, request durations include the batch each request ran in)."""
 
     inference_count: int = 0
     execution_count: int = 0
@@ -38,17 +39,23 @@ class VersionStats:
     compute_output: Duration = field(default_factory=Duration)
     batches: dict[int, Duration] = field(default_factory=dict)
 
-    def record_success(self, rows: int, total_ns: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
-        """One request of ``rows`` rows answered, executed as one batch of that size."""
-        self.inference_count += rows
-        self.execution_count += 1
-        self.last_inference_ms = time.time_ns() // 1_000_000
+    def record_request(
+        self, total_ns: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int
+    ) -> None:
+        """One request answered; ``infer_ns`` is the compute time of the batch it ran in."""
         self.success.add(total_ns)
+        self.queue.add(queue_ns)
         self.compute_input.add(input_ns)
         self.compute_infer.add(infer_ns)
         self.compute_output.add(output_ns)
+
+    def record_batch(self, rows: int, infer_ns: int) -> None:
+        """One batch of ``rows`` rows executed."""
+        self.inference_count += rows
+        self.execution_count += 1
+        self.last_inference_ms = time.time_ns() // 1_000_000
         self.batches.setdefault(rows, Duration()).add(infer_ns)
 
     def record_failure(self, total_ns: int) -> None:
-        """One request that reached the model and failed."""
+        """One request that reached the model's queue and failed (shed, cancelled or errored)."""
         self.fail.add(total_ns)

@@ -27,6 +27,7 @@ from registry.errors import ConfigError
 
 __all__ = [
     "PROVIDERS",
+    "PSI_THRESHOLD_MODES",
     "VERSION_POLICIES",
     "BatchingConfig",
     "DriftConfig",
@@ -41,12 +42,18 @@ __all__ = [
 
 PROVIDERS = frozenset({"tensorrt", "cuda", "cpu"})
 VERSION_POLICIES = frozenset({"latest", "all", "specific"})
+PSI_THRESHOLD_MODES = frozenset({"fixed", "calibrated"})
 
 ProviderOption = str | int | float | bool
 """A provider option value, passed through to onnxruntime by the gateway."""
 
 _DEFAULT_CUDA: Mapping[str, ProviderOption] = MappingProxyType({"device_id": 0})
 _DEFAULT_TENSORRT: Mapping[str, ProviderOption] = MappingProxyType({"fp16": False})
+
+
+#: ``[batching].scheduler``: "deadline" (EDF, SLO-aware batch sizes, shedding) or "fixed" (FIFO with a fixed
+#: queue delay, as Triton's dynamic batcher; for comparison).
+SCHEDULERS = ("deadline", "fixed")
 
 
 @dataclass(frozen=True)
@@ -59,9 +66,11 @@ class BatchingConfig:
     latency_budget_ms: float = 100.0
     max_queue_size: int = 4096
     priority_levels: int = 1
+    scheduler: str = "deadline"
 
     def __post_init__(self) -> None:
         k = "[batching]."
+        check_choice(k + "scheduler", self.scheduler, SCHEDULERS, ConfigError)
         check_int(k + "max_batch_size", self.max_batch_size, ConfigError, minimum=1)
         _set(
             self,
@@ -156,7 +165,14 @@ class SamplingConfig:
 @dataclass(frozen=True)
 class DriftConfig:
     """``[drift]``: monitor window size (rows, seconds), PSI bins and threshold, KS effect and level, and
-    how many consecutive drifting windows raise an alert."""
+    how many consecutive drifting windows raise an alert.
+
+    ``psi_threshold_mode`` picks the PSI cut: "fixed" (``psi_threshold``) or "calibrated" (the null
+    quantile ``chi2(bins - 1, 1 - alpha) * (1/n + 1/m)``). ``nonfinite_threshold`` is the change in a
+    feature's NaN or +-inf rate (absolute, vs the reference) that counts as drift. Windows of at most
+    ``audit_max_rows`` rows keep raw values for the exact KS test (0 turns that off). ``sliding_panes``
+    closed windows make up the sliding window.
+    """
 
     SECTION: ClassVar[str] = "drift"
     window_rows: int = 1000
@@ -166,6 +182,10 @@ class DriftConfig:
     ks_min_effect: float = 0.1
     alpha: float = 0.01
     consecutive: int = 2
+    psi_threshold_mode: str = "fixed"
+    nonfinite_threshold: float = 0.01
+    audit_max_rows: int = 100_000
+    sliding_panes: int = 5
 
     def __post_init__(self) -> None:
         k = "[drift]."
@@ -183,6 +203,15 @@ class DriftConfig:
             raise ConfigError(f"{k}alpha: must be < 1.0, got {alpha}")
         _set(self, "alpha", alpha)
         check_int(k + "consecutive", self.consecutive, ConfigError, minimum=1)
+        check_choice(k + "psi_threshold_mode", self.psi_threshold_mode, PSI_THRESHOLD_MODES, ConfigError)
+        _set(
+            self,
+            "nonfinite_threshold",
+            check_float(k + "nonfinite_threshold", self.nonfinite_threshold, ConfigError, minimum=0.0,
+                        maximum=1.0, exclusive_minimum=True),
+        )  # fmt: skip
+        check_int(k + "audit_max_rows", self.audit_max_rows, ConfigError, minimum=0)
+        check_int(k + "sliding_panes", self.sliding_panes, ConfigError, minimum=1)
 
 
 _SECTIONS: tuple[type[Any], ...] = (

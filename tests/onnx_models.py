@@ -158,3 +158,42 @@ def build_registry(
             (root / name / "model.toml").write_text(toml[name])
         publish(root, name, path)
     return root
+
+
+def mlp_model(features: int = 16, hidden: int = 32, classes: int = 4, seed: int = 0) -> onnx.ModelProto:
+    """x FP32[batch, features] -> Gemm + Relu -> Gemm -> logits FP32[batch, classes], Softmax -> probs."""
+    rng = np.random.default_rng(seed)
+    initializers = [
+        numpy_helper.from_array(rng.normal(size=(features, hidden)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.normal(size=(hidden,)).astype(np.float32), "b1"),
+        numpy_helper.from_array(rng.normal(size=(hidden, classes)).astype(np.float32), "w2"),
+        numpy_helper.from_array(rng.normal(size=(classes,)).astype(np.float32), "b2"),
+    ]
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1", "b1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("Gemm", ["r", "w2", "b2"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes]),
+            helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", classes]),
+        ],
+        initializers,
+    )
+
+
+def gather_model(table_rows: int = 4) -> onnx.ModelProto:
+    """idx INT64[batch] -> y FP32[batch, 2] = table[idx]; an index out of range makes onnxruntime fail."""
+    table = numpy_helper.from_array(
+        np.arange(table_rows * 2, dtype=np.float32).reshape(table_rows, 2), "table"
+    )
+    return _model(
+        [helper.make_node("Gather", ["table", "idx"], ["y"], axis=0)],
+        [helper.make_tensor_value_info("idx", TensorProto.INT64, ["batch"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+        [table],
+    )

@@ -223,3 +223,37 @@ def test_float_fields_are_floats_after_validation() -> None:
     drift = DriftConfig(window_seconds=5, psi_threshold=1, ks_min_effect=0, alpha=0.5)
     assert all(type(v) is float for v in (drift.window_seconds, drift.psi_threshold, drift.ks_min_effect))
     assert math.isclose(drift.alpha, 0.5)
+
+
+MONITOR_DRIFT_INVALID = [
+    ('[drift]\npsi_threshold_mode = "adaptive"\n', "[drift].psi_threshold_mode", "expected one of"),
+    ("[drift]\nnonfinite_threshold = 0\n", "[drift].nonfinite_threshold", "> 0.0"),
+    ("[drift]\nnonfinite_threshold = 1.5\n", "[drift].nonfinite_threshold", "<= 1.0"),
+    ("[drift]\naudit_max_rows = -1\n", "[drift].audit_max_rows", ">= 0"),
+    ("[drift]\naudit_max_rows = 1e5\n", "[drift].audit_max_rows", "expected an integer"),
+    ("[drift]\nsliding_panes = 0\n", "[drift].sliding_panes", ">= 1"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"), MONITOR_DRIFT_INVALID, ids=[f"{k} {p}" for _, k, p in MONITOR_DRIFT_INVALID]
+)
+def test_monitor_drift_keys_name_the_key(tmp_path: Path, text: str, key: str, problem: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_model_config(path)
+    assert str(caught.value).startswith(f"{path}: {key}:")
+    assert problem in str(caught.value)
+
+
+def test_monitor_drift_keys_parse_and_default(tmp_path: Path) -> None:
+    assert DriftConfig().psi_threshold_mode == "fixed"
+    assert (DriftConfig().nonfinite_threshold, DriftConfig().audit_max_rows) == (0.01, 100_000)
+    assert DriftConfig().sliding_panes == 5
+    text = (
+        '[drift]\npsi_threshold_mode = "calibrated"\nnonfinite_threshold = 1\naudit_max_rows = 0\n'
+        "sliding_panes = 3\n"
+    )
+    drift = load_model_config(write(tmp_path, text)).drift
+    assert (drift.psi_threshold_mode, drift.audit_max_rows, drift.sliding_panes) == ("calibrated", 0, 3)
+    assert type(drift.nonfinite_threshold) is float and drift.nonfinite_threshold == 1.0

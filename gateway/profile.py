@@ -1,0 +1,106 @@
+"""Online latency profile: predicted batch latency by batch size, for one model instance.
+
+Contracts:
+- Sizes are tracked in buckets at powers of two up to ``max_batch_size`` (plus ``max_batch_size`` itself).
+  An observation of ``rows`` updates the largest bucket not above it, so each bucket's estimate is an upper
+  bound for its size.
+- Each bucket keeps an exponentially weighted mean and variance; its estimate is ``mean + k * std`` (k = 2
+  by default), a robust upper estimate rather than a mean that a noisy neighbour would drag around.
+- :meth:`predict` interpolates linearly in rows between known buckets, extrapolates proportionally past the
+  largest known one, and is non-decreasing in rows. With no observation at all it predicts 0 (admit all).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ProfilePoint:
+    """One bucket: batch size, predicted seconds, and how many batches informed it."""
+
+    batch_size: int
+    predicted_s: float
+    observations: int
+
+
+class LatencyProfile:
+    """Predicted latency of a batch of ``rows`` rows on one instance."""
+
+    def __init__(self, max_batch_size: int, *, smoothing: float = 0.1, spread: float = 2.0) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        if not 0 < smoothing <= 1:
+            raise ValueError("smoothing must be in (0, 1]")
+        sizes = [1 << k for k in range(max_batch_size.bit_length()) if 1 << k <= max_batch_size]
+        if sizes[-1] != max_batch_size:
+            sizes.append(max_batch_size)
+        self.sizes: tuple[int, ...] = tuple(sizes)
+        self._smoothing = smoothing
+        self._spread = spread
+        self._mean = [0.0] * len(sizes)
+        self._var = [0.0] * len(sizes)
+        self._count = [0] * len(sizes)
+        self._lock = threading.Lock()  # observe() may run on an executor thread during warm-up
+        self._cached: list[tuple[int, float]] | None = None
+
+    def observe(self, rows: int, seconds: float) -> None:
+        """Adds one batch's measured latency."""
+        index = self._bucket(rows)
+        alpha = self._smoothing
+        with self._lock:
+            if self._count[index] == 0:
+                self._mean[index] = seconds
+                self._var[index] = 0.0
+            else:
+                diff = seconds - self._mean[index]
+                self._mean[index] += alpha * diff
+                self._var[index] = (1 - alpha) * (self._var[index] + alpha * diff * diff)
+            self._count[index] += 1
+            self._cached = None
+
+    def predict(self, rows: int) -> float:
+        """Predicted seconds for a batch of ``rows`` rows (0 when nothing was observed yet)."""
+        known = self._estimates()
+        if not known:
+            return 0.0
+        below = [(size, est) for size, est in known if size <= rows]
+        above = [(size, est) for size, est in known if size >= rows]
+        if not below:
+            return above[0][1]
+        if not above:
+            size, est = below[-1]
+            return est * rows / size
+        (lo_size, lo_est), (hi_size, hi_est) = below[-1], above[0]
+        if hi_size == lo_size:
+            return lo_est
+        return lo_est + (hi_est - lo_est) * (rows - lo_size) / (hi_size - lo_size)
+
+    def snapshot(self) -> list[ProfilePoint]:
+        """Every bucket with at least one observation."""
+        counts = list(self._count)
+        return [ProfilePoint(size, est, counts[self.sizes.index(size)]) for size, est in self._estimates()]
+
+    def _estimates(self) -> list[tuple[int, float]]:
+        """(size, estimate) of observed buckets, non-decreasing in size; cached until the next observe."""
+        cached = self._cached
+        if cached is not None:
+            return cached
+        out: list[tuple[int, float]] = []
+        running = 0.0
+        with self._lock:
+            for size, mean, var, count in zip(self.sizes, self._mean, self._var, self._count, strict=True):
+                if count:
+                    running = max(running, mean + self._spread * math.sqrt(var))
+                    out.append((size, running))
+            self._cached = out
+        return out
+
+    def _bucket(self, rows: int) -> int:
+        index = 0
+        for i, size in enumerate(self.sizes):
+            if size <= rows:
+                index = i
+        return index

@@ -1,0 +1,58 @@
+"""The latency profile: buckets, robust estimates, interpolation and monotonicity."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.profile import LatencyProfile
+
+
+def test_empty_profile_predicts_zero_and_has_power_of_two_buckets() -> None:
+    profile = LatencyProfile(48)
+    assert profile.sizes == (1, 2, 4, 8, 16, 32, 48)
+    assert profile.predict(10) == 0.0
+    assert profile.snapshot() == []
+
+
+def test_interpolates_between_buckets_and_extrapolates_past_the_largest() -> None:
+    profile = LatencyProfile(64)
+    profile.observe(1, 0.001)
+    profile.observe(8, 0.004)
+    assert profile.predict(1) == pytest.approx(0.001)
+    assert profile.predict(4) == pytest.approx(0.001 + 0.003 * 3 / 7)
+    assert profile.predict(16) == pytest.approx(0.008)
+    assert [p.batch_size for p in profile.snapshot()] == [1, 8]
+
+
+def test_estimate_is_an_upper_estimate_that_tracks_spread() -> None:
+    profile = LatencyProfile(8, smoothing=0.2, spread=2.0)
+    for value in [0.010, 0.012, 0.010, 0.012] * 10:
+        profile.observe(4, value)
+    predicted = profile.predict(4)
+    assert 0.011 < predicted < 0.015  # above the mean by about two standard deviations
+
+
+def test_observation_updates_the_largest_bucket_not_above_it() -> None:
+    profile = LatencyProfile(16)
+    profile.observe(7, 0.005)
+    assert [(p.batch_size, p.observations) for p in profile.snapshot()] == [(4, 1)]
+
+
+@given(st.lists(st.tuples(st.integers(1, 64), st.floats(1e-6, 1.0)), min_size=1, max_size=40))
+def test_predictions_never_decrease_with_rows(observations: list[tuple[int, float]]) -> None:
+    profile = LatencyProfile(64)
+    for rows, seconds in observations:
+        profile.observe(rows, seconds)
+    predictions = [profile.predict(rows) for rows in range(1, 129)]
+    assert all(b >= a - 1e-15 for a, b in itertools.pairwise(predictions))
+
+
+def test_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="max_batch_size"):
+        LatencyProfile(0)
+    with pytest.raises(ValueError, match="smoothing"):
+        LatencyProfile(4, smoothing=0)

@@ -32,6 +32,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--grace-seconds", type=float, default=30.0, help="drain time on SIGTERM (default 30)"
     )
+    parser.add_argument(
+        "--poll-interval", type=float, default=2.0, help="seconds between registry scans (default 2; 0 = off)"
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return parser.parse_args(argv)
 
@@ -52,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics_port=None if args.no_metrics else args.metrics_port,
             max_message_bytes=args.max_message_bytes,
             grace_seconds=args.grace_seconds,
+            poll_interval=args.poll_interval,
         )
     except ValueError as exc:
         print(f"infergate-gateway: {exc}", file=sys.stderr)

@@ -10,7 +10,8 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 @dataclass(frozen=True)
 class GatewayConfig:
-    """Where to serve from and how. Ports may be 0 (the OS picks); ``metrics_port`` None disables /metrics."""
+    """Where to serve from and how. Ports may be 0 (the OS picks); ``metrics_port`` None disables /metrics;
+    ``poll_interval`` 0 disables the registry watcher."""
 
     registry: Path
     host: str = "127.0.0.1"
@@ -18,8 +19,11 @@ class GatewayConfig:
     metrics_port: int | None = 8002
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     grace_seconds: float = 30.0
+    poll_interval: float = 2.0
 
     def __post_init__(self) -> None:
+        if self.poll_interval < 0:
+            raise ValueError(f"poll_interval must be >= 0 (0 disables the watcher), got {self.poll_interval}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:

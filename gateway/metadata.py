@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from importlib import metadata as package_metadata
 
-from gateway.models import IndexEntry, LoadedVersion
+from gateway.models import IndexEntry
 from gateway.stats import Duration
+from gateway.version import LoadedVersion
 from protos import inference_pb2 as pb
 from registry.signature import TensorSpec
 
@@ -53,13 +54,55 @@ def model_metadata(
 ) -> pb.ModelMetadataResponse:
     """Metadata of ``answering``; ``versions`` lists every loaded version of the model."""
     signature = answering.signature
-    return pb.ModelMetadataResponse(
+    response = pb.ModelMetadataResponse(
         name=name,
         versions=[str(lv.version) for lv in versions],
         platform=PLATFORM,
         inputs=[_tensor_metadata(spec) for spec in signature.inputs],
         outputs=[_tensor_metadata(spec) for spec in signature.outputs],
     )
+    for key, value in lineage(answering).items():
+        parameter = response.parameters[key]
+        if isinstance(value, bool):
+            parameter.bool_param = value
+        elif isinstance(value, int):
+            parameter.int64_param = value
+        elif isinstance(value, float):
+            parameter.double_param = value
+        else:
+            parameter.string_param = value
+    return response
+
+
+def lineage(loaded: LoadedVersion) -> dict[str, str | int | float | bool]:
+    """The answering version's lineage and serving facts, flat (ModelMetadata ``parameters``)."""
+    manifest = loaded.manifest
+    facts: dict[str, str | int | float | bool] = {
+        "version": loaded.version,
+        "created_at": manifest.created_at,
+        "model_sha256": manifest.model_sha256,
+        "provider": loaded.runner.provider,
+        "instances": loaded.runner.instances,
+        "max_batch_size": loaded.max_batch_size,
+    }
+    if manifest.parent_version is not None:
+        facts["parent_version"] = manifest.parent_version
+    training = manifest.training
+    for key, value in (
+        ("data_uri", training.data_uri),
+        ("data_sha256", training.data_sha256),
+        ("rows", training.rows),
+    ):
+        if value is not None:
+            facts[f"training.{key}"] = value
+    for key, value in sorted(training.params.items()):
+        if isinstance(value, str | int | float | bool):
+            facts[f"training.params.{key}"] = value
+    for key, metric in sorted(manifest.validation.metrics.items()):
+        facts[f"validation.{key}"] = float(metric)
+    if manifest.notes:
+        facts["notes"] = manifest.notes
+    return facts
 
 
 def model_config(loaded: LoadedVersion) -> pb.ModelConfigResponse:

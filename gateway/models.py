@@ -13,85 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
-from gateway.batcher import Batcher
-from gateway.codec import NUMPY_DTYPES
 from gateway.errors import GatewayError, ModelLoadError, NotFoundError, UnavailableError
+from gateway.loader import Stamp, load_version, version_stamp
 from gateway.metrics import GatewayMetrics
-from gateway.profile import LatencyProfile
-from gateway.runner import Runner, RunnerOptions
-from gateway.stats import VersionStats
-from gateway.validate import is_batchable
-from registry.config import ModelConfig
-from registry.errors import RegistryError
+from gateway.version import LoadedVersion
 from registry.layout import ModelInfo, default_version, scan_registry, select_versions, version_info
-from registry.manifest import load_manifest
-from registry.signature import Signature, read_signature
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(eq=False)
-class LoadedVersion:
-    """A version ready to serve: its signature, config, runner, batcher and statistics."""
-
-    model: str
-    version: int
-    signature: Signature
-    config: ModelConfig
-    runner: Runner
-    batcher: Batcher
-    stats: VersionStats
-    inflight: int = 0
-    _idle: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def __post_init__(self) -> None:
-        self._idle.set()
-
-    @property
-    def max_batch_size(self) -> int:
-        """Rows one request may carry; 0 when the model has no dynamic leading dim to batch on."""
-        return batching_limit(self.signature, self.config)
-
-    async def drain(self) -> None:
-        """Waits until no request is in flight on this version (queued or computing)."""
-        await self._idle.wait()
-
-
-class VersionObserver:
-    """Feeds a version's batcher events into its statistics and Prometheus metrics."""
-
-    def __init__(self, stats: VersionStats, metrics: GatewayMetrics | None, model: str, version: int) -> None:
-        self._stats = stats
-        self._metrics = metrics
-        self._labels = (model, str(version))
-
-    def on_batch(self, rows: int, compute_ns: int) -> None:
-        self._stats.record_batch(rows, compute_ns)
-        if self._metrics is not None:
-            self._metrics.batch_size.labels(*self._labels).observe(rows)
-
-    def on_shed(self, reason: str) -> None:
-        if self._metrics is not None:
-            self._metrics.shed.labels(*self._labels, reason).inc()
-
-    def on_queue_depth(self, rows: int) -> None:
-        if self._metrics is not None:
-            self._metrics.queue_depth.labels(*self._labels).set(rows)
-
-
-def batching_limit(signature: Signature, config: ModelConfig) -> int:
-    """``max_batch_size`` for batchable signatures, else 0."""
-    return config.batching.max_batch_size if is_batchable(signature) else 0
 
 
 @dataclass
@@ -102,7 +35,7 @@ class ModelState:
     info: ModelInfo | None = None
     versions: dict[int, LoadedVersion] = field(default_factory=dict)
     default: int | None = None
-    failures: dict[int, str] = field(default_factory=dict)
+    failures: dict[int, tuple[str, Stamp]] = field(default_factory=dict)
     config_error: str | None = None
     unloaded: bool = False
     loading: set[int] = field(default_factory=set)
@@ -132,10 +65,13 @@ class ModelTable:
         infos = await asyncio.to_thread(scan_registry, self.registry)
         await asyncio.gather(*(self.load_model(name, infos[name]) for name in sorted(infos)))
 
-    async def load_model(self, name: str, info: ModelInfo | None = None) -> None:
-        """(Re)loads one model per its version policy and pin.
+    async def load_model(self, name: str, info: ModelInfo | None = None, *, force: bool = False) -> None:
+        """(Re)loads one model per its version policy, pin and config; the serving versions keep serving.
 
-        Raises NotFoundError if the model is not in the registry.
+        Versions already loaded with the same config are kept; new or reconfigured ones go through the load
+        sequence and are published in one assignment; versions no longer wanted are drained and closed.
+        A version that failed is not retried until its files change, unless ``force`` (an explicit
+        RepositoryModelLoad). Raises NotFoundError if the model is not in the registry.
         """
         if info is None:
             infos = await asyncio.to_thread(scan_registry, self.registry)
@@ -144,41 +80,86 @@ class ModelTable:
             info = infos[name]
         state = self._models.setdefault(name, ModelState(name))
         async with state.lock:
-            state.unloaded = False
+            if force:
+                state.unloaded = False
             state.info = info
             state.config_error = info.config_error
             if info.config_error is not None:
-                self._count(name, "failure")
+                self._count(name, "failed")
                 log.error("model %s: not (re)loaded: %s", name, info.config_error)
                 if not state.versions:
                     raise ModelLoadError(f"model '{name}': {info.config_error}")
                 return
             wanted = select_versions(info)
+            serving = state.versions.get(state.default) if state.default is not None else None
             fresh: dict[int, LoadedVersion] = {}
             for version in wanted:
-                if version in state.versions:
+                current = state.versions.get(version)
+                if current is not None and current.config == info.config:
                     continue
-                state.loading.add(version)
-                try:
-                    fresh[version] = await asyncio.to_thread(self._load_version, info, version)
-                    state.failures.pop(version, None)
-                    self._count(name, "success")
-                except GatewayError as exc:
-                    state.failures[version] = str(exc)
-                    self._count(name, "failure")
-                    log.error("model %s version %d failed to load: %s", name, version, exc)
-                finally:
-                    state.loading.discard(version)
-            kept = {v: lv for v, lv in state.versions.items() if v in wanted}
-            retired = [lv for v, lv in state.versions.items() if v not in wanted]
+                loaded = await self._load_one(state, info, version, serving, force)
+                if loaded is not None:
+                    fresh[version] = loaded
+            kept = {v: lv for v, lv in state.versions.items() if v in wanted and v not in fresh}
+            # A wanted version that is not loaded (it failed) never takes a serving version down with it:
+            # the newest serving versions the policy dropped stay, one for each wanted version missing.
+            missing = [v for v in wanted if v not in kept and v not in fresh]
+            dropped = sorted((v for v in state.versions if v not in wanted), reverse=True)
+            kept.update({v: state.versions[v] for v in dropped[: len(missing)]})
+            retired = [lv for v, lv in state.versions.items() if v not in kept]
+            for lv in fresh.values():
+                lv.batcher.start()
             # Publish atomically: one assignment swaps what new requests can reach.
             state.versions = {**kept, **fresh}
             state.default = default_version(info, state.versions)
             for lv in fresh.values():
-                lv.batcher.start()
                 self._set_ready(lv, 1)
                 self._export_profile(lv)
         await self._retire(retired)
+
+    async def _load_one(
+        self, state: ModelState, info: ModelInfo, version: int, serving: LoadedVersion | None, force: bool
+    ) -> LoadedVersion | None:
+        where = version_info(self.registry, info.name, version)
+        stamp = await asyncio.to_thread(version_stamp, where)
+        failed = state.failures.get(version)
+        if failed is not None and failed[1] == stamp and not force:
+            return None  # failed before and its files have not changed since
+        state.loading.add(version)
+        try:
+            loaded = await asyncio.to_thread(
+                load_version,
+                self.registry,
+                info,
+                version,
+                serving=serving.signature if serving is not None else None,
+                metrics=self.metrics,
+            )
+        except GatewayError as exc:
+            state.failures[version] = (str(exc), stamp)
+            self._count(info.name, "failed")
+            log.error("model %s version %d failed to load (old one serves on): %s", info.name, version, exc)
+            return None
+        finally:
+            state.loading.discard(version)
+        state.failures.pop(version, None)
+        self._count(info.name, "success")
+        return loaded
+
+    async def remove_model(self, name: str) -> None:
+        """Forgets a model that left the registry, after draining and closing its versions."""
+        if name in self._models:
+            await self.unload_model(name)
+            self._models.pop(name, None)
+
+    def watched_models(self) -> set[str]:
+        """Models the registry watcher may reload: known ones not explicitly unloaded."""
+        return {name for name, state in self._models.items() if not state.unloaded}
+
+    def is_unloaded(self, name: str) -> bool:
+        """True after an explicit RepositoryModelUnload, until the next explicit load."""
+        state = self._models.get(name)
+        return state is not None and state.unloaded
 
     async def unload_model(self, name: str) -> None:
         """Stops routing to every version of ``name``, drains them and closes their sessions."""
@@ -258,50 +239,6 @@ class ModelTable:
                 entries.append(IndexEntry(name, str(version), *_state_of(state, version)))
         return entries
 
-    def _load_version(self, info: ModelInfo, version: int) -> LoadedVersion:
-        """Blocking: load, check the signature, warm up. Runs in a worker thread."""
-        where = version_info(self.registry, info.name, version)
-        label = f"{info.name}:{version}"
-        try:
-            manifest = load_manifest(where.manifest_path)
-            signature = read_signature(where.onnx_path)
-        except RegistryError as exc:
-            raise ModelLoadError(f"{label}: {exc}") from exc
-        if signature != manifest.signature:
-            raise ModelLoadError(f"{label}: model.onnx signature differs from manifest.json")
-        runtime = info.config.runtime
-        options = RunnerOptions(
-            providers=tuple(runtime.providers),
-            instances=runtime.instances,
-            intra_op_threads=runtime.intra_op_threads,
-            name=label,
-        )
-        runner = Runner.load(where.onnx_path, options)
-        try:
-            limit = batching_limit(signature, info.config)
-            profiles = [LatencyProfile(max(limit, 1)) for _ in range(runner.instances)]
-            seed_profiles(runner, profiles, signature, limit)
-        except Exception as exc:
-            runner.close()
-            if isinstance(exc, ModelLoadError):
-                raise
-            raise ModelLoadError(f"{label}: warm-up failed: {exc}") from exc
-        stats = VersionStats()
-        batching = info.config.batching
-        batcher = Batcher(
-            runner,
-            profiles,
-            output_names=[spec.name for spec in signature.outputs],
-            max_batch_size=limit,
-            max_queue_delay_ms=batching.max_queue_delay_ms,
-            max_queue_size=batching.max_queue_size,
-            scheduler=batching.scheduler,
-            observer=VersionObserver(stats, self.metrics, info.name, version),
-            name=label,
-        )
-        log.info("loaded %s on %s", label, runner.provider)
-        return LoadedVersion(info.name, version, signature, info.config, runner, batcher, stats)
-
     def _count(self, name: str, result: str) -> None:
         if self.metrics is not None:
             self.metrics.model_loads.labels(name, result).inc()
@@ -332,47 +269,13 @@ class ModelTable:
             log.info("closed %s:%d", loaded.model, loaded.version)
 
 
-def warmup_feeds(signature: Signature, rows: int = 1) -> dict[str, npt.NDArray[Any]]:
-    """Zeros (empty strings for BYTES) per input: ``rows`` on a dynamic batch dim, other dynamic dims 1."""
-    feeds: dict[str, npt.NDArray[Any]] = {}
-    for spec in signature.inputs:
-        shape = tuple((rows if axis == 0 else 1) if d < 0 else d for axis, d in enumerate(spec.shape))
-        if spec.datatype == "BYTES":
-            feeds[spec.name] = np.full(shape, "", dtype=object)
-        else:
-            feeds[spec.name] = np.zeros(shape, dtype=NUMPY_DTYPES[spec.datatype])
-    return feeds
-
-
-def seed_profiles(runner: Runner, profiles: list[LatencyProfile], signature: Signature, limit: int) -> None:
-    """Warm-up: runs every instance at each profiled batch size (blocking; off the event loop).
-
-    The first run of each size is discarded (allocation, kernel selection); the next two seed the profile.
-    Fails with ModelLoadError when a run returns the wrong outputs.
-    """
-    names = [spec.name for spec in signature.outputs]
-    for instance, profile in enumerate(profiles):
-        for rows in profile.sizes if limit > 0 else (1,):
-            feeds = warmup_feeds(signature, rows)
-            for attempt in range(3):
-                begin = time.perf_counter()
-                outputs = runner.run_sync(instance, feeds, names)
-                elapsed = time.perf_counter() - begin
-                if len(outputs) != len(names):
-                    raise ModelLoadError(f"warm-up returned {len(outputs)} outputs, expected {len(names)}")
-                if limit > 0 and any(out.ndim == 0 or out.shape[0] != rows for out in outputs):
-                    raise ModelLoadError(f"warm-up at {rows} rows returned outputs without {rows} rows")
-                if attempt:
-                    profile.observe(rows, elapsed)
-
-
 def _state_of(state: ModelState, version: int) -> tuple[str, str]:
     if version in state.versions:
         return "READY", ""
     if version in state.loading:
         return "LOADING", ""
     if version in state.failures:
-        return "UNAVAILABLE", state.failures[version]
+        return "UNAVAILABLE", state.failures[version][0]
     if state.unloaded:
         return "UNAVAILABLE", "unloaded"
     return "UNAVAILABLE", "not selected by the version policy"

@@ -22,6 +22,7 @@ from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics, MetricsHTTPServer
 from gateway.models import ModelTable
 from gateway.servicer import InferenceServicer
+from gateway.watcher import RegistryWatcher
 from protos import inference_pb2 as pb
 from protos import inference_pb2_grpc as pb_grpc
 from protos._pool import POOL, add_files
@@ -42,6 +43,7 @@ class GatewayServer:
         self.table = ModelTable(config.registry, self.metrics)
         self.servicer = InferenceServicer(self.table, self.metrics)
         self.health = health_aio.HealthServicer()
+        self.watcher = RegistryWatcher(self.table, config.poll_interval) if config.poll_interval > 0 else None
         self._server: grpc.aio.Server | None = None
         self._metrics_http: MetricsHTTPServer | None = None
         self.port = 0
@@ -81,6 +83,8 @@ class GatewayServer:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.servicer.ready = True
+        if self.watcher is not None:
+            self.watcher.start()
         log.info("serving %s on %s:%d", self.config.registry, self.config.host, self.port)
 
     async def stop(self, grace: float | None = None) -> None:
@@ -89,6 +93,8 @@ class GatewayServer:
         if server is None:
             return
         self.servicer.draining = True
+        if self.watcher is not None:
+            await self.watcher.stop()
         await self.health.enter_graceful_shutdown()
         await server.stop(self.config.grace_seconds if grace is None else grace)
         await self.table.close()

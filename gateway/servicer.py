@@ -28,8 +28,9 @@ from gateway.errors import (
     UnavailableError,
 )
 from gateway.metrics import GatewayMetrics
-from gateway.models import LoadedVersion, ModelTable
+from gateway.models import ModelTable
 from gateway.validate import decode_request
+from gateway.version import LoadedVersion
 from protos import inference_pb2 as pb
 from protos import inference_pb2_grpc as pb_grpc
 
@@ -125,7 +126,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.RepositoryModelLoadRequest, context: Any
     ) -> pb.RepositoryModelLoadResponse:
         async def load() -> pb.RepositoryModelLoadResponse:
-            await self.table.load_model(request.model_name)
+            await self.table.load_model(request.model_name, force=True)
             if not self.table.loaded_versions(request.model_name):
                 raise ModelLoadError(
                     f"model '{request.model_name}': no version could be loaded (see RepositoryIndex)"

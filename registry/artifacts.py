@@ -3,7 +3,8 @@
 This module owns the contract of ``reference.npz`` and ``golden.npz`` (DESIGN.md §4): keys are
 ``input:<tensor>`` and ``output:<tensor>`` for tensors of the version's signature, loadable with
 ``allow_pickle=False``, of the signature's dtype and non-batch dimensions, all with the same number of
-rows (dimension 0). It also counts the rows of a training-data file from array headers only.
+rows (dimension 0). :func:`read_npz` is the one place such a file is opened (never with pickles). It
+also counts the rows of a training-data file from array headers only.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from registry.errors import NotFoundError, PublishError
+from registry.errors import NotFoundError, PublishError, RegistryError
 from registry.signature import DYNAMIC, Signature, TensorSpec, numpy_dtype
 
-__all__ = ["INPUT_PREFIX", "OUTPUT_PREFIX", "data_rows", "validate_arrays"]
+__all__ = ["INPUT_PREFIX", "OUTPUT_PREFIX", "check_arrays", "data_rows", "read_npz", "validate_arrays"]
 
 INPUT_PREFIX = "input:"
 OUTPUT_PREFIX = "output:"
@@ -29,17 +30,48 @@ def validate_arrays(path: Path, signature: Signature, *, require_outputs: bool =
     Every signature input must be present; with ``require_outputs`` every output too (golden files,
     whose outputs are compared). PublishError names the file and the key at fault.
     """
-    if not path.is_file():
-        raise NotFoundError(f"{path}: no such file")
+    arrays = read_npz(path, PublishError)
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except Exception as exc:  # zipfile, pickle and format errors all mean "not a usable npz"
-        raise PublishError(f"{path}: not a readable .npz without pickles: {exc}") from None
-    try:
-        return _check(arrays, signature, require_outputs)
+        return check_arrays(arrays, signature, require_outputs=require_outputs)
     except PublishError as exc:
         raise PublishError(f"{path}: {exc}") from None
+
+
+def read_npz(path: Path, error: type[RegistryError], *, prefix: str = "") -> dict[str, np.ndarray[Any, Any]]:
+    """The arrays of the ``.npz`` at ``path`` whose keys start with ``prefix``, loaded without pickles.
+
+    NotFoundError if there is no such file; ``error`` naming the file (and the key, for an object array,
+    which would need a pickle) if it is not a readable ``.npz`` of plain arrays.
+    """
+    if not path.is_file():
+        raise NotFoundError(f"{path}: no such file")
+    key = None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {}
+            for key in npz.files:
+                if key.startswith(prefix):
+                    arrays[key] = npz[key]
+    except ValueError as exc:
+        if key is not None and "allow_pickle" in str(exc):
+            raise error(
+                f"{path}: key {key!r} holds Python objects, which cannot be loaded without pickles "
+                "(the registry never loads pickles); store numbers, bools or fixed-width strings"
+            ) from None
+        raise error(f"{path}: not a readable .npz: {exc}") from None
+    except Exception as exc:  # zipfile and format errors all mean "not a usable npz"
+        raise error(f"{path}: not a readable .npz: {exc}") from None
+    return arrays
+
+
+def check_arrays(
+    arrays: dict[str, np.ndarray[Any, Any]], signature: Signature, *, require_outputs: bool = False
+) -> int:
+    """Check loaded ``input:``/``output:`` arrays against ``signature``; return their row count.
+
+    The rules of :func:`validate_arrays`; PublishError naming the key at fault (not the file).
+    """
+    return _check(arrays, signature, require_outputs)
 
 
 def _check(arrays: dict[str, np.ndarray[Any, Any]], signature: Signature, require_outputs: bool) -> int:

@@ -2,9 +2,11 @@
 
 This module owns argument parsing and output formats only; every action is a call into the package.
 Subcommands: ``demo``, ``publish`` (prints the new version alone), ``list`` (a table), ``show`` (lineage
-as JSON), ``pin``, ``unpin``, ``rollback`` (prints the pinned version alone), ``verify``. A
-:class:`RegistryError` or OS error prints one line to stderr and exits 2; so does a usage error.
-``verify`` exits 1 when it finds a damaged version.
+as JSON), ``pin``, ``unpin``; and, in :mod:`registry.cli_ops`, ``rollback`` (prints the pinned version
+alone), ``verify``, ``diff`` and ``gc``. Every model name taken from the command line (``NAME``,
+``--model``) is checked with :func:`registry.layout.check_model_name` before anything touches the
+disk. A :class:`RegistryError` or OS error prints one line to stderr and exits 2; so does a usage
+error. ``verify`` exits 1 when it finds a damaged version.
 """
 
 from __future__ import annotations
@@ -16,20 +18,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from registry.cli_ops import add_parsers, version_arg
 from registry.demo import build_demo
-from registry.errors import NotFoundError, RegistryError
-from registry.layout import ModelInfo, default_version, scan_registry, select_versions, version_info
+from registry.errors import NotFoundError, RegistryError, UsageError
+from registry.layout import (
+    ModelInfo,
+    check_model_name,
+    default_version,
+    scan_registry,
+    select_versions,
+    version_info,
+)
 from registry.manifest import load_manifest
-from registry.publish import pin, publish, rollback, unpin
-from registry.verify import verify_model
+from registry.publish import pin, publish, unpin
 
 __all__ = ["build_parser", "main"]
 
 PROG = "infergate-registry"
-
-
-class UsageError(RegistryError):
-    """A command-line value that argparse accepted but that does not make sense (bad JSON...)."""
 
 
 def _json_object(text: str, flag: str) -> dict[str, Any]:
@@ -173,18 +178,6 @@ def cmd_unpin(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_rollback(args: argparse.Namespace) -> int:
-    print(rollback(args.registry, args.name).version)
-    return 0
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    report = verify_model(args.registry, args.name, args.version)
-    for version, problems in report.items():
-        print(f"{args.name}/{version}: " + ("; ".join(problems) or "ok"))
-    return 1 if any(report.values()) else 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; each subcommand sets ``func`` to its handler."""
     parser = argparse.ArgumentParser(prog=PROG, description="Manage an infergate model registry directory.")
@@ -211,23 +204,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", metavar="JSON", help="training parameters, a JSON object")
     p.add_argument("--metrics", metavar="JSON", help="validation metrics, a JSON object of numbers")
     p.add_argument("--notes", default="", metavar="TEXT")
-    p.add_argument("--parent-version", type=int, metavar="N", help="default: the highest READY version")
+    p.add_argument("--parent-version", type=version_arg, metavar="N", help="default: the highest READY")
     p = command("list", cmd_list, "list models, READY and served versions, pin and default")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    for name, func, help_text in (
-        ("show", cmd_show, "print a model's versions, or one version's manifest and ancestors, as JSON"),
-        ("verify", cmd_verify, "re-hash stored files against their manifests"),
-    ):
-        p = command(name, func, help_text)
-        p.add_argument("name", metavar="NAME")
-        p.add_argument("version", type=int, nargs="?", metavar="VERSION")
+    p = command(
+        "show", cmd_show, "print a model's versions, or one version's manifest and ancestors, as JSON"
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("version", type=version_arg, nargs="?", metavar="VERSION")
     p = command("pin", cmd_pin, "serve VERSION by default, whatever the version policy")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("version", type=int, metavar="VERSION")
+    p.add_argument("version", type=version_arg, metavar="VERSION")
     p = command("unpin", cmd_unpin, "remove the pin; the version policy decides again")
     p.add_argument("name", metavar="NAME")
-    p = command("rollback", cmd_rollback, "pin the READY version below the current default; print it")
-    p.add_argument("name", metavar="NAME")
+    add_parsers(command)
     return parser
 
 
@@ -238,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # usage errors (2) and --help (0)
         return exc.code if isinstance(exc.code, int) else 2
     try:
+        for attr in ("name", "model"):  # NAME of most subcommands, --model of publish
+            if isinstance(getattr(args, attr, None), str):
+                check_model_name(getattr(args, attr))
         status: int = args.func(args)
     except (RegistryError, OSError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "GoldenError",
     "IntegrityError",
     "ManifestError",
     "NotFoundError",
     "PublishError",
     "RegistryError",
     "SignatureError",
+    "UsageError",
 ]
 
 
@@ -44,3 +46,11 @@ class NotFoundError(RegistryError):
 
 class IntegrityError(RegistryError):
     """A stored file no longer matches the hash recorded in its manifest."""
+
+
+class GoldenError(RegistryError):
+    """``golden.npz`` is unreadable or incomplete, or the reference evaluation of the golden inputs failed."""
+
+
+class UsageError(RegistryError):
+    """An argument that parses but makes no sense (invalid JSON for ``--params``, ``--columns 0``...)."""

@@ -109,9 +109,16 @@ class ModelInfo:
 
 
 def check_model_name(name: str) -> str:
-    """``name`` if it is a valid model name; NotFoundError otherwise (no such model can exist)."""
+    """``name`` if it is a valid model name; NotFoundError otherwise (no such model can exist).
+
+    Valid: 1 to 128 of ``[A-Za-z0-9_.-]``, the first a letter or digit. So a name is always one plain
+    path component: never ``.``, ``..``, hidden (``.x``), reserved (``_data``), or with a separator.
+    """
     if not isinstance(name, str) or not MODEL_NAME_RE.fullmatch(name):
-        raise NotFoundError(f"{name!r} is not a valid model name (expected {MODEL_NAME_RE.pattern})")
+        raise NotFoundError(
+            f"{name!r} is not a valid model name: use 1-128 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
     return name
 
 

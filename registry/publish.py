@@ -7,7 +7,10 @@ This module owns every change to a registry directory, and the crash-safety of e
   temp directory onto that (empty) reservation. A crash leaves a ``.tmp-*`` directory or an empty
   numeric directory, both invisible to :func:`registry.layout.scan_registry`; concurrent publishers get
   distinct numbers because ``mkdir`` succeeds for one of them only.
-* :func:`pin` writes ``<model>/pin`` with temp file + ``os.replace``; :func:`unpin` removes it.
+* :func:`pin` writes ``<model>/pin`` with temp file + ``os.replace``; :func:`unpin` removes it;
+  :func:`rollback` pins the highest intact READY version below the current default.
+
+Deleting versions is :mod:`registry.retention`'s job.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +47,9 @@ from registry.layout import (
 )
 from registry.manifest import Manifest, TrainingInfo, ValidationInfo, dump_manifest, sha256_file, utc_now
 from registry.signature import read_signature
+from registry.verify import verify_version
 
-__all__ = ["pin", "publish", "rollback", "unpin"]
+__all__ = ["Rollback", "pin", "publish", "rollback", "unpin"]
 
 _MAX_CLAIMS = 1000
 
@@ -178,10 +183,28 @@ def unpin(root: Path, model: str) -> int | None:
     return previous
 
 
-def rollback(root: Path, model: str) -> VersionInfo:
-    """Pin the highest READY version below the one served by default now (pin, else policy's highest).
+@dataclass(frozen=True)
+class Rollback:
+    """What :func:`rollback` did: pinned ``target`` in place of the default ``previous``, passing over the
+    damaged READY versions in ``skipped`` (version -> its problems, as :func:`verify_version` reports)."""
 
-    NotFoundError if the model has no READY version; PublishError if nothing is older.
+    target: VersionInfo
+    previous: int
+    skipped: dict[int, list[str]]
+
+    @property
+    def version(self) -> int:
+        """The version now pinned."""
+        return self.target.version
+
+
+def rollback(root: Path, model: str) -> Rollback:
+    """Pin the previous good version: the highest READY version below the one served by default now
+    (the pin, else the policy's highest) whose files are intact (:func:`verify_version`: manifest,
+    SHA-256, signature; no golden run).
+
+    NotFoundError if the name is invalid or the model has no READY version; PublishError if no version
+    is older, or none of the older ones is intact (the message lists why each was passed over).
     """
     model_dir = root / check_model_name(model)
     if not model_dir.is_dir():
@@ -193,4 +216,11 @@ def rollback(root: Path, model: str) -> VersionInfo:
     older = [v for v in info.versions if v < current]
     if not older:
         raise PublishError(f"{model}: no READY version older than {current} to roll back to")
-    return pin(root, model, older[-1])
+    skipped: dict[int, list[str]] = {}
+    for version in reversed(older):
+        problems = verify_version(info.version(version))
+        if not problems:
+            return Rollback(pin(root, model, version), current, skipped)
+        skipped[version] = problems
+    reasons = "; ".join(f"{v}: {p[0]}" for v, p in skipped.items())
+    raise PublishError(f"{model}: no intact READY version older than {current} to roll back to ({reasons})")

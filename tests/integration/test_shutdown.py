@@ -28,7 +28,19 @@ def gateway_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str
     toml = "[batching]\nmax_batch_size = 256\n[runtime]\nintra_op_threads = 1\n"
     root = build_registry(tmp_path / "registry", {"slow": slow_model()}, toml={"slow": toml})
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "--registry", str(root), "--port", "0", "--metrics-port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "--registry",
+            str(root),
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--poll-interval",
+            "0.5",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

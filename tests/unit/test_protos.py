@@ -72,6 +72,13 @@ def _index(
 OUR_MESSAGES, OUR_ENUMS = _index(inference_pb2.DESCRIPTOR)
 TRITON_MESSAGES, TRITON_ENUMS = _index(triton_pb2.DESCRIPTOR, triton_config_pb2.DESCRIPTOR)
 
+#: infergate's documented extensions of Triton's layout: message -> {field name: number}. Their map-entry
+#: messages are ours alone; their numbers must not collide with any field Triton defines.
+EXTENSION_FIELDS = {"inference.ModelMetadataResponse": {"parameters": 100}}
+EXTENSION_MESSAGES = {"inference.ModelMetadataResponse.ParametersEntry"}
+for _name in EXTENSION_MESSAGES:
+    OUR_MESSAGES.pop(_name)
+
 
 # --- generated code --------------------------------------------------------------------------------------
 
@@ -112,7 +119,13 @@ def test_message_matches_triton(name: str) -> None:
     assert theirs is not None, f"Triton has no message {name}"
     assert ours.options.map_entry == theirs.options.map_entry
     their_fields = {field.name: field for field in theirs.field}
+    extensions = EXTENSION_FIELDS.get(name, {})
     for field in ours.field:
+        if field.name in extensions:
+            assert field.number == extensions[field.name]
+            assert field.number not in {f.number for f in theirs.field}
+            assert field.name not in their_fields
+            continue
         their = their_fields.get(field.name)
         assert their is not None, f"Triton's {name} has no field {field.name}"
         assert (field.number, field.type, field.label, field.type_name) == (

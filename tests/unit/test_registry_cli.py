@@ -194,7 +194,8 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = call(capsys, "--help")
     assert status == 0
     assert all(
-        cmd in out for cmd in ("demo", "publish", "list", "show", "pin", "unpin", "rollback", "verify")
+        cmd in out
+        for cmd in ("demo", "publish", "list", "show", "pin", "unpin", "rollback", "verify", "diff", "gc")
     )
 
 

@@ -256,4 +256,5 @@ def test_monitor_drift_keys_parse_and_default(tmp_path: Path) -> None:
     )
     drift = load_model_config(write(tmp_path, text)).drift
     assert (drift.psi_threshold_mode, drift.audit_max_rows, drift.sliding_panes) == ("calibrated", 0, 3)
-    assert type(drift.nonfinite_threshold) is float and drift.nonfinite_threshold == 1.0
+    assert type(drift.nonfinite_threshold) is float
+    assert drift.nonfinite_threshold == 1.0

@@ -1,0 +1,173 @@
+"""The safe load sequence of one version, run in a worker thread while the serving version keeps serving.
+
+Order (DESIGN.md §7): verify the files against the manifest (sha256, signature) -> refuse a breaking
+signature change against the serving version unless ``[versions].allow_breaking_signature`` -> build the
+sessions on the chosen provider -> warm up every instance at every profiled batch size (this seeds the
+latency profile) -> run the golden check when the version ships ``golden.npz`` -> hand back a
+:class:`LoadedVersion` whose batcher the table starts when it publishes it. Any failure raises
+:class:`ModelLoadError` with the reason and leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from registry.golden import golden_mismatches, load_golden
+
+from gateway.batcher import Batcher
+from gateway.codec import NUMPY_DTYPES
+from gateway.errors import ModelLoadError
+from gateway.metrics import GatewayMetrics
+from gateway.profile import LatencyProfile
+from gateway.runner import Runner, RunnerOptions
+from gateway.stats import VersionStats
+from gateway.version import LoadedVersion, VersionObserver, batching_limit
+from registry.errors import RegistryError
+from registry.layout import ModelInfo, VersionInfo, version_info
+from registry.manifest import load_manifest
+from registry.signature import Signature, breaking_changes
+from registry.verify import verify_version
+
+log = logging.getLogger(__name__)
+
+#: Files whose change makes a failed version worth retrying.
+STAMPED_FILES = ("model.onnx", "manifest.json", "golden.npz", "READY")
+
+Stamp = tuple[tuple[str, int, int], ...]
+
+
+def version_stamp(where: VersionInfo) -> Stamp:
+    """(name, mtime_ns, size) of the version's key files; cheap (stat only)."""
+    stamp = []
+    for name in STAMPED_FILES:
+        try:
+            info = (where.path / name).stat()
+        except OSError:
+            stamp.append((name, -1, -1))
+        else:
+            stamp.append((name, info.st_mtime_ns, info.st_size))
+    return tuple(stamp)
+
+
+def load_version(
+    registry: Path,
+    info: ModelInfo,
+    version: int,
+    *,
+    serving: Signature | None,
+    metrics: GatewayMetrics | None,
+) -> LoadedVersion:
+    """Blocking: the whole load sequence for ``info.name`` version ``version``; ModelLoadError on failure."""
+    where = version_info(registry, info.name, version)
+    label = f"{info.name}:{version}"
+    problems = verify_version(where)
+    if problems:
+        raise ModelLoadError(f"{label}: " + "; ".join(problems))
+    try:
+        manifest = load_manifest(where.manifest_path)
+    except RegistryError as exc:
+        raise ModelLoadError(f"{label}: {exc}") from exc
+    signature = manifest.signature
+    if serving is not None and not info.config.versions.allow_breaking_signature:
+        changes = breaking_changes(serving, signature)
+        if changes:
+            raise ModelLoadError(
+                f"{label}: breaking signature change against the serving version ({'; '.join(changes)}); "
+                "set [versions].allow_breaking_signature = true to allow it"
+            )
+    runtime = info.config.runtime
+    options = RunnerOptions(
+        providers=tuple(runtime.providers),
+        instances=runtime.instances,
+        intra_op_threads=runtime.intra_op_threads,
+        name=label,
+    )
+    started = time.perf_counter()
+    runner = Runner.load(where.onnx_path, options)
+    try:
+        limit = batching_limit(signature, info.config)
+        profiles = [LatencyProfile(max(limit, 1)) for _ in range(runner.instances)]
+        seed_profiles(runner, profiles, signature, limit)
+        if where.golden_path.exists():
+            check_golden(runner, where, signature)
+    except Exception as exc:
+        runner.close()
+        if isinstance(exc, ModelLoadError):
+            raise
+        raise ModelLoadError(f"{label}: warm-up failed: {exc}") from exc
+    stats = VersionStats()
+    batching = info.config.batching
+    batcher = Batcher(
+        runner,
+        profiles,
+        output_names=[spec.name for spec in signature.outputs],
+        max_batch_size=limit,
+        max_queue_delay_ms=batching.max_queue_delay_ms,
+        max_queue_size=batching.max_queue_size,
+        scheduler=batching.scheduler,
+        observer=VersionObserver(stats, metrics, info.name, version),
+        name=label,
+    )
+    log.info("loaded %s on %s in %.2f s", label, runner.provider, time.perf_counter() - started)
+    return LoadedVersion(info.name, version, signature, info.config, manifest, runner, batcher, stats)
+
+
+def check_golden(runner: Runner, where: VersionInfo, signature: Signature) -> None:
+    """Runs the shipped golden inputs; every output must match within the registry's tolerance."""
+    try:
+        inputs, expected = load_golden(where.golden_path, signature)
+    except RegistryError as exc:
+        raise ModelLoadError(f"{where.model}:{where.version}: {exc}") from exc
+    names = [spec.name for spec in signature.outputs]
+    feeds = {name: _onnx_feed(array) for name, array in inputs.items()}
+    actual = dict(zip(names, runner.run_sync(0, feeds, names), strict=True))
+    mismatches = golden_mismatches(expected, actual)
+    if mismatches:
+        raise ModelLoadError(f"{where.model}:{where.version}: golden check failed: " + "; ".join(mismatches))
+
+
+def _onnx_feed(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """numpy S/U string arrays from npz become the object arrays of str that onnxruntime expects."""
+    if array.dtype.kind in "SU":
+        text = np.char.decode(array, "utf-8") if array.dtype.kind == "S" else array
+        return text.astype(object)
+    return array
+
+
+def warmup_feeds(signature: Signature, rows: int = 1) -> dict[str, npt.NDArray[Any]]:
+    """Zeros (empty strings for BYTES) per input: ``rows`` on a dynamic batch dim, other dynamic dims 1."""
+    feeds: dict[str, npt.NDArray[Any]] = {}
+    for spec in signature.inputs:
+        shape = tuple((rows if axis == 0 else 1) if d < 0 else d for axis, d in enumerate(spec.shape))
+        if spec.datatype == "BYTES":
+            feeds[spec.name] = np.full(shape, "", dtype=object)
+        else:
+            feeds[spec.name] = np.zeros(shape, dtype=NUMPY_DTYPES[spec.datatype])
+    return feeds
+
+
+def seed_profiles(runner: Runner, profiles: list[LatencyProfile], signature: Signature, limit: int) -> None:
+    """Warm-up: runs every instance at each profiled batch size (blocking; off the event loop).
+
+    The first run of each size is discarded (allocation, kernel selection); the next two seed the profile.
+    Fails with ModelLoadError when a run returns the wrong outputs.
+    """
+    names = [spec.name for spec in signature.outputs]
+    for instance, profile in enumerate(profiles):
+        for rows in profile.sizes if limit > 0 else (1,):
+            feeds = warmup_feeds(signature, rows)
+            for attempt in range(3):
+                begin = time.perf_counter()
+                outputs = runner.run_sync(instance, feeds, names)
+                elapsed = time.perf_counter() - begin
+                if len(outputs) != len(names):
+                    raise ModelLoadError(f"warm-up returned {len(outputs)} outputs, expected {len(names)}")
+                if limit > 0 and any(out.ndim == 0 or out.shape[0] != rows for out in outputs):
+                    raise ModelLoadError(f"warm-up at {rows} rows returned outputs without {rows} rows")
+                if attempt:
+                    profile.observe(rows, elapsed)

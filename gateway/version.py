@@ -1,0 +1,74 @@
+"""A loaded model version: what a request reaches once the table resolves (model, version).
+
+It bundles the version's signature, config, manifest (lineage), runner, batcher and statistics, and counts
+the requests in flight on it so a retired version is closed only after they finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from gateway.batcher import Batcher
+from gateway.metrics import GatewayMetrics
+from gateway.runner import Runner
+from gateway.stats import VersionStats
+from gateway.validate import is_batchable
+from registry.config import ModelConfig
+from registry.manifest import Manifest
+from registry.signature import Signature
+
+
+@dataclass(eq=False)
+class LoadedVersion:
+    """A version ready to serve: its signature, config, runner, batcher and statistics."""
+
+    model: str
+    version: int
+    signature: Signature
+    config: ModelConfig
+    manifest: Manifest
+    runner: Runner
+    batcher: Batcher
+    stats: VersionStats
+    inflight: int = 0
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._idle.set()
+
+    @property
+    def max_batch_size(self) -> int:
+        """Rows one request may carry; 0 when the model has no dynamic leading dim to batch on."""
+        return batching_limit(self.signature, self.config)
+
+    async def drain(self) -> None:
+        """Waits until no request is in flight on this version (queued or computing)."""
+        await self._idle.wait()
+
+
+class VersionObserver:
+    """Feeds a version's batcher events into its statistics and Prometheus metrics."""
+
+    def __init__(self, stats: VersionStats, metrics: GatewayMetrics | None, model: str, version: int) -> None:
+        self._stats = stats
+        self._metrics = metrics
+        self._labels = (model, str(version))
+
+    def on_batch(self, rows: int, compute_ns: int) -> None:
+        self._stats.record_batch(rows, compute_ns)
+        if self._metrics is not None:
+            self._metrics.batch_size.labels(*self._labels).observe(rows)
+
+    def on_shed(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.shed.labels(*self._labels, reason).inc()
+
+    def on_queue_depth(self, rows: int) -> None:
+        if self._metrics is not None:
+            self._metrics.queue_depth.labels(*self._labels).set(rows)
+
+
+def batching_limit(signature: Signature, config: ModelConfig) -> int:
+    """``max_batch_size`` for batchable signatures, else 0."""
+    return config.batching.max_batch_size if is_batchable(signature) else 0

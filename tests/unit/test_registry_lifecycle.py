@@ -1,0 +1,152 @@
+"""rollback (the previous good version) and gc (never the pinned or served versions), library and CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from registry.cli import main
+from registry.errors import NotFoundError, PublishError
+from registry.layout import read_pin, scan_registry
+from registry.publish import pin, publish, rollback
+from registry.retention import TRASH_PREFIX, gc
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "offset"], ["y"])],
+        "adder",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        initializer=[numpy_helper.from_array(np.array(1.0, dtype=np.float32), "offset")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    path = tmp_path_factory.mktemp("model") / "adder.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def registry_with(tmp_path: Path, onnx_file: Path, versions: int, toml: str | None = None) -> Path:
+    root = tmp_path / "registry"
+    for _ in range(versions):
+        publish(root, "m", onnx_file)
+    if toml is not None:
+        (root / "m" / "model.toml").write_text(toml)
+    return root
+
+
+def corrupt(root: Path, version: int) -> None:
+    with (root / "m" / str(version) / "model.onnx").open("ab") as f:
+        f.write(b"\x00")
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_rollback_skips_a_corrupted_version(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, onnx_file: Path
+) -> None:
+    root = registry_with(tmp_path, onnx_file, 4)
+    corrupt(root, 3)
+    status, out, err = cli(capsys, "rollback", "--registry", root, "m")
+    assert (status, out) == (0, "2\n")
+    assert "skipped version 3: " in err
+    assert "sha256" in err
+    assert "default was version 4; pinned version 2" in err
+    assert read_pin(root / "m") == 2
+    done = rollback(root, "m")  # from the pin (2) down
+    assert (done.version, done.previous, done.skipped) == (1, 2, {})
+
+
+def test_rollback_with_no_intact_older_version_changes_nothing(tmp_path: Path, onnx_file: Path) -> None:
+    root = registry_with(tmp_path, onnx_file, 3)
+    corrupt(root, 1)
+    corrupt(root, 2)
+    with pytest.raises(PublishError, match=r"no intact READY version older than 3 .*2: .*sha256"):
+        rollback(root, "m")
+    assert read_pin(root / "m") is None
+
+
+def test_rollback_starts_from_the_policys_default(tmp_path: Path, onnx_file: Path) -> None:
+    root = registry_with(tmp_path, onnx_file, 4, '[versions]\npolicy = "specific"\nspecific = [2, 3]\n')
+    assert rollback(root, "m").version == 2  # the default is 3, the highest served, not 4
+    pin(root, "m", 4)
+    assert rollback(root, "m").version == 3
+
+
+@pytest.mark.parametrize(
+    ("toml", "pinned", "keep", "removed", "protected"),
+    [
+        (None, None, 2, (1, 2, 3), ()),
+        (None, 2, 2, (1, 3), (2,)),
+        ("[versions]\nlatest = 3\n", None, 1, (1, 2), (3, 4)),
+        ('[versions]\npolicy = "all"\n', None, 1, (), (1, 2, 3, 4)),
+        ('[versions]\npolicy = "specific"\nspecific = [1]\n', 3, 1, (2, 4), (1, 3)),
+        (None, None, 9, (), ()),
+    ],
+)
+def test_gc_never_removes_pinned_or_served_versions(
+    tmp_path: Path,
+    onnx_file: Path,
+    toml: str | None,
+    pinned: int | None,
+    keep: int,
+    removed: tuple[int, ...],
+    protected: tuple[int, ...],
+) -> None:
+    root = registry_with(tmp_path, onnx_file, 5, toml)
+    if pinned is not None:
+        pin(root, "m", pinned)
+    dry = gc(root, "m", keep, dry_run=True)
+    assert (dry.removed, dry.protected, dry.dry_run) == (removed, protected, True)
+    assert scan_registry(root)["m"].versions == (1, 2, 3, 4, 5)
+    result = gc(root, "m", keep)
+    assert (result.removed, result.protected) == (removed, protected)
+    left = tuple(v for v in (1, 2, 3, 4, 5) if v not in removed)
+    assert result.kept == left
+    assert scan_registry(root)["m"].versions == left
+    assert sorted(p.name for p in (root / "m").iterdir() if p.name.startswith(".")) == []
+
+
+def test_gc_cli_prints_what_it_removed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, onnx_file: Path
+) -> None:
+    root = registry_with(tmp_path, onnx_file, 4)
+    pin(root, "m", 1)
+    status, out, err = cli(capsys, "gc", "--registry", root, "m", "--keep", "1", "--dry-run")
+    assert (status, out) == (0, "2\n3\n")
+    assert "would remove 2, 3" in err
+    assert "kept 1 beyond the newest 1: pinned or served" in err
+    assert "dry run, nothing deleted" in err
+    status, out, err = cli(capsys, "gc", "--registry", root, "m", "--keep", "1")
+    assert (status, out) == (0, "2\n3\n")
+    assert "removed 2, 3; kept 1, 4" in err
+    assert scan_registry(root)["m"].versions == (1, 4)
+    status, out, err = cli(capsys, "gc", "--registry", root, "m", "--keep", "0")
+    assert (status, out) == (2, "")
+    assert "--keep: must be >= 1" in err
+
+
+def test_gc_clears_leftover_trash_and_refuses_a_broken_config(tmp_path: Path, onnx_file: Path) -> None:
+    root = registry_with(tmp_path, onnx_file, 3)
+    leftover = root / "m" / f"{TRASH_PREFIX}7-abc"
+    (leftover / "sub").mkdir(parents=True)
+    assert gc(root, "m", 1).removed == (1, 2)
+    assert not leftover.exists()
+    (root / "m" / "model.toml").write_text("[versions]\npolicy = 'typo'\n")
+    with pytest.raises(PublishError, match="refusing to delete while the config is broken"):
+        gc(root, "m", 1)
+    (root / "m" / "model.toml").unlink()
+    (root / "m" / "pin").write_text("garbage")
+    with pytest.raises(PublishError, match="pin"):
+        gc(root, "m", 1)
+    with pytest.raises(NotFoundError):
+        gc(root, "absent", 1)

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from gateway.config import DEFAULT_MAX_MESSAGE_BYTES, GatewayConfig
+from gateway.config import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MONITOR_URL, GatewayConfig
 from gateway.server import serve
 
 
@@ -35,6 +35,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--poll-interval", type=float, default=2.0, help="seconds between registry scans (default 2; 0 = off)"
     )
+    parser.add_argument(
+        "--monitor-url",
+        default=DEFAULT_MONITOR_URL,
+        help=f"monitor WebSocket for samples (default {DEFAULT_MONITOR_URL})",
+    )
+    parser.add_argument(
+        "--sample-rate", type=float, default=None, help="fraction of requests sampled, for every model (0..1)"
+    )
+    parser.add_argument("--no-sampling", action="store_true", help="do not stream samples to the monitor")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return parser.parse_args(argv)
 
@@ -56,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
             max_message_bytes=args.max_message_bytes,
             grace_seconds=args.grace_seconds,
             poll_interval=args.poll_interval,
+            monitor_url=args.monitor_url,
+            sampling=not args.no_sampling,
+            sample_rate=args.sample_rate,
         )
     except ValueError as exc:
         print(f"infergate-gateway: {exc}", file=sys.stderr)

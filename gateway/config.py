@@ -6,12 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+DEFAULT_MONITOR_URL = "ws://127.0.0.1:8090/v1/samples/stream"
 
 
 @dataclass(frozen=True)
 class GatewayConfig:
     """Where to serve from and how. Ports may be 0 (the OS picks); ``metrics_port`` None disables /metrics;
-    ``poll_interval`` 0 disables the registry watcher."""
+    ``poll_interval`` 0 disables the registry watcher; ``sampling`` False turns the monitor stream off, and
+    ``sample_rate`` (when set) overrides every model's ``[sampling].rate``."""
 
     registry: Path
     host: str = "127.0.0.1"
@@ -20,8 +22,15 @@ class GatewayConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     grace_seconds: float = 30.0
     poll_interval: float = 2.0
+    monitor_url: str = DEFAULT_MONITOR_URL
+    sampling: bool = True
+    sample_rate: float | None = None
 
     def __post_init__(self) -> None:
+        if self.sample_rate is not None and not 0.0 <= self.sample_rate <= 1.0:
+            raise ValueError(f"sample_rate must be in [0, 1], got {self.sample_rate}")
+        if self.sampling and not self.monitor_url.startswith(("ws://", "wss://")):
+            raise ValueError(f"monitor_url must be a ws:// or wss:// URL, got {self.monitor_url!r}")
         if self.poll_interval < 0:
             raise ValueError(f"poll_interval must be >= 0 (0 disables the watcher), got {self.poll_interval}")
         if not 0 <= self.port <= 65535:

@@ -98,6 +98,12 @@ class GatewayMetrics:
             ["model", "version", "provider"],
             registry=registry,
         )
+        self.samples = Counter(
+            "infergate_samples",
+            "Rows of sampled requests by outcome: sent to the monitor, or dropped (full buffer, no monitor).",
+            ["model", "outcome"],
+            registry=registry,
+        )
         self.model_loads = Counter(
             "infergate_model_loads",
             "Version load attempts by result.",

@@ -21,7 +21,9 @@ from prometheus_client import CollectorRegistry
 from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics, MetricsHTTPServer
 from gateway.models import ModelTable
+from gateway.sampler import Sampler
 from gateway.servicer import InferenceServicer
+from gateway.shipper import Shipper
 from gateway.watcher import RegistryWatcher
 from protos import inference_pb2 as pb
 from protos import inference_pb2_grpc as pb_grpc
@@ -41,7 +43,12 @@ class GatewayServer:
             metrics_registry if metrics_registry is not None else CollectorRegistry()
         )
         self.table = ModelTable(config.registry, self.metrics)
-        self.servicer = InferenceServicer(self.table, self.metrics)
+        self.sampler: Sampler | None = None
+        self.shipper: Shipper | None = None
+        if config.sampling:
+            self.sampler = Sampler(rate_override=config.sample_rate, metrics=self.metrics)
+            self.shipper = Shipper(self.sampler, config.monitor_url)
+        self.servicer = InferenceServicer(self.table, self.metrics, self.sampler)
         self.health = health_aio.HealthServicer()
         self.watcher = RegistryWatcher(self.table, config.poll_interval) if config.poll_interval > 0 else None
         self._server: grpc.aio.Server | None = None
@@ -85,6 +92,8 @@ class GatewayServer:
         self.servicer.ready = True
         if self.watcher is not None:
             self.watcher.start()
+        if self.shipper is not None:
+            self.shipper.start()
         log.info("serving %s on %s:%d", self.config.registry, self.config.host, self.port)
 
     async def stop(self, grace: float | None = None) -> None:
@@ -98,6 +107,8 @@ class GatewayServer:
         await self.health.enter_graceful_shutdown()
         await server.stop(self.config.grace_seconds if grace is None else grace)
         await self.table.close()
+        if self.shipper is not None:
+            await self.shipper.stop()
         if self._metrics_http is not None:
             self._metrics_http.close()
             self._metrics_http = None

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
+import numpy.typing as npt
 
 from gateway import metadata
 from gateway.codec import encode_array
@@ -29,6 +30,7 @@ from gateway.errors import (
 )
 from gateway.metrics import GatewayMetrics
 from gateway.models import ModelTable
+from gateway.sampler import Sampler
 from gateway.validate import decode_request
 from gateway.version import LoadedVersion
 from protos import inference_pb2 as pb
@@ -67,9 +69,12 @@ def public_message(error: BaseException) -> str:
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """KServe V2 / Open Inference Protocol service over a :class:`ModelTable`."""
 
-    def __init__(self, table: ModelTable, metrics: GatewayMetrics | None = None) -> None:
+    def __init__(
+        self, table: ModelTable, metrics: GatewayMetrics | None = None, sampler: Sampler | None = None
+    ) -> None:
         self.table = table
         self.metrics = metrics
+        self.sampler = sampler
         self.ready = False
         self.draining = False
 
@@ -243,6 +248,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             response.outputs.add(name=name, datatype=datatype, shape=array.shape)
             response.raw_output_contents.append(encode_array(array, datatype))
         finished = time.perf_counter_ns()
+        self._sample(request, loaded, decoded.feeds, decoded.output_names, result.outputs)
         loaded.stats.record_request(
             finished - started,
             result.queue_ns,
@@ -259,6 +265,28 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             self.metrics.request_duration.labels(*labels).observe((finished - started) / 1e9)
             self.metrics.requests.labels(*labels, "OK").inc()
         return response
+
+    def _sample(
+        self,
+        request: pb.ModelInferRequest,
+        loaded: LoadedVersion,
+        feeds: Mapping[str, npt.NDArray[Any]],
+        output_names: Sequence[str],
+        outputs: Sequence[npt.NDArray[Any]],
+    ) -> None:
+        """Offers the answered request to the sampler (O(1), never blocks; drops are counted there)."""
+        sampler = self.sampler
+        if sampler is None:
+            return
+        config = loaded.config.sampling
+        if not sampler.decide(request.id, sampler.rate(config.rate)):
+            return
+        inputs = {spec.name: (spec.datatype, feeds[spec.name]) for spec in loaded.signature.inputs}
+        datatypes = {spec.name: spec.datatype for spec in loaded.signature.outputs}
+        answered = {name: (datatypes[name], array) for name, array in zip(output_names, outputs, strict=True)}
+        sampler.offer(
+            loaded.model, str(loaded.version), request.id, inputs, answered, config.max_rows_per_request
+        )
 
     def _count(self, request: pb.ModelInferRequest, code: grpc.StatusCode, started: int) -> None:
         if self.metrics is None:

@@ -253,7 +253,9 @@ def test_bad_requests_never_affect_concurrent_good_ones(gateway: ServerThread) -
 
 def test_oversized_message_is_resource_exhausted(tmp_path: Path) -> None:
     root = build_registry(tmp_path / "registry", {"dtype_fp32": dtype_model("FP32")})
-    server = ServerThread(GatewayConfig(root, port=0, metrics_port=None, max_message_bytes=64 * 1024))
+    server = ServerThread(
+        GatewayConfig(root, sampling=False, port=0, metrics_port=None, max_message_bytes=64 * 1024)
+    )
     try:
         with grpc.insecure_channel(server.target) as channel:
             stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)

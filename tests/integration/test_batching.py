@@ -51,7 +51,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(registry: Path) -> Iterator[ServerThread]:
-    running = ServerThread(GatewayConfig(registry, port=0, metrics_port=0))
+    running = ServerThread(GatewayConfig(registry, sampling=False, port=0, metrics_port=0))
     yield running
     running.stop()
 
@@ -186,7 +186,7 @@ def test_cancelled_call_leaves_the_queue_uncomputed(server: ServerThread) -> Non
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         busy = [
             stub.ModelInfer.future(_request("slow", "x", np.ones((8, 4), np.float32), "FP32"))
-            for _ in range(6)
+            for _ in range(16)
         ]
         doomed = stub.ModelInfer.future(_request("slow", "x", np.ones((3, 4), np.float32), "FP32"))
         # Cancel only once the server has queued it: the queue then holds whole 8-row requests plus its 3.
@@ -199,7 +199,7 @@ def test_cancelled_call_leaves_the_queue_uncomputed(server: ServerThread) -> Non
     assert doomed.cancelled()
     server.call(_settle())
     after = _counts(server.target, "slow")
-    assert after[0] - before[0] == 6 * 8
+    assert after[0] - before[0] == 16 * 8
     cancelled = _metric(
         server, "infergate_shed_total", {"model": "slow", "version": "1", "reason": "cancelled"}
     )

@@ -26,7 +26,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ServerThread]]:
     root = tmp_path_factory.mktemp("demo") / "registry"
     build_demo(root)
-    server = ServerThread(GatewayConfig(root, port=0, metrics_port=None))
+    server = ServerThread(GatewayConfig(root, sampling=False, port=0, metrics_port=None))
     yield root, server
     server.stop()
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
 from gateway.config import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MONITOR_URL, GatewayConfig
+from gateway.logs import configure_logging
 from gateway.server import serve
 
 
@@ -45,14 +45,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-sampling", action="store_true", help="do not stream samples to the monitor")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument(
+        "--log-format", choices=("json", "text"), default="json", help="log lines (default json)"
+    )
+    parser.add_argument(
+        "--access-log-rate",
+        type=float,
+        default=0.01,
+        help="fraction of successful requests logged (errors always are; default 0.01)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level, args.log_format)
     if not args.registry.is_dir():
         print(f"infergate-gateway: registry {args.registry} is not a directory", file=sys.stderr)
         return 2
@@ -68,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             monitor_url=args.monitor_url,
             sampling=not args.no_sampling,
             sample_rate=args.sample_rate,
+            access_log_rate=args.access_log_rate,
         )
     except ValueError as exc:
         print(f"infergate-gateway: {exc}", file=sys.stderr)

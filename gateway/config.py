@@ -25,12 +25,15 @@ class GatewayConfig:
     monitor_url: str = DEFAULT_MONITOR_URL
     sampling: bool = True
     sample_rate: float | None = None
+    access_log_rate: float = 0.01
 
     def __post_init__(self) -> None:
         if self.sample_rate is not None and not 0.0 <= self.sample_rate <= 1.0:
             raise ValueError(f"sample_rate must be in [0, 1], got {self.sample_rate}")
         if self.sampling and not self.monitor_url.startswith(("ws://", "wss://")):
             raise ValueError(f"monitor_url must be a ws:// or wss:// URL, got {self.monitor_url!r}")
+        if not 0.0 <= self.access_log_rate <= 1.0:
+            raise ValueError(f"access_log_rate must be in [0, 1], got {self.access_log_rate}")
         if self.poll_interval < 0:
             raise ValueError(f"poll_interval must be >= 0 (0 disables the watcher), got {self.poll_interval}")
         if not 0 <= self.port <= 65535:

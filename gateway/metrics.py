@@ -6,10 +6,20 @@ names never become label values.
 
 from __future__ import annotations
 
+import platform
 import threading
+from importlib import metadata
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 #: 100 µs .. 10 s, roughly x2.5 per step.
 LATENCY_BUCKETS = (
@@ -37,8 +47,20 @@ BATCH_BUCKETS = tuple(float(2**k) for k in range(13))
 class GatewayMetrics:
     """The gateway's metric families, registered on ``registry``."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *, process: bool = True) -> None:
         self.registry = registry
+        if process:  # process_* (CPU, memory, fds) and python_info, on this registry
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+        self.build_info = Gauge(
+            "infergate_build_info",
+            "Always 1; labels name the running versions.",
+            ["version", "onnxruntime", "python"],
+            registry=registry,
+        )
+        self.build_info.labels(_version("infergate"), _version("onnxruntime"), platform.python_version()).set(
+            1
+        )
         self.requests = Counter(
             "infergate_requests",
             "Inference requests by outcome.",
@@ -110,6 +132,13 @@ class GatewayMetrics:
             ["model", "result"],
             registry=registry,
         )
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 class MetricsHTTPServer:

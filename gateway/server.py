@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import CollectorRegistry
 
 from gateway.config import GatewayConfig
+from gateway.logs import AccessLog
 from gateway.metrics import GatewayMetrics, MetricsHTTPServer
 from gateway.models import ModelTable
 from gateway.sampler import Sampler
@@ -48,7 +49,9 @@ class GatewayServer:
         if config.sampling:
             self.sampler = Sampler(rate_override=config.sample_rate, metrics=self.metrics)
             self.shipper = Shipper(self.sampler, config.monitor_url)
-        self.servicer = InferenceServicer(self.table, self.metrics, self.sampler)
+        self.servicer = InferenceServicer(
+            self.table, self.metrics, self.sampler, AccessLog(config.access_log_rate)
+        )
         self.health = health_aio.HealthServicer()
         self.watcher = RegistryWatcher(self.table, config.poll_interval) if config.poll_interval > 0 else None
         self._server: grpc.aio.Server | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -28,6 +29,7 @@ from gateway.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
+from gateway.logs import AccessLog
 from gateway.metrics import GatewayMetrics
 from gateway.models import ModelTable
 from gateway.sampler import Sampler
@@ -70,11 +72,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """KServe V2 / Open Inference Protocol service over a :class:`ModelTable`."""
 
     def __init__(
-        self, table: ModelTable, metrics: GatewayMetrics | None = None, sampler: Sampler | None = None
+        self,
+        table: ModelTable,
+        metrics: GatewayMetrics | None = None,
+        sampler: Sampler | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.table = table
         self.metrics = metrics
         self.sampler = sampler
+        self.access_log = access_log
         self.ready = False
         self.draining = False
 
@@ -151,7 +158,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # -- inference -----------------------------------------------------------------------------
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        return await _guard(context, self.infer(request, context.time_remaining()))
+        return await _guard(context, self.infer(request, context.time_remaining(), context.peer()))
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
@@ -168,7 +175,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         async def answer(request: pb.ModelInferRequest) -> None:
             try:
-                response = await self.infer(request, context.time_remaining())
+                response = await self.infer(request, context.time_remaining(), context.peer())
                 responses.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
             except Exception as exc:
                 if not isinstance(exc, GatewayError):
@@ -203,24 +210,39 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 task.cancel()
 
     async def infer(
-        self, request: pb.ModelInferRequest, grpc_remaining: float | None = None
+        self, request: pb.ModelInferRequest, grpc_remaining: float | None = None, peer: str = ""
     ) -> pb.ModelInferResponse:
         """One inference: resolve the version, validate, batch, encode. Raises GatewayError subclasses.
 
-        ``grpc_remaining`` is the call's remaining gRPC deadline in seconds (None: no deadline).
+        ``grpc_remaining`` is the call's remaining gRPC deadline in seconds (None: no deadline). A request
+        without an ``id`` gets a generated one, echoed in the response and used in the access log.
         """
         started = time.perf_counter_ns()
         loop = asyncio.get_running_loop()
+        if not request.id:
+            request.id = uuid.uuid4().hex
+        trace: dict[str, Any] = {"request_id": request.id, "model": request.model_name, "peer": peer}
         try:
             with self.table.lease(request.model_name, request.model_version) as loaded:
+                trace["version"] = str(loaded.version)
                 try:
-                    return await self._run(request, loaded, started, loop.time(), grpc_remaining)
+                    response = await self._run(request, loaded, started, loop.time(), grpc_remaining, trace)
                 except BaseException:
                     loaded.stats.record_failure(time.perf_counter_ns() - started)
                     raise
         except Exception as exc:
-            self._count(request, status_of(exc), started)
+            code = status_of(exc)
+            self._count(request, code, started)
+            self._access(trace, code.name, started, error=True)
             raise
+        self._access(trace, "OK", started, error=False)
+        return response
+
+    def _access(self, trace: dict[str, Any], status: str, started: int, *, error: bool) -> None:
+        if self.access_log is not None:
+            trace["status"] = status
+            trace["duration_ms"] = round((time.perf_counter_ns() - started) / 1e6, 3)
+            self.access_log.record(trace, error=error)
 
     async def _run(
         self,
@@ -229,6 +251,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         started: int,
         now: float,
         grpc_remaining: float | None,
+        trace: dict[str, Any],
     ) -> pb.ModelInferResponse:
         batching = loaded.config.batching
         decoded = decode_request(request, loaded.signature, max_batch_size=loaded.max_batch_size)
@@ -239,6 +262,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         decoded_at = time.perf_counter_ns()
         result = await loaded.batcher.submit(decoded, deadline, priority)
         answered_at = time.perf_counter_ns()
+        trace["queue_ms"] = round(result.queue_ns / 1e6, 3)
+        trace["compute_ms"] = round(result.compute_ns / 1e6, 3)
+        trace["batch_size"] = result.batch_rows
         specs = {spec.name: spec for spec in loaded.signature.outputs}
         response = pb.ModelInferResponse(
             model_name=loaded.model, model_version=str(loaded.version), id=request.id

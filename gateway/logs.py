@@ -1,0 +1,71 @@
+"""Structured logging: JSON lines through orjson for the process log and the per-request access log.
+
+Contracts:
+- :class:`JsonFormatter` renders every record as one JSON object per line: ``ts`` (UTC ISO 8601), ``level``,
+  ``logger``, ``msg``, plus the record's ``fields`` mapping when given (``extra={"fields": {...}}``), plus
+  ``exc`` with the traceback for exceptions.
+- :class:`AccessLog` writes one line per request on the ``infergate.access`` logger: always for errors, and
+  for a deterministic ``sample_rate`` fraction of successes. Lines carry request_id, model, version,
+  status, queue_ms, compute_ms, batch_size, duration_ms and peer; never tensor contents.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import random
+import sys
+from typing import Any
+
+import orjson
+
+ACCESS_LOGGER = "infergate.access"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """Root logging to stderr, as JSON lines (``fmt="json"``) or plain text."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class AccessLog:
+    """Per-request log lines: every error, and ``sample_rate`` of the successes."""
+
+    def __init__(self, sample_rate: float = 0.01) -> None:
+        if not 0.0 <= sample_rate <= 1.0:
+            raise ValueError(f"access log sample rate must be in [0, 1], got {sample_rate}")
+        self.sample_rate = sample_rate
+        self._logger = logging.getLogger(ACCESS_LOGGER)
+        self._random = random.Random()
+
+    def record(self, fields: dict[str, Any], *, error: bool) -> None:
+        """Logs one request (``fields`` as documented above) if it is an error or sampled."""
+        if not error and (self.sample_rate <= 0 or self._random.random() >= self.sample_rate):
+            return
+        self._logger.log(logging.WARNING if error else logging.INFO, "request", extra={"fields": fields})

@@ -10,6 +10,7 @@ from pathlib import Path
 from gateway.config import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MONITOR_URL, GatewayConfig
 from gateway.logs import configure_logging
 from gateway.server import serve
+from gateway.workers import run_workers
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,6 +45,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--sample-rate", type=float, default=None, help="fraction of requests sampled, for every model (0..1)"
     )
     parser.add_argument("--no-sampling", action="store_true", help="do not stream samples to the monitor")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="gateway processes sharing the port via SO_REUSEPORT (default 1)",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     parser.add_argument(
         "--log-format", choices=("json", "text"), default="json", help="log lines (default json)"
@@ -80,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"infergate-gateway: {exc}", file=sys.stderr)
         return 2
+    if args.workers < 1:
+        print("infergate-gateway: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        return run_workers(config, args.workers, log_level=args.log_level, log_format=args.log_format)
     return asyncio.run(serve(config))
 
 

@@ -26,6 +26,9 @@ class GatewayConfig:
     sampling: bool = True
     sample_rate: float | None = None
     access_log_rate: float = 0.01
+    reuse_port: bool = False
+    default_intra_op_threads: int = 0
+    worker_index: int | None = None
 
     def __post_init__(self) -> None:
         if self.sample_rate is not None and not 0.0 <= self.sample_rate <= 1.0:
@@ -34,6 +37,8 @@ class GatewayConfig:
             raise ValueError(f"monitor_url must be a ws:// or wss:// URL, got {self.monitor_url!r}")
         if not 0.0 <= self.access_log_rate <= 1.0:
             raise ValueError(f"access_log_rate must be in [0, 1], got {self.access_log_rate}")
+        if self.default_intra_op_threads < 0:
+            raise ValueError(f"default_intra_op_threads must be >= 0, got {self.default_intra_op_threads}")
         if self.poll_interval < 0:
             raise ValueError(f"poll_interval must be >= 0 (0 disables the watcher), got {self.poll_interval}")
         if not 0 <= self.port <= 65535:

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from registry.golden import golden_mismatches, load_golden
 
 from gateway.batcher import Batcher
 from gateway.codec import NUMPY_DTYPES
@@ -28,6 +27,7 @@ from gateway.runner import Runner, RunnerOptions
 from gateway.stats import VersionStats
 from gateway.version import LoadedVersion, VersionObserver, batching_limit
 from registry.errors import RegistryError
+from registry.golden import golden_mismatches, load_golden
 from registry.layout import ModelInfo, VersionInfo, version_info
 from registry.manifest import load_manifest
 from registry.signature import Signature, breaking_changes
@@ -61,6 +61,7 @@ def load_version(
     *,
     serving: Signature | None,
     metrics: GatewayMetrics | None,
+    default_intra_op_threads: int = 0,
 ) -> LoadedVersion:
     """Blocking: the whole load sequence for ``info.name`` version ``version``; ModelLoadError on failure."""
     where = version_info(registry, info.name, version)
@@ -84,7 +85,7 @@ def load_version(
     options = RunnerOptions(
         providers=tuple(runtime.providers),
         instances=runtime.instances,
-        intra_op_threads=runtime.intra_op_threads,
+        intra_op_threads=runtime.intra_op_threads or default_intra_op_threads,
         name=label,
     )
     started = time.perf_counter()

@@ -55,9 +55,12 @@ class IndexEntry:
 class ModelTable:
     """Loaded model versions of one registry directory."""
 
-    def __init__(self, registry: Path, metrics: GatewayMetrics | None = None) -> None:
+    def __init__(
+        self, registry: Path, metrics: GatewayMetrics | None = None, *, default_intra_op_threads: int = 0
+    ) -> None:
         self.registry = registry
         self.metrics = metrics
+        self.default_intra_op_threads = default_intra_op_threads
         self._models: dict[str, ModelState] = {}
 
     async def load_all(self) -> None:
@@ -134,6 +137,7 @@ class ModelTable:
                 version,
                 serving=serving.signature if serving is not None else None,
                 metrics=self.metrics,
+                default_intra_op_threads=self.default_intra_op_threads,
             )
         except GatewayError as exc:
             state.failures[version] = (str(exc), stamp)

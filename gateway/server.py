@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 import grpc
@@ -43,7 +44,9 @@ class GatewayServer:
         self.metrics = GatewayMetrics(
             metrics_registry if metrics_registry is not None else CollectorRegistry()
         )
-        self.table = ModelTable(config.registry, self.metrics)
+        self.table = ModelTable(
+            config.registry, self.metrics, default_intra_op_threads=config.default_intra_op_threads
+        )
         self.sampler: Sampler | None = None
         self.shipper: Shipper | None = None
         if config.sampling:
@@ -67,7 +70,7 @@ class GatewayServer:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 1 if self.config.reuse_port else 0),
             ]
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, server)  # type: ignore[no-untyped-call]
@@ -126,8 +129,13 @@ async def serve(config: GatewayConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    who = (
+        "gateway"
+        if config.worker_index is None
+        else f"gateway worker {config.worker_index} pid {os.getpid()}"
+    )
     print(
-        f"infergate gateway listening on {config.host}:{server.port} (metrics :{server.metrics_port})",
+        f"infergate {who} listening on {config.host}:{server.port} (metrics :{server.metrics_port})",
         flush=True,
     )
     await stopping.wait()

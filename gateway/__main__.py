@@ -9,7 +9,7 @@ from pathlib import Path
 
 from gateway.config import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MONITOR_URL, GatewayConfig
 from gateway.logs import configure_logging
-from gateway.server import serve
+from gateway.server import check_providers, serve
 from gateway.workers import run_workers
 
 
@@ -45,6 +45,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--sample-rate", type=float, default=None, help="fraction of requests sampled, for every model (0..1)"
     )
     parser.add_argument("--no-sampling", action="store_true", help="do not stream samples to the monitor")
+    parser.add_argument("--device", default=None, help="cpu or cuda:N: overrides every model's providers")
+    parser.add_argument(
+        "--require-gpu",
+        action="store_true",
+        help="fail a load that would run on the CPU (old version keeps serving)",
+    )
+    parser.add_argument(
+        "--check-providers",
+        action="store_true",
+        help="print what onnxruntime offers and which provider each model gets, then exit",
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -83,10 +94,14 @@ def main(argv: list[str] | None = None) -> int:
             sampling=not args.no_sampling,
             sample_rate=args.sample_rate,
             access_log_rate=args.access_log_rate,
+            device=args.device,
+            require_gpu=args.require_gpu,
         )
     except ValueError as exc:
         print(f"infergate-gateway: {exc}", file=sys.stderr)
         return 2
+    if args.check_providers:
+        return asyncio.run(check_providers(config))
     if args.workers < 1:
         print("infergate-gateway: --workers must be at least 1", file=sys.stderr)
         return 2

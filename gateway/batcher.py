@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import numpy.typing as npt
 
-from gateway.collate import BatchKey, batch_key, split, stack
+from gateway.collate import BatchKey, batch_key, bucket_for, pad, split, stack
 from gateway.errors import DeadlineExceededError, GatewayError, ResourceExhaustedError, UnavailableError
 from gateway.profile import LatencyProfile
 from gateway.runner import Runner
@@ -95,6 +95,7 @@ class Batcher:
         scheduler: str = "deadline",
         observer: BatchObserver | None = None,
         name: str = "model",
+        buckets: Sequence[int] = (),
     ) -> None:
         if len(profiles) != runner.instances:
             raise ValueError("one latency profile per instance is required")
@@ -108,6 +109,7 @@ class Batcher:
         self._deadline_aware = scheduler == "deadline"
         self._observer = observer
         self._name = name
+        self.buckets = tuple(buckets) if max_batch_size > 0 else ()
         self._queues: dict[BatchKey, _KeyQueue] = {}
         self._queued_rows = 0
         self._sequence = itertools.count()
@@ -307,11 +309,18 @@ class Batcher:
         names = [name for name in self._output_names if name in wanted]
         feeds, offsets = stack([entry.request.feeds for entry in batch])
         rows = int(offsets[-1])
+        padded = bucket_for(rows, self.buckets)
+        if padded > rows:
+            feeds = pad(feeds, rows, padded)
         begin = time.perf_counter_ns()
         outputs = await self._runner.run(instance, feeds, names)
+        if padded > rows:  # padded rows never reach a response
+            outputs = [
+                output[:rows] if output.ndim and output.shape[0] == padded else output for output in outputs
+            ]
         parts = split(outputs, offsets) if self._batchable else [outputs]
         compute_ns = time.perf_counter_ns() - begin
-        profile.observe(rows, compute_ns / 1e9)
+        profile.observe(padded, compute_ns / 1e9)
         if self._observer is not None:
             self._observer.on_batch(rows, compute_ns)
         index = {name: i for i, name in enumerate(names)}

@@ -44,6 +44,25 @@ def stack(requests: Sequence[Feeds]) -> tuple[dict[str, npt.NDArray[Any]], npt.N
     return {name: np.concatenate([feeds[name] for feeds in requests], axis=0) for name in first}, offsets
 
 
+def pad(feeds: Feeds, rows: int, target: int) -> dict[str, npt.NDArray[Any]]:
+    """Pads a stacked batch of ``rows`` rows up to ``target`` rows by repeating the last row (finite values
+    the model has already accepted, unlike zeros that may be out of its domain)."""
+    if target <= rows:
+        return dict(feeds)
+    extra = target - rows
+    return {
+        name: np.concatenate([array, np.repeat(array[-1:], extra, axis=0)]) for name, array in feeds.items()
+    }
+
+
+def bucket_for(rows: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket holding ``rows`` rows; ``rows`` itself when none does (or there are none)."""
+    for size in buckets:
+        if size >= rows:
+            return size
+    return rows
+
+
 def split(
     outputs: Sequence[npt.NDArray[Any]], offsets: npt.NDArray[np.int64]
 ) -> list[list[npt.NDArray[Any]]]:

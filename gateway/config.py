@@ -29,6 +29,8 @@ class GatewayConfig:
     reuse_port: bool = False
     default_intra_op_threads: int = 0
     worker_index: int | None = None
+    device: str | None = None
+    require_gpu: bool = False
 
     def __post_init__(self) -> None:
         if self.sample_rate is not None and not 0.0 <= self.sample_rate <= 1.0:
@@ -39,6 +41,8 @@ class GatewayConfig:
             raise ValueError(f"access_log_rate must be in [0, 1], got {self.access_log_rate}")
         if self.default_intra_op_threads < 0:
             raise ValueError(f"default_intra_op_threads must be >= 0, got {self.default_intra_op_threads}")
+        if self.device is not None and not _valid_device(self.device):
+            raise ValueError(f"device must be 'cpu' or 'cuda:N', got {self.device!r}")
         if self.poll_interval < 0:
             raise ValueError(f"poll_interval must be >= 0 (0 disables the watcher), got {self.poll_interval}")
         if not 0 <= self.port <= 65535:
@@ -55,3 +59,10 @@ class GatewayConfig:
         """host:port for grpc, with IPv6 literals bracketed."""
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
         return f"{host}:{self.port}"
+
+
+def _valid_device(device: str) -> bool:
+    if device == "cpu":
+        return True
+    kind, _, index = device.partition(":")
+    return kind == "cuda" and index.isdigit()

@@ -10,6 +10,7 @@ latency profile) -> run the golden check when the version ships ``golden.npz`` -
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -62,6 +63,8 @@ def load_version(
     serving: Signature | None,
     metrics: GatewayMetrics | None,
     default_intra_op_threads: int = 0,
+    device: str | None = None,
+    require_gpu: bool = False,
 ) -> LoadedVersion:
     """Blocking: the whole load sequence for ``info.name`` version ``version``; ModelLoadError on failure."""
     where = version_info(registry, info.name, version)
@@ -81,13 +84,9 @@ def load_version(
                 f"{label}: breaking signature change against the serving version ({'; '.join(changes)}); "
                 "set [versions].allow_breaking_signature = true to allow it"
             )
-    runtime = info.config.runtime
-    options = RunnerOptions(
-        providers=tuple(runtime.providers),
-        instances=runtime.instances,
-        intra_op_threads=runtime.intra_op_threads or default_intra_op_threads,
-        name=label,
-    )
+    options = runner_options(registry, info, version, device=device, require_gpu=require_gpu)
+    if default_intra_op_threads and not options.intra_op_threads:
+        options = dataclasses.replace(options, intra_op_threads=default_intra_op_threads)
     started = time.perf_counter()
     runner = Runner.load(where.onnx_path, options)
     try:
@@ -113,9 +112,49 @@ def load_version(
         scheduler=batching.scheduler,
         observer=VersionObserver(stats, metrics, info.name, version),
         name=label,
+        buckets=batch_buckets(info.config.runtime.buckets, runner.provider, limit),
     )
     log.info("loaded %s on %s in %.2f s", label, runner.provider, time.perf_counter() - started)
     return LoadedVersion(info.name, version, signature, info.config, manifest, runner, batcher, stats)
+
+
+def runner_options(
+    registry: Path, info: ModelInfo, version: int, *, device: str | None, require_gpu: bool
+) -> RunnerOptions:
+    """The model's ``[runtime]`` as runner options, with the command line's ``--device``/``--require-gpu``
+    applied on top. ``cuda:N`` means CUDA on device N, then CPU as the fallback."""
+    runtime = info.config.runtime
+    providers = tuple(runtime.providers)
+    options: dict[str, dict[str, Any]] = {"cuda": dict(runtime.cuda), "tensorrt": dict(runtime.tensorrt)}
+    if device == "cpu":
+        providers = ("cpu",)
+    elif device is not None and device.startswith("cuda:"):
+        providers = ("cuda", "cpu")
+        options["cuda"]["device_id"] = int(device.split(":", 1)[1])
+    if "tensorrt" in providers and "engine_cache_path" not in options["tensorrt"]:
+        # Beside the version, never inside its READY tree (hidden names are invisible to the scan).
+        options["tensorrt"]["engine_cache_path"] = str(registry / info.name / ".trt-cache" / str(version))
+    return RunnerOptions(
+        providers=providers,
+        instances=runtime.instances,
+        intra_op_threads=runtime.intra_op_threads,
+        name=f"{info.name}:{version}",
+        provider_options=options,
+        require_gpu=require_gpu or runtime.require_gpu,
+    )
+
+
+def batch_buckets(configured: tuple[int, ...], provider: str, max_batch_size: int) -> tuple[int, ...]:
+    """Batch sizes to pad to: the configured ones; by default powers of two up to ``max_batch_size`` on a
+    GPU provider (so CUDA graphs and TensorRT profiles are reused) and none on the CPU."""
+    if max_batch_size <= 0:
+        return ()
+    if configured:
+        return configured
+    if provider in ("cuda", "tensorrt"):
+        sizes = [1 << k for k in range(max_batch_size.bit_length()) if 1 << k < max_batch_size]
+        return (*sizes, max_batch_size)
+    return ()
 
 
 def check_golden(runner: Runner, where: VersionInfo, signature: Signature) -> None:

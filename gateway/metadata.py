@@ -82,6 +82,7 @@ def lineage(loaded: LoadedVersion) -> dict[str, str | int | float | bool]:
         "created_at": manifest.created_at,
         "model_sha256": manifest.model_sha256,
         "provider": loaded.runner.provider,
+        "provider_fallback": loaded.runner.fallback_reason,
         "instances": loaded.runner.instances,
         "max_batch_size": loaded.max_batch_size,
     }

@@ -56,11 +56,19 @@ class ModelTable:
     """Loaded model versions of one registry directory."""
 
     def __init__(
-        self, registry: Path, metrics: GatewayMetrics | None = None, *, default_intra_op_threads: int = 0
+        self,
+        registry: Path,
+        metrics: GatewayMetrics | None = None,
+        *,
+        default_intra_op_threads: int = 0,
+        device: str | None = None,
+        require_gpu: bool = False,
     ) -> None:
         self.registry = registry
         self.metrics = metrics
         self.default_intra_op_threads = default_intra_op_threads
+        self.device = device
+        self.require_gpu = require_gpu
         self._models: dict[str, ModelState] = {}
 
     async def load_all(self) -> None:
@@ -138,6 +146,8 @@ class ModelTable:
                 serving=serving.signature if serving is not None else None,
                 metrics=self.metrics,
                 default_intra_op_threads=self.default_intra_op_threads,
+                device=self.device,
+                require_gpu=self.require_gpu,
             )
         except GatewayError as exc:
             state.failures[version] = (str(exc), stamp)
@@ -275,7 +285,11 @@ class ModelTable:
 
 def _state_of(state: ModelState, version: int) -> tuple[str, str]:
     if version in state.versions:
-        return "READY", ""
+        fallback = state.versions[version].runner.fallback_reason
+        return (
+            "READY",
+            f"serving on {state.versions[version].runner.provider}: {fallback}" if fallback else "",
+        )
     if version in state.loading:
         return "LOADING", ""
     if version in state.failures:

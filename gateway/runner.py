@@ -15,10 +15,11 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
@@ -36,14 +37,26 @@ PROVIDERS = {
 }
 
 
+#: Our option names -> onnxruntime's TensorRT provider option names (others pass through unchanged).
+_TENSORRT_OPTION_NAMES = {
+    "fp16": "trt_fp16_enable",
+    "int8": "trt_int8_enable",
+    "max_workspace_size": "trt_max_workspace_size",
+    "engine_cache_path": "trt_engine_cache_path",
+}
+
+
 @dataclass(frozen=True)
 class RunnerOptions:
-    """How to build a session: ordered provider preference, parallel calls, and threads per call."""
+    """How to build sessions: ordered provider preference with per-provider options, parallel instances,
+    threads per call, whether a GPU is required, and the batch-size buckets to pad to."""
 
     providers: tuple[str, ...] = ("cpu",)
     instances: int = 1
     intra_op_threads: int = 0
     name: str = "model"
+    provider_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    require_gpu: bool = False
 
     def __post_init__(self) -> None:
         if self.instances < 1:
@@ -53,6 +66,37 @@ class RunnerOptions:
         unknown = [p for p in self.providers if p not in PROVIDERS]
         if unknown or not self.providers:
             raise ValueError(f"unknown providers {unknown}; expected some of {sorted(PROVIDERS)}")
+
+
+def available_providers() -> list[str]:
+    """What the installed onnxruntime build offers, in our short names where we have one."""
+    return [_short_provider(name) for name in ort.get_available_providers()]
+
+
+def onnxruntime_providers(options: RunnerOptions) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
+    """(provider, options) pairs onnxruntime can try, in order, and why each requested one was skipped."""
+    available = set(ort.get_available_providers())
+    chosen: list[tuple[str, dict[str, Any]]] = []
+    skipped: list[str] = []
+    for short in options.providers:
+        full = PROVIDERS[short]
+        if full not in available:
+            skipped.append(f"{short}: not in this onnxruntime build ({ort.__version__}, {ort.get_device()})")
+            continue
+        chosen.append((full, _provider_options(short, options.provider_options.get(short, {}))))
+    return chosen, skipped
+
+
+def _provider_options(short: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in given.items():
+        name = _TENSORRT_OPTION_NAMES.get(key, key) if short == "tensorrt" else key
+        out[name] = ("1" if value else "0") if isinstance(value, bool) else value
+    if short == "tensorrt":
+        out["trt_int8_enable"] = "0"  # int8 needs calibration data we do not have: always off
+        if "trt_engine_cache_path" in out:
+            out["trt_engine_cache_enable"] = "1"
+    return out
 
 
 class Runner:
@@ -67,15 +111,14 @@ class Runner:
         ]
         self.instances = len(sessions)
         self.provider = _short_provider(sessions[0].get_providers()[0])
+        self.fallback_reason = ""
+        self._device_id = int(options.provider_options.get(self.provider, {}).get("device_id", 0))
 
     @classmethod
     def load(cls, onnx_path: Path, options: RunnerOptions) -> Runner:
-        """Builds the sessions (blocking). Unavailable providers fall back in order, with a warning."""
-        available = set(ort.get_available_providers())
-        chosen = [PROVIDERS[p] for p in options.providers if PROVIDERS[p] in available]
-        skipped = [p for p in options.providers if PROVIDERS[p] not in available]
-        if skipped:
-            log.warning("providers %s unavailable in this onnxruntime build for %s", skipped, options.name)
+        """Builds the sessions (blocking). Unavailable providers fall back in order, with a warning that
+        says why; with ``require_gpu`` a CPU-only result fails the load instead."""
+        chosen, skipped = onnxruntime_providers(options)
         if not chosen:
             raise ModelLoadError(
                 f"{options.name}: none of the providers {list(options.providers)} is available"
@@ -87,14 +130,37 @@ class Runner:
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             sessions = [
-                ort.InferenceSession(str(onnx_path), sess_options=session_options, providers=chosen)
+                ort.InferenceSession(
+                    str(onnx_path),
+                    sess_options=session_options,
+                    providers=[name for name, _ in chosen],
+                    provider_options=[opts for _, opts in chosen],
+                )
                 for _ in range(options.instances)
             ]
         except Exception as exc:  # onnxruntime raises its own untyped errors for corrupt models
             raise ModelLoadError(
                 f"{options.name}: onnxruntime could not load {onnx_path.name}: {exc}"
             ) from exc
-        return cls(sessions, options)
+        runner = cls(sessions, options)
+        if runner.provider != options.providers[0]:
+            requested = options.providers[0]
+            if PROVIDERS[requested] in {name for name, _ in chosen}:
+                skipped.append(f"{requested}: onnxruntime could not start it (driver or libraries missing?)")
+            runner.fallback_reason = "; ".join(skipped)
+            log.warning(
+                "%s: serving on %s instead of %s: %s",
+                options.name,
+                runner.provider,
+                requested,
+                runner.fallback_reason,
+            )
+        if options.require_gpu and runner.provider == "cpu":
+            runner.close()
+            raise ModelLoadError(
+                f"{options.name}: a GPU is required but the session runs on cpu ({'; '.join(skipped)})"
+            )
+        return runner
 
     def run_sync(
         self, instance: int, feeds: Mapping[str, npt.NDArray[Any]], output_names: Sequence[str]
@@ -108,9 +174,28 @@ class Runner:
         if sessions is None:
             raise UnavailableError(f"{self._options.name}: session is closed")
         try:
+            if self.provider in ("cuda", "tensorrt") and not any(a.dtype.kind == "O" for a in feeds.values()):
+                return self._run_bound(sessions[instance], feeds, output_names)
             outputs: list[npt.NDArray[Any]] = sessions[instance].run(list(output_names), dict(feeds))
         except _OrtInvalidArgument as exc:
             raise InvalidArgumentError(f"{self._options.name}: the model rejected the input: {exc}") from exc
+        return outputs
+
+    def _run_bound(
+        self,
+        session: ort.InferenceSession,
+        feeds: Mapping[str, npt.NDArray[Any]],
+        output_names: Sequence[str],
+    ) -> list[npt.NDArray[Any]]:
+        """GPU path with IO binding: inputs bound from the collated host arrays (one host-to-device copy),
+        outputs bound on the device and copied back once."""
+        binding = session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        for name in output_names:
+            binding.bind_output(name, "cuda", self._device_id)
+        session.run_with_iobinding(binding)
+        outputs: list[npt.NDArray[Any]] = binding.copy_outputs_to_cpu()
         return outputs
 
     async def run(

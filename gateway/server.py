@@ -23,6 +23,7 @@ from gateway.config import GatewayConfig
 from gateway.logs import AccessLog
 from gateway.metrics import GatewayMetrics, MetricsHTTPServer
 from gateway.models import ModelTable
+from gateway.runner import available_providers
 from gateway.sampler import Sampler
 from gateway.servicer import InferenceServicer
 from gateway.shipper import Shipper
@@ -45,7 +46,11 @@ class GatewayServer:
             metrics_registry if metrics_registry is not None else CollectorRegistry()
         )
         self.table = ModelTable(
-            config.registry, self.metrics, default_intra_op_threads=config.default_intra_op_threads
+            config.registry,
+            self.metrics,
+            default_intra_op_threads=config.default_intra_op_threads,
+            device=config.device,
+            require_gpu=config.require_gpu,
         )
         self.sampler: Sampler | None = None
         self.shipper: Shipper | None = None
@@ -119,6 +124,24 @@ class GatewayServer:
             self._metrics_http.close()
             self._metrics_http = None
         log.info("stopped")
+
+
+async def check_providers(config: GatewayConfig) -> int:
+    """``--check-providers``: loads every model as configured, prints the provider each version got (and
+    why it fell back), then exits; 1 when a version failed to load."""
+    print("onnxruntime offers:", ", ".join(available_providers()))
+    table = ModelTable(config.registry, device=config.device, require_gpu=config.require_gpu)
+    await table.load_all()
+    failed = False
+    for entry in table.index():
+        loaded = [
+            lv for lv in table.all_loaded() if lv.model == entry.name and str(lv.version) == entry.version
+        ]
+        got = f"{loaded[0].runner.provider}" if loaded else "-"
+        failed |= entry.state != "READY"
+        print(f"{entry.name}:{entry.version}  {entry.state}  provider={got}  {entry.reason}".rstrip())
+    await table.close()
+    return 1 if failed else 0
 
 
 async def serve(config: GatewayConfig) -> int:

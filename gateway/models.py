@@ -104,10 +104,11 @@ class ModelTable:
             wanted = select_versions(info)
             serving = state.versions.get(state.default) if state.default is not None else None
             fresh: dict[int, LoadedVersion] = {}
-            for version in wanted:
-                current = state.versions.get(version)
-                if current is not None and current.config == info.config:
-                    continue
+            pending = [
+                v for v in wanted if v not in state.versions or state.versions[v].config != info.config
+            ]
+            state.loading.update(pending)  # visible as LOADING in RepositoryIndex from now on
+            for version in pending:
                 loaded = await self._load_one(state, info, version, serving, force)
                 if loaded is not None:
                     fresh[version] = loaded
@@ -135,8 +136,8 @@ class ModelTable:
         stamp = await asyncio.to_thread(version_stamp, where)
         failed = state.failures.get(version)
         if failed is not None and failed[1] == stamp and not force:
+            state.loading.discard(version)
             return None  # failed before and its files have not changed since
-        state.loading.add(version)
         try:
             loaded = await asyncio.to_thread(
                 load_version,

@@ -23,8 +23,14 @@ from tests.oracle import assert_bitwise_equal, run_reference
 from tests.servers import ServerThread
 
 TOML = {
-    "mlp": "[batching]\nmax_batch_size = 32\nmax_queue_delay_ms = 5.0\n[runtime]\ninstances = 2\n",
-    "sequence": "[batching]\nmax_batch_size = 16\nmax_queue_delay_ms = 5.0\n[runtime]\ninstances = 2\n",
+    "mlp": (
+        "[batching]\nmax_batch_size = 32\nmax_queue_delay_ms = 5.0\nlatency_budget_ms = 30000.0\n"
+        "[runtime]\ninstances = 2\n"
+    ),
+    "sequence": (
+        "[batching]\nmax_batch_size = 16\nmax_queue_delay_ms = 5.0\nlatency_budget_ms = 30000.0\n"
+        "[runtime]\ninstances = 2\n"
+    ),
     "slow": (
         "[batching]\nmax_batch_size = 8\nmax_queue_size = 256\nmax_queue_delay_ms = 0.0\n"
         "latency_budget_ms = 30000.0\n[runtime]\nintra_op_threads = 1\n"
@@ -33,7 +39,7 @@ TOML = {
         "[batching]\nmax_batch_size = 4\nmax_queue_size = 16\nlatency_budget_ms = 30000.0\n"
         "[runtime]\nintra_op_threads = 1\n"
     ),
-    "gather": "[batching]\nmax_batch_size = 64\nmax_queue_delay_ms = 20.0\n",
+    "gather": "[batching]\nmax_batch_size = 64\nmax_queue_delay_ms = 20.0\nlatency_budget_ms = 30000.0\n",
 }
 
 

@@ -26,6 +26,8 @@ from registry.publish import pin, publish, unpin
 from tests.servers import ServerThread
 
 POLL = 0.1
+#: A generous budget: these tests are about swaps, not deadlines, and the machine may be busy.
+RELAXED = "[batching]\nlatency_budget_ms = 30000.0\n"
 
 
 def scale_model(factor: float, width: int = 3) -> onnx.ModelProto:
@@ -105,8 +107,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
 @pytest.fixture
 def registry(tmp_path: Path) -> Path:
     root = tmp_path / "registry"
-    root.mkdir()
-    publish_scale(root, 2.0)
+    publish_scale(root, 2.0, toml=RELAXED)
     return root
 
 

@@ -25,7 +25,7 @@ LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 
 @pytest.fixture
 def gateway_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    toml = "[batching]\nmax_batch_size = 256\n[runtime]\nintra_op_threads = 1\n"
+    toml = "[batching]\nmax_batch_size = 256\nlatency_budget_ms = 30000.0\n[runtime]\nintra_op_threads = 1\n"
     root = build_registry(tmp_path / "registry", {"slow": slow_model()}, toml={"slow": toml})
     process = subprocess.Popen(
         [

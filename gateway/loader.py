@@ -110,7 +110,7 @@ def load_version(
         max_queue_delay_ms=batching.max_queue_delay_ms,
         max_queue_size=batching.max_queue_size,
         scheduler=batching.scheduler,
-        observer=VersionObserver(stats, metrics, info.name, version),
+        observer=VersionObserver(stats, metrics, info.name, version, runner.provider),
         name=label,
         buckets=batch_buckets(info.config.runtime.buckets, runner.provider, limit),
     )

@@ -284,9 +284,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
         if self.metrics is not None:
             labels = (loaded.model, str(loaded.version))
-            self.metrics.compute_duration.labels(*labels, loaded.runner.provider).observe(
-                result.compute_ns / 1e9
-            )
             self.metrics.queue_duration.labels(*labels).observe(result.queue_ns / 1e9)
             self.metrics.request_duration.labels(*labels).observe((finished - started) / 1e9)
             self.metrics.requests.labels(*labels, "OK").inc()

@@ -50,15 +50,19 @@ class LoadedVersion:
 class VersionObserver:
     """Feeds a version's batcher events into its statistics and Prometheus metrics."""
 
-    def __init__(self, stats: VersionStats, metrics: GatewayMetrics | None, model: str, version: int) -> None:
+    def __init__(
+        self, stats: VersionStats, metrics: GatewayMetrics | None, model: str, version: int, provider: str
+    ) -> None:
         self._stats = stats
         self._metrics = metrics
         self._labels = (model, str(version))
+        self._provider = provider
 
     def on_batch(self, rows: int, compute_ns: int) -> None:
         self._stats.record_batch(rows, compute_ns)
         if self._metrics is not None:
             self._metrics.batch_size.labels(*self._labels).observe(rows)
+            self._metrics.compute_duration.labels(*self._labels, self._provider).observe(compute_ns / 1e9)
 
     def on_shed(self, reason: str) -> None:
         if self._metrics is not None:

@@ -7,7 +7,8 @@ Contracts:
 - Worker ``i`` serves ``/metrics`` on ``metrics_port + i`` (or a free port when ``metrics_port`` is 0):
   scrape every worker; each exports its own series (documented in docs/production.md).
 - When a model leaves ``intra_op_threads`` at 0 (onnxruntime's default: every core), each worker uses
-  ``max(1, cores // workers)`` threads, so N workers do not oversubscribe the machine.
+  ``max(1, cores // workers)`` threads, ``cores`` being the CPUs this process may run on (its affinity, which
+  follows cpusets; a CFS quota in a container is not seen: set ``intra_op_threads`` there).
 - The parent restarts a worker that dies (at most ``MAX_RESTARTS`` in ``RESTART_WINDOW_S`` seconds, then it
   gives up and stops everything, exit 1). SIGTERM or SIGINT is forwarded as SIGTERM to every worker, which
   drains as a single gateway does; the parent exits 0 once all exited 0.
@@ -41,7 +42,7 @@ def worker_config(config: GatewayConfig, index: int, workers: int, port: int) ->
     metrics = config.metrics_port
     if metrics:
         metrics += index
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) or 1  # the CPUs this process may run on (cpusets), not the host's
     return dataclasses.replace(
         config,
         port=port,

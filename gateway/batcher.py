@@ -38,6 +38,9 @@ from gateway.validate import DecodedRequest
 
 log = logging.getLogger(__name__)
 
+#: After this long without a batch, a request the profile would refuse is admitted as a probe.
+PROBE_INTERVAL_S = 1.0
+
 
 class BatchObserver(Protocol):
     """Receives the batcher's events (statistics and metrics live elsewhere)."""
@@ -68,6 +71,7 @@ class _Pending:
     future: asyncio.Future[BatchResult]
     key: BatchKey
     queued: bool = True
+    probe: bool = False
 
     @property
     def rows(self) -> int:
@@ -115,10 +119,15 @@ class Batcher:
         self._sequence = itertools.count()
         self._arrived = asyncio.Event()
         self._closing = False
+        self._last_arrival = 0.0
+        self._gap = 0.0  # EWMA of the time between arrivals, seconds (0: unknown)
+        self._last_batch = 0.0  # loop.time() when the last batch finished
+        self._running = 0
         self._workers: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        """Starts one batch former per instance."""
+        """Starts one batch former per instance (the profile was just seeded by warm-up)."""
+        self._last_batch = asyncio.get_running_loop().time()
         self._workers = [
             asyncio.create_task(self._work(i), name=f"batcher-{self._name}-{i}")
             for i in range(len(self.profiles))
@@ -149,14 +158,24 @@ class Batcher:
             raise ResourceExhaustedError(
                 f"{self._name}: queue is full ({self._queued_rows} of {self._max_queue_rows} rows waiting)"
             )
+        probe = False
         if self._deadline_aware and now + self.predict(request.rows) > deadline:
-            self._shed("deadline_admission")
-            raise DeadlineExceededError(
-                f"{self._name}: budget of {max(deadline - now, 0) * 1000:.1f} ms is below the predicted "
-                f"{self.predict(request.rows) * 1000:.1f} ms for {request.rows} rows"
-            )
+            if self._queued_rows == 0 and self._running == 0 and now - self._last_batch > PROBE_INTERVAL_S:
+                # Idle for a while yet refusing everything: the profile may be stale (the model got
+                # faster, or a stall inflated it). Run this one anyway so the profile can learn again.
+                probe = True
+            else:
+                self._shed("deadline_admission")
+                raise DeadlineExceededError(
+                    f"{self._name}: budget of {max(deadline - now, 0) * 1000:.1f} ms is below the predicted "
+                    f"{self.predict(request.rows) * 1000:.1f} ms for {request.rows} rows"
+                )
         key = batch_key(request.feeds) if self._batchable else (("#", str(next(self._sequence)), ()),)
-        entry = _Pending(request, deadline, priority, now, loop.create_future(), key)
+        entry = _Pending(request, deadline, priority, now, loop.create_future(), key, probe=probe)
+        if self._last_arrival:
+            gap = now - self._last_arrival
+            self._gap = gap if not self._gap else self._gap + 0.1 * (gap - self._gap)
+        self._last_arrival = now
         order = deadline if self._deadline_aware else now
         queue = self._queues.setdefault(key, _KeyQueue())
         heapq.heappush(queue.heap, (order, priority, next(self._sequence), entry))
@@ -206,13 +225,20 @@ class Batcher:
                 wait_until = head.enqueued + self._max_delay
                 if self._deadline_aware:
                     wait_until = min(wait_until, head.deadline - profile.predict(self._max_rows))
-                if now < wait_until:
+                # Wait only when another arrival is likely within the window: at low load (a lone client)
+                # waiting adds latency and batches nothing.
+                if now < wait_until and self._gap and (wait_until - now) >= self._gap:
                     self._arrived.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._arrived.wait(), wait_until - now)
                     if self._queued_rows_in(key) < self._max_rows and loop.time() < wait_until:
                         continue
-            return self._take(key, queue, loop.time(), profile)
+                    # Another former may have emptied this key's queue while we waited: start over.
+                    if self._queues.get(key) is not queue:
+                        continue
+            batch = self._take(key, queue, loop.time(), profile)
+            if batch:
+                return batch
 
     def _take(self, key: BatchKey, queue: _KeyQueue, now: float, profile: LatencyProfile) -> list[_Pending]:
         batch: list[_Pending] = []
@@ -234,7 +260,7 @@ class Batcher:
             rows += entry.rows
             earliest = min(earliest, entry.deadline)
         queue.rows -= rows
-        if not queue.heap:
+        if not queue.heap and self._queues.get(key) is queue:
             del self._queues[key]
         self._set_depth(self._queued_rows - rows)
         return batch
@@ -264,7 +290,7 @@ class Batcher:
             queue = self._queues[key]
             while queue.heap:
                 entry = queue.heap[0][3]
-                if entry.queued and now + profile.predict(entry.rows) <= entry.deadline:
+                if entry.queued and (entry.probe or now + profile.predict(entry.rows) <= entry.deadline):
                     break
                 heapq.heappop(queue.heap)
                 if entry.queued:
@@ -284,6 +310,7 @@ class Batcher:
     async def _execute(self, instance: int, profile: LatencyProfile, batch: list[_Pending]) -> None:
         """Runs a batch and answers every future. If the batch fails and holds several requests, each is
         re-run alone, so one request the model rejects cannot fail the others."""
+        self._running += 1
         try:
             await self._run_batch(instance, profile, batch)
         except Exception as exc:
@@ -301,6 +328,9 @@ class Batcher:
                     await self._run_batch(instance, profile, [entry])
                 except Exception as single:
                     self._fail([entry], single)
+        finally:
+            self._running -= 1
+            self._last_batch = asyncio.get_running_loop().time()
 
     async def _run_batch(self, instance: int, profile: LatencyProfile, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()

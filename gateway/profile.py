@@ -4,8 +4,9 @@ Contracts:
 - Sizes are tracked in buckets at powers of two up to ``max_batch_size`` (plus ``max_batch_size`` itself).
   An observation of ``rows`` updates the largest bucket not above it, so each bucket's estimate is an upper
   bound for its size.
-- Each bucket keeps an exponentially weighted mean and variance; its estimate is ``mean + k * std`` (k = 2
-  by default), a robust upper estimate rather than a mean that a noisy neighbour would drag around.
+- Each bucket keeps an exponentially weighted mean and variance of winsorized observations (an
+  observation counts at most ``max(3 std, mean)`` above the mean); its estimate is ``mean + k * std``
+  (k = 2 by default): a robust upper estimate that one stall cannot blow up.
 - :meth:`predict` interpolates linearly in rows between known buckets, extrapolates proportionally past the
   largest known one, and is non-decreasing in rows. With no observation at all it predicts 0 (admit all).
 """
@@ -56,6 +57,10 @@ class LatencyProfile:
                 self._var[index] = 0.0
             else:
                 diff = seconds - self._mean[index]
+                # Winsorized: one observation moves the estimate by at most alpha * max(3 std, mean), so a
+                # single stall (a GC pause, a noisy neighbour) cannot inflate predictions for long.
+                cap = max(3.0 * math.sqrt(self._var[index]), self._mean[index])
+                diff = min(diff, cap)
                 self._mean[index] += alpha * diff
                 self._var[index] = (1 - alpha) * (self._var[index] + alpha * diff * diff)
             self._count[index] += 1

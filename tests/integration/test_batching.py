@@ -3,6 +3,7 @@ cancellation and queue limits. Assertions use counters and statuses, never wall-
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 import time
@@ -127,10 +128,12 @@ def test_concurrent_mixed_requests_match_onnxruntime_on_their_own_rows(
 
 
 def test_budget_below_predicted_latency_is_refused_without_compute(server: ServerThread) -> None:
-    before = _counts(server.target, "slow")
     with grpc.insecure_channel(server.target) as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         request = _request("slow", "x", np.ones((1, 4), np.float32), "FP32", timeout=50)
+        # A batch just ran, so this is no idle-probe (see the next test): it must be refused uncomputed.
+        stub.ModelInfer(_request("slow", "x", np.ones((1, 4), np.float32), "FP32"), timeout=30)
+        before = _counts(server.target, "slow")
         with pytest.raises(grpc.RpcError) as info:
             stub.ModelInfer(request, timeout=10)
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -142,6 +145,19 @@ def test_budget_below_predicted_latency_is_refused_without_compute(server: Serve
         )
         >= 1
     )
+
+
+def test_an_idle_version_probes_a_stale_profile(server: ServerThread) -> None:
+    """After a second without batches, one request the profile would refuse runs anyway, so a profile
+    inflated by a stall can learn again instead of refusing everything forever."""
+    server.call(asyncio.sleep(1.2))
+    before = _counts(server.target, "slow")
+    with grpc.insecure_channel(server.target) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        request = _request("slow", "x", np.ones((1, 4), np.float32), "FP32", timeout=50)
+        reply = stub.ModelInfer(request, timeout=30)
+    assert reply.model_version == "1"
+    assert _counts(server.target, "slow")[0] == before[0] + 1
 
 
 def test_requests_that_expire_in_the_queue_are_never_computed(server: ServerThread) -> None:
@@ -224,8 +240,6 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
 
 async def _settle() -> None:
     """Lets the server's loop process pending cancellations."""
-    import asyncio
-
     for _ in range(10):
         await asyncio.sleep(0)
 

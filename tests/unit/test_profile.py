@@ -56,3 +56,14 @@ def test_rejects_bad_arguments() -> None:
         LatencyProfile(0)
     with pytest.raises(ValueError, match="smoothing"):
         LatencyProfile(4, smoothing=0)
+
+
+def test_one_stall_cannot_blow_up_the_prediction() -> None:
+    profile = LatencyProfile(8)
+    for _ in range(20):
+        profile.observe(4, 0.005)
+    profile.observe(4, 0.260)  # a 260 ms stall
+    assert profile.predict(4) < 0.010
+    for _ in range(50):  # a genuine, lasting slowdown is still learned
+        profile.observe(4, 0.050)
+    assert profile.predict(4) > 0.045

@@ -31,10 +31,17 @@ serve: $(VENV)/.dev $(REGISTRY)/.built
 	@$(PY) -m gateway.quickstart --target $(HOST):$(PORT)
 	exec $(VENV)/bin/infergate-gateway --registry $(REGISTRY) --host $(HOST) --port $(PORT) --metrics-port $(METRICS_PORT)
 
-test: install-dev lint protos-check pytest
+test: install-dev lint protos-check prometheus pytest
 
 pytest: install-dev
 	$(PY) -m pytest -q
+
+# Debian's prometheus package (promtool and the server) for the deploy tests (tests/*/test_deploy_*.py).
+# Installs it only when missing and run as root, and leaves no service running; otherwise those tests skip
+# and say why.
+.PHONY: prometheus
+prometheus:
+	@bash scripts/ensure-prometheus.sh
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
@@ -57,8 +64,35 @@ protos-check: install-dev
 lock: install-dev
 	$(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
 		--no-header -o requirements.lock
-	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra dev --universal --python-version 3.11 \
-		--generate-hashes --no-header -c requirements.lock -o requirements-dev.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra dev --extra load --universal \
+		--python-version 3.11 --generate-hashes --no-header -c requirements.lock -o requirements-dev.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# Load harness (loadtests/, docs/loadtests.md). `make bench` measures the ceilings and runs the standard
+# scenarios against freshly started servers on a fresh registry under bench-out/, writes JSON and PNG plots
+# to loadtests/results/ and rewrites only the load section of BENCHMARKS.md (about 5 minutes on 2 cores).
+# BENCH_BASELINE_REV: a second gateway built from that git revision (default: the foundation's, unbatched)
+# runs the baseline-* scenarios for before/after figures; `make bench BENCH_BASELINE_REV=` skips them.
+BENCH_BASELINE_REV ?= bce4003
+BENCH_ARGS ?=
+.PHONY: bench bench-scenario bench-list
+bench: install-dev
+	$(PY) -m loadtests bench --out BENCHMARKS.md --results loadtests/results \
+		$(if $(BENCH_BASELINE_REV),--baseline-rev $(BENCH_BASELINE_REV)) $(BENCH_ARGS)
+
+# One scenario alone (results only; BENCHMARKS.md is untouched): `make bench-scenario SCENARIO=gateway-open-tiny`.
+bench-scenario: install-dev
+	$(PY) -m loadtests bench --scenario $(SCENARIO) --results loadtests/results \
+		$(if $(BENCH_BASELINE_REV),--baseline-rev $(BENCH_BASELINE_REV)) $(BENCH_ARGS)
+
+bench-list: install-dev
+	$(PY) -m loadtests bench --list
+
+# Drift engine benchmark (scripts/bench_drift.py, docs/monitor.md): exact KS vs scipy, ingest vs numpy,
+# window evaluation, the running service over a WebSocket, and the JIT cold/warm times. Rewrites only the
+# drift section of BENCHMARKS.md (about 2 minutes on 2 cores).
+.PHONY: bench-drift
+bench-drift: install-dev
+	$(PY) scripts/bench_drift.py --out BENCHMARKS.md

@@ -1,0 +1,74 @@
+"""``infergate-load`` / ``python -m loadtests``: the load generator and its companion commands.
+
+* ``infergate-load --target HOST:PORT --model NAME ...``: a load run (flags: :mod:`loadtests.cli`).
+* ``infergate-load ceiling --registry DIR --model NAME ...``: in-process onnxruntime rows/s per batch size.
+* ``infergate-load echo-server --registry DIR [--port 0]``: the bare gRPC echo baseline server.
+* ``infergate-load bench ...``: the standard scenarios, BENCHMARKS.md and plots (``make bench``).
+
+Exit status: 0 when the run completed (request errors are figures, not failures), 1 when it could not run
+(no connection, a client process failed), 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import grpc
+
+__all__ = ["main"]
+
+
+def _load_main(argv: list[str]) -> int:
+    from loadtests.cli import parse_load_args
+    from loadtests.plots import write_plots
+    from loadtests.pool import LoadError
+    from loadtests.report import ProgressBars, table, write_json
+    from loadtests.run import run_load
+
+    config, quiet = parse_load_args(argv)
+    bars = ProgressBars() if config.progress and sys.stderr.isatty() else None
+    try:
+        report = run_load(config, bars)
+    except grpc.RpcError as exc:
+        detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+        print(f"infergate-load: {config.target}: {detail}", file=sys.stderr)
+        return 1
+    except (LoadError, ValueError, OSError) as exc:
+        print(f"infergate-load: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if bars is not None:
+            bars.close()
+    if config.json_path is not None:
+        write_json(report, config.json_path)
+    if config.plot_dir is not None:
+        write_plots(report, config.plot_dir, config.label)
+    if not quiet:
+        print(table(report))
+    return 0
+
+
+def _sub(name: str) -> Callable[[list[str]], int]:
+    if name == "ceiling":
+        from loadtests.ortceiling import main as ceiling_main
+
+        return ceiling_main
+    if name == "echo-server":
+        from loadtests.echo import main as echo_main
+
+        return echo_main
+    from loadtests.bench import main as bench_main
+
+    return bench_main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("ceiling", "echo-server", "bench"):
+        return _sub(args[0])(args[1:])
+    return _load_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""``infergate-load bench`` (``make bench``): ceilings, then the standard scenarios against a freshly started
+gateway and echo server, then BENCHMARKS.md and the plots.
+
+Contracts:
+
+* Builds a fresh registry under ``--work`` (default ``bench-out/``, gitignored): the demo models
+  (:func:`registry.demo.build_demo`) plus ``tiny`` and ``mlp`` (:mod:`loadtests.bench_models`).
+* Measures the onnxruntime ceilings first, with no server running, then starts the servers the chosen
+  scenarios need (subprocesses, loopback, free ports) and stops them at the end, also on failure.
+* Writes ``<results>/<scenario>.json``, the scenario's PNGs and ``<results>/summary.json``. BENCHMARKS.md
+  is (re)written only when every scenario ran (no ``--scenario``), and only its load section
+  (:mod:`loadtests.benchmd`).
+* Open-loop scenarios offer fractions of a closed-loop peak; a scenario run alone measures that peak with
+  a short closed-loop probe first.
+* ``--gateway-rev`` benchmarks another git revision's gateway instead of the working tree's;
+  ``--baseline-rev`` adds a second gateway of that revision and the ``baseline-*`` scenarios (before and
+  after figures from one run, on one machine state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from loadtests.bench_models import build_bench_registry
+from loadtests.benchmd import write_benchmarks
+from loadtests.environment import busy_fraction, cpu_times
+from loadtests.ortceiling import measure
+from loadtests.plots import write_plots
+from loadtests.procs import (
+    ECHO_READY,
+    GATEWAY_READY,
+    ServerProcess,
+    echo_command,
+    export_revision,
+    gateway_command,
+)
+from loadtests.report import table, write_json
+from loadtests.run import run_load
+from loadtests.scenarios import PEAK_SOURCES, SCENARIOS, Scenario, command_line
+from registry.demo import build_demo
+
+__all__ = ["main"]
+
+CEILING_MODELS = ("tiny", "mlp", "classifier", "regressor")
+#: Seconds of /proc/stat sampling before anything starts: how busy other jobs keep the machine.
+IDLE_PROBE_S = 3.0
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="infergate-load bench", description="Run the standard benchmark scenarios."
+    )
+    p.add_argument("--work", type=Path, default=Path("bench-out"), help="scratch directory (registry, logs)")
+    p.add_argument(
+        "--results", type=Path, default=Path("loadtests/results"), help="JSON and PNG output directory"
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("BENCHMARKS.md"), help="benchmark report (full runs only)"
+    )
+    p.add_argument("--scenario", action="append", default=[], help="run only this scenario (repeatable)")
+    p.add_argument("--duration", type=float, default=5.0, help="measured seconds per step (default 5)")
+    p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per step (default 1)")
+    p.add_argument("--ceiling-seconds", type=float, default=0.3, help="onnxruntime seconds per batch size")
+    p.add_argument(
+        "--gateway-rev", default=None, help="benchmark the gateway of this git revision, not the tree"
+    )
+    p.add_argument("--baseline-rev", default=None, help="also run the baseline-* scenarios on this revision")
+    p.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    return p.parse_args(argv)
+
+
+def _registry(work: Path) -> Path:
+    root = work / "registry"
+    shutil.rmtree(root, ignore_errors=True)
+    build_demo(root)
+    build_bench_registry(root)
+    return root
+
+
+def _peak(report: dict[str, Any]) -> float:
+    return float(max(step["throughput_rps"] for step in report["steps"]))
+
+
+def _run(
+    scenario: Scenario, target: str, metrics: str | None, args: argparse.Namespace, **kw: Any
+) -> dict[str, Any]:
+    config = scenario.config(
+        target=target,
+        metrics_url=metrics,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        results=args.results,
+        **kw,
+    )
+    started = time.monotonic()
+    report = run_load(config)
+    write_json(report, config.json_path or args.results / f"{scenario.name}.json")
+    write_plots(report, args.results, config.label)
+    print(
+        f"== {scenario.name}: {scenario.title} ({time.monotonic() - started:.0f} s)\n{table(report)}\n",
+        flush=True,
+    )
+    port_var = f"{scenario.server.upper()}_PORT"
+    return {
+        "name": scenario.name,
+        "title": scenario.title,
+        "server": scenario.server,
+        "command": command_line(config, port_var),
+        "report": report,
+    }
+
+
+def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` without the per-step timelines and CDFs (they are in each scenario's own JSON)."""
+    heavy = ("timeline", "cdf")
+    scenarios = []
+    for result in summary["scenarios"]:
+        report = {k: v for k, v in result["report"].items() if k not in heavy}
+        report["steps"] = [{k: v for k, v in step.items() if k not in heavy} for step in report["steps"]]
+        scenarios.append({**result, "report": report})
+    return {**summary, "scenarios": scenarios}
+
+
+def main(argv: list[str]) -> int:
+    args = _parse(argv)
+    if args.list:
+        for scenario in SCENARIOS:
+            print(f"{scenario.name:28} {scenario.title}")
+        return 0
+    known = {s.name for s in SCENARIOS} | {"ceilings"}
+    unknown = [name for name in args.scenario if name not in known]
+    if unknown:
+        print(f"infergate-load bench: unknown scenario(s) {unknown}; see --list")
+        return 2
+    full = not args.scenario
+    chosen = [
+        s
+        for s in SCENARIOS
+        if (full or s.name in args.scenario) and (s.server != "baseline" or args.baseline_rev is not None)
+    ]
+    started = time.monotonic()
+    before = cpu_times()
+    time.sleep(IDLE_PROBE_S)
+    idle_busy = busy_fraction(before, cpu_times())
+    shown = "unknown" if idle_busy is None else f"{idle_busy:.0%}"
+    print(f"== machine CPU busy before starting anything: {shown}", flush=True)
+    args.results.mkdir(parents=True, exist_ok=True)
+    registry = _registry(args.work)
+    ceilings = []
+    if full or "ceilings" in args.scenario:
+        for model in CEILING_MODELS:
+            print(f"== ceiling: onnxruntime in-process, {model}", flush=True)
+            ceilings.append(measure(registry, model, seconds=args.ceiling_seconds))
+    results: list[dict[str, Any]] = []
+    peaks: dict[str, float] = {}
+    revisions: dict[str, str] = {"gateway": "working tree"}
+    with ExitStack() as stack:
+        targets: dict[str, tuple[str, str | None]] = {}
+        if any(s.server == "echo" for s in chosen):
+            echo = stack.enter_context(
+                ServerProcess(echo_command(registry), ECHO_READY, args.work / "echo.log", "echo")
+            )
+            targets["echo"] = (f"127.0.0.1:{echo.start()[0]}", None)
+        for server, rev in (("gateway", args.gateway_rev), ("baseline", args.baseline_rev)):
+            if not any(s.server == server for s in chosen):
+                continue
+            source = None
+            if rev is not None:
+                source = args.work / f"src-{server}"
+                revisions[server] = export_revision(rev, source)
+            process = stack.enter_context(
+                ServerProcess(
+                    gateway_command(registry), GATEWAY_READY, args.work / f"{server}.log", server, source
+                )
+            )
+            port, metrics_port = process.start()
+            targets[server] = (f"127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics")
+        by_name = {s.name: s for s in SCENARIOS}
+        for scenario in chosen:
+            if scenario.rate_of and scenario.rate_of not in peaks:
+                probe = by_name[PEAK_SOURCES[scenario.rate_of]]
+                print(f"== probing the {scenario.rate_of} peak with {probe.name}", flush=True)
+                probed = _run(probe, *targets[probe.server], args, registry=registry, peaks=peaks)
+                peaks[scenario.rate_of] = _peak(probed["report"])
+            result = _run(scenario, *targets[scenario.server], args, registry=registry, peaks=peaks)
+            results.append(result)
+            for peak, source in PEAK_SOURCES.items():
+                if source == scenario.name:
+                    peaks[peak] = _peak(result["report"])
+    elapsed = time.monotonic() - started
+    gateway = f"python -m gateway --registry {registry} --host 127.0.0.1 --port 0 --metrics-port 0"
+    gateway += " --grace-seconds 5"
+    servers = {"echo": f"infergate-load echo-server --registry {registry} --port 0`"}
+    for server, sha in revisions.items():
+        where = f"` in the files of git {sha} (`git archive {sha} gateway registry protos`)"
+        servers[server] = gateway + ("`" if sha == "working tree" else where)
+    summary = {
+        "elapsed_s": elapsed,
+        "idle_busy": idle_busy,
+        "servers": servers,
+        "ceilings": ceilings,
+        "peaks": peaks,
+        "revisions": revisions,
+        "argv": argv,
+        "scenarios": results,
+    }
+    (args.results / "summary.json").write_text(json.dumps(_brief(summary), indent=1, sort_keys=True) + "\n")
+    if full:
+        write_benchmarks(args.out, summary, args.results)
+        print(f"wrote {args.out} and {args.results}/ in {elapsed:.0f} s")
+    return 0

@@ -1,0 +1,176 @@
+"""Server-metric deltas, BENCHMARKS.md section handling, and the §8 command line."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from loadtests.benchmd import DRIFT_END, DRIFT_START, LOAD_END, LOAD_START, write_benchmarks
+from loadtests.cli import parse_load_args
+from loadtests.config import REQUESTS_ONLY_CAP_S
+from loadtests.promscrape import parse, server_deltas
+from loadtests.scenarios import command_line
+
+BEFORE = """
+# HELP infergate_requests_total Inference requests by outcome.
+# TYPE infergate_requests_total counter
+infergate_requests_total{code="OK",model="tiny",version="1"} 10.0
+infergate_requests_total{code="OK",model="other",version="1"} 5.0
+infergate_batch_size_bucket{le="1.0",model="tiny",version="1"} 4.0
+infergate_batch_size_bucket{le="2.0",model="tiny",version="1"} 10.0
+infergate_batch_size_bucket{le="+Inf",model="tiny",version="1"} 10.0
+infergate_batch_size_sum{model="tiny",version="1"} 16.0
+infergate_batch_size_count{model="tiny",version="1"} 10.0
+"""
+AFTER = """
+infergate_requests_total{code="OK",model="tiny",version="1"} 110.0
+infergate_requests_total{code="DEADLINE_EXCEEDED",model="tiny",version="1"} 3.0
+infergate_requests_total{code="OK",model="other",version="1"} 50.0
+infergate_batch_size_bucket{le="1.0",model="tiny",version="1"} 4.0
+infergate_batch_size_bucket{le="2.0",model="tiny",version="1"} 60.0
+infergate_batch_size_bucket{le="+Inf",model="tiny",version="1"} 60.0
+infergate_batch_size_sum{model="tiny",version="1"} 116.0
+infergate_batch_size_count{model="tiny",version="1"} 60.0
+"""
+
+
+def test_server_deltas_per_model_and_missing_families() -> None:
+    deltas = server_deltas(parse(BEFORE), parse(AFTER), "tiny")
+    assert deltas["requests"] == {"DEADLINE_EXCEEDED": 3, "OK": 100}
+    assert deltas["batch_size"]["count"] == 50
+    assert deltas["batch_size"]["mean"] == pytest.approx(2.0)
+    assert deltas["batch_size"]["p50"] == pytest.approx(1.5)  # linear in (1, 2], as histogram_quantile
+    assert deltas["queue_duration_s"] is None  # not exposed by this server: null, not an error
+    assert deltas["shed"] is None
+
+
+def test_parse_handles_escaped_label_values() -> None:
+    metrics = parse('m{a="x\\"y",b="z"} 2.5 1700000000\n')
+    assert metrics == {"m": [((("a", 'x"y'), ("b", "z")), 2.5)]}
+
+
+def _summary() -> dict:
+    return {"elapsed_s": 1.0, "ceilings": [], "peaks": {}, "scenarios": []}
+
+
+def test_benchmarks_keeps_the_drift_block_verbatim(tmp_path: Path) -> None:
+    out = tmp_path / "BENCHMARKS.md"
+    drift = f"{DRIFT_START}\n## Drift\n| a | b |\n|---|---|\n| 1 | 2 |  \n{DRIFT_END}"
+    out.write_text(f"# Benchmarks\n\nintro\n\n{drift}\n\n{LOAD_START}\nold numbers\n{LOAD_END}\n\ntrailer\n")
+    write_benchmarks(out, _summary(), tmp_path / "results")
+    first = out.read_text()
+    assert drift in first
+    assert "old numbers" not in first
+    assert first.endswith("\ntrailer\n")
+    assert first.count(LOAD_START) == 1
+    assert first.count(LOAD_END) == 1
+    write_benchmarks(out, _summary(), tmp_path / "results")
+    assert out.read_text() == first
+
+
+def test_benchmarks_created_with_an_empty_drift_block(tmp_path: Path) -> None:
+    out = tmp_path / "BENCHMARKS.md"
+    write_benchmarks(out, _summary(), tmp_path / "results")
+    text = out.read_text()
+    assert f"{DRIFT_START}\n{DRIFT_END}" in text
+    assert text.index(DRIFT_END) < text.index(LOAD_START) < text.index(LOAD_END)
+
+
+def test_design_flags_parse() -> None:
+    config, quiet = parse_load_args(
+        [
+            "--target",
+            "127.0.0.1:8001",
+            "--model",
+            "m",
+            "--version",
+            "2",
+            "--mode",
+            "open",
+            "--rate",
+            "50,100",
+            "--poisson",
+            "--duration",
+            "3",
+            "--requests",
+            "40",
+            "--rows",
+            "8",
+            "--timeout-us",
+            "20000",
+            "--processes",
+            "2",
+            "--stream",
+            "--metrics-url",
+            "http://127.0.0.1:8002/metrics",
+            "--json",
+            "out.json",
+            "--plot",
+            "plots",
+        ]
+    )
+    assert config.levels == (50.0, 100.0)
+    assert config.poisson
+    assert config.stream
+    assert not quiet
+    assert (config.duration_s, config.requests, config.rows, config.processes) == (3.0, 40, 8, 2)
+    assert config.budget_ns == 20_000_000
+    assert config.version == "2"
+    assert config.json_path == Path("out.json")
+    assert config.plot_dir == Path("plots")
+
+
+def test_requests_alone_bound_by_a_duration_cap() -> None:
+    config, _ = parse_load_args(["--target", "localhost:1", "--model", "m", "--requests", "5"])
+    assert config.duration_s == REQUESTS_ONLY_CAP_S
+    assert config.requests == 5
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        "--target 10.0.0.1:8001 --model m",
+        "--target example.com:8001 --model m",
+        "--target 127.0.0.1:8001 --model m --mode open",
+        "--target 127.0.0.1:8001 --model m --concurrency 0",
+        "--target 127.0.0.1:8001 --model m --poisson",
+    ],
+)
+def test_usage_errors(argv: str) -> None:
+    with pytest.raises(SystemExit) as raised:
+        parse_load_args(argv.split())
+    assert raised.value.code == 2
+
+
+def test_bench_command_lines_reproduce_the_config() -> None:
+    config, _ = parse_load_args(
+        [
+            "--target",
+            "127.0.0.1:4242",
+            "--model",
+            "tiny",
+            "--mode",
+            "open",
+            "--rate",
+            "10,20",
+            "--poisson",
+            "--duration",
+            "2",
+            "--rows",
+            "4",
+            "--registry",
+            "reg",
+            "--timeout-us",
+            "500",
+            "--metrics-url",
+            "http://127.0.0.1:99/metrics",
+            "--no-progress",
+        ]
+    )
+    line = command_line(config, "PORT")
+    argv = shlex.split(line.replace("$PORT", "4242").replace("$METRICS_PORT", "99"))
+    assert argv[0] == "infergate-load"
+    again, _ = parse_load_args(argv[1:])
+    assert again == config

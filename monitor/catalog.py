@@ -1,0 +1,146 @@
+"""The version catalog: which model versions the monitor knows, and everything it holds for each.
+
+This module owns the step between decoding a sample's model and version and windowing its rows: the
+first sample of a (model, version) loads, off the event loop, the version's signature (from its
+manifest), its ``[drift]`` settings (from ``model.toml``; an invalid file is logged and the defaults are
+used) and its reference profile, then restores the version's drift state from the history. Later samples
+find it in memory. A version without ``reference.npz`` (or with an unusable one) is kept with status
+"no_reference" (or "invalid_reference"): its samples are validated and counted, not monitored, and no
+error is retried in a loop. A model or version that does not exist is remembered as such for
+``unknown_ttl_s`` seconds, after which the registry is looked at again (a version may be published later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from monitor.config import ProfileSettings
+from monitor.decisions import DriftTracker, TrackerState
+from monitor.drift import WindowResult
+from monitor.errors import NoReferenceError, ProfileError, SampleError
+from monitor.reference import Profile, load_profile
+from monitor.windows import VersionWindows
+from registry.config import DriftConfig, load_model_config
+from registry.errors import ConfigError, NotFoundError, RegistryError
+from registry.layout import CONFIG_FILE, REFERENCE_FILE, version_info
+from registry.manifest import load_manifest, sha256_file
+from registry.signature import Signature
+
+__all__ = ["Catalog", "VersionState"]
+
+log = logging.getLogger(__name__)
+
+Restore = Callable[[str, int], Awaitable[TrackerState | None]]
+
+
+@dataclass(eq=False)
+class VersionState:
+    """One known version: ``status`` "ok" (``profile`` and ``windows`` set), "no_reference" or
+    "invalid_reference" (``detail`` says why); its drift tracker, last result and report entry."""
+
+    model: str
+    version: int
+    signature: Signature
+    drift: DriftConfig
+    profile: Profile | None
+    status: str
+    detail: str | None = None
+    windows: VersionWindows | None = None
+    tracker: DriftTracker = field(init=False)
+    result: WindowResult | None = None
+    entry: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.tracker = DriftTracker(self.drift.consecutive)
+        if self.profile is not None:
+            self.windows = VersionWindows(self.profile, self.drift)
+
+
+class Catalog:
+    """Known versions by (model, version); see the module doc. Loads run in ``executor``."""
+
+    def __init__(
+        self,
+        root: Path,
+        settings: ProfileSettings,
+        executor: Executor,
+        unknown_ttl_s: float,
+        restore: Restore,
+    ) -> None:
+        self._root = root
+        self._settings = settings
+        self._executor = executor
+        self._ttl = unknown_ttl_s
+        self._restore = restore
+        self._states: dict[tuple[str, int], VersionState] = {}
+        self._unknown: dict[tuple[str, int], tuple[float, SampleError]] = {}
+        self._lock = asyncio.Lock()
+
+    def states(self) -> list[VersionState]:
+        """Every loaded version, sorted by model then version."""
+        return [self._states[k] for k in sorted(self._states)]
+
+    async def get(self, model: str, version: int) -> VersionState:
+        """The state of ``model`` version ``version``, loading it on first use.
+
+        SampleError("unknown_model" or "unknown_version") if the registry has no such READY version.
+        """
+        key = (model, version)
+        state = self._states.get(key)
+        if state is not None:
+            return state
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            state = self._states.get(key)
+            if state is not None:
+                return state
+            known = self._unknown.get(key)
+            if known is not None and known[0] > loop.time():
+                raise known[1]
+            try:
+                state = await loop.run_in_executor(self._executor, self._load, model, version)
+            except SampleError as exc:
+                self._unknown[key] = (loop.time() + self._ttl, exc)
+                raise
+            restored = await self._restore(model, version)
+            if restored is not None:
+                state.tracker.state = restored
+                if state.windows is not None:
+                    state.windows.index = restored.last_window
+            self._states[key] = state
+            self._unknown.pop(key, None)
+            return state
+
+    def _load(self, model: str, version: int) -> VersionState:
+        try:
+            info = version_info(self._root, model, version)
+        except NotFoundError as exc:
+            reason = "unknown_version" if (self._root / model).is_dir() else "unknown_model"
+            raise SampleError(reason, str(exc)) from None
+        try:
+            manifest = load_manifest(info.manifest_path)
+        except RegistryError as exc:
+            raise SampleError("unknown_version", f"{model} v{version} is unusable: {exc}") from None
+        try:
+            drift = load_model_config(info.path.parent / CONFIG_FILE).drift
+        except ConfigError as exc:
+            log.warning("%s: using the default [drift] settings: %s", model, exc)
+            drift = DriftConfig()
+        signature = manifest.signature
+        try:
+            digest = manifest.artifacts.get(REFERENCE_FILE) or sha256_file(info.reference_path)
+            profile = load_profile(info.reference_path, signature, self._settings, drift.bins, digest)
+        except (NoReferenceError, NotFoundError) as exc:
+            log.info("%s v%d: not monitored: %s", model, version, exc)
+            return VersionState(model, version, signature, drift, None, "no_reference", str(exc))
+        except ProfileError as exc:
+            log.warning("%s v%d: not monitored: %s", model, version, exc)
+            return VersionState(model, version, signature, drift, None, "invalid_reference", str(exc))
+        log.info("%s v%d: monitoring %d features", model, version, profile.n_features)
+        return VersionState(model, version, signature, drift, profile, "ok")

@@ -1,0 +1,218 @@
+"""The drift engine: samples in, windows closed, statistics off the loop, results out.
+
+This module owns the monitor's data path end to end (DESIGN.md §1) and the background work it needs:
+
+* :meth:`Engine.ingest` decodes a SampleBatch, validates every sample against its version (all or
+  nothing: one bad sample rejects the batch), and adds the rows to the version's windows. It never waits
+  on statistics: closed windows go on a queue.
+* the **evaluator** task takes closed windows in order and runs :func:`~monitor.drift.evaluate_window`
+  in the engine's executor (numba kernels release the GIL), then publishes: drift state, metrics,
+  the report entry, the history row and, on a state change, a webhook event.
+* the **ticker** task closes windows whose time is up (monotonic clock, every ``tick_s``).
+
+Both tasks are started by :meth:`start` and cancelled and awaited by :meth:`stop`, which also stops
+the webhook sender, the executor and the history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from monitor.catalog import Catalog, VersionState
+from monitor.config import MonitorConfig
+from monitor.decisions import iso_time, version_entry
+from monitor.decode import DecodedSample, parse_batch, sample_key, sample_rows
+from monitor.drift import WindowResult, evaluate_window
+from monitor.errors import SampleError
+from monitor.history import History
+from monitor.metrics import MonitorMetrics
+from monitor.webhook import AlertSender
+from monitor.windows import ClosedWindow
+
+__all__ = ["Engine"]
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """One monitor's drift engine; :meth:`start` it on the serving loop, :meth:`stop` it at shutdown."""
+
+    def __init__(self, config: MonitorConfig, metrics: MonitorMetrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="monitor-stats")
+        self.history = History(config.db)
+        self.catalog = Catalog(
+            config.registry, config.profile, self._executor, config.unknown_ttl_s, self.history.state
+        )
+        self.alerts = AlertSender(config.webhook, metrics)
+        self._queue: asyncio.Queue[tuple[VersionState, ClosedWindow]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stored: dict[tuple[str, str], dict[str, Any]] = {}
+        self._evaluated: dict[tuple[str, int], int] = {}
+        self._changed = asyncio.Condition()
+
+    async def start(self) -> None:
+        await self.history.open()
+        self._stored = {(e["model"], e["version"]): e for e in await self.history.latest()}
+        await self.alerts.start()
+        self._tasks = [
+            asyncio.create_task(self._evaluate_forever(), name="monitor-evaluator"),
+            asyncio.create_task(self._tick_forever(), name="monitor-ticker"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self.alerts.stop()
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+        await self.history.close()
+
+    async def ingest(self, data: bytes) -> int:
+        """Validate and window the samples of a SampleBatch; return the rows accepted.
+
+        SampleError (the batch is rejected whole and its rows counted) on malformed bytes, an unknown
+        model or version, or a sample that does not match its version's signature.
+        """
+        batch = None
+        try:
+            batch = parse_batch(data)
+            decoded = []
+            for i, sample in enumerate(batch.samples):
+                state = await self.catalog.get(*sample_key(sample, f"sample {i}"))
+                decoded.append((state, DecodedSample.decode(sample, state.signature, f"sample {i}")))
+        except SampleError as exc:
+            self.metrics.rejected.labels(exc.reason).inc()
+            rows = sum(sample_rows(s) for s in batch.samples) if batch is not None else 0
+            self.metrics.rejected_rows.labels(exc.reason).inc(rows)
+            raise
+        now, wall = asyncio.get_running_loop().time(), time.time()
+        accepted = 0
+        for state, decoded_sample in decoded:
+            version = str(state.version)
+            if state.windows is None or state.profile is None:
+                self.metrics.unmonitored_rows.labels(state.model, version, state.status).inc(
+                    decoded_sample.rows
+                )
+                continue
+            blocks = [
+                (t, t.matrix(decoded_sample.tensors[(t.side, t.name)]))
+                for t in state.profile.layout.tensors
+                if (t.side, t.name) in decoded_sample.tensors
+            ]
+            dropped = state.windows.dropped
+            self._enqueue(state, state.windows.add(blocks, decoded_sample.rows, now, wall), dropped)
+            self.metrics.rows.labels(state.model, version).inc(decoded_sample.rows)
+            accepted += decoded_sample.rows
+        return accepted
+
+    def report(self, model: str | None = None, version: str | None = None) -> dict[str, Any]:
+        """The ``GET /v1/drift`` document: the latest entry of every known version, filtered."""
+        entries = dict(self._stored)
+        for s in self.catalog.states():
+            key = (s.model, str(s.version))
+            if s.entry is not None or key not in entries:
+                entries[key] = s.entry or version_entry(
+                    s.model, s.version, s.tracker.state, None, status=s.status, detail=s.detail
+                )
+        chosen = [
+            entries[k]
+            for k in sorted(entries, key=lambda k: (k[0], int(k[1])))
+            if (model is None or k[0] == model) and (version is None or k[1] == version)
+        ]
+        return {"models": chosen}
+
+    def evaluated(self, model: str, version: int) -> int:
+        """How many windows of the version this process has evaluated and published."""
+        return self._evaluated.get((model, version), 0)
+
+    async def wait_evaluated(self, model: str, version: int, count: int) -> None:
+        """Return once ``count`` windows of the version have been published (no timeout of its own)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.evaluated(model, version) >= count)
+
+    def _enqueue(self, state: VersionState, closed: list[ClosedWindow], dropped_before: int) -> None:
+        """Queue closed windows for evaluation and count the ones shed since ``dropped_before``."""
+        for window in closed:
+            self._queue.put_nowait((state, window))
+        shed = state.windows.dropped - dropped_before if state.windows is not None else 0
+        if shed:
+            self.metrics.windows.labels(state.model, str(state.version), "dropped").inc(shed)
+
+    async def _tick_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.config.tick_s)
+            now, wall = loop.time(), time.time()
+            for state in self.catalog.states():
+                if state.windows is not None:
+                    dropped = state.windows.dropped
+                    self._enqueue(state, state.windows.close_due(now, wall), dropped)
+
+    async def _evaluate_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            state, window = await self._queue.get()
+            assert state.windows is not None
+            assert state.profile is not None
+            try:
+                result = await loop.run_in_executor(
+                    self._executor, evaluate_window, state.profile, state.drift, window
+                )
+            except Exception:
+                log.exception("%s v%d: evaluating window %d failed", state.model, state.version, window.index)
+                continue
+            finally:
+                state.windows.release(window.buffer)
+            await self._publish(state, result)
+
+    async def _publish(self, state: VersionState, result: WindowResult) -> None:
+        event = state.tracker.update(result.drift, result.index)
+        entry = version_entry(state.model, state.version, state.tracker.state, result)
+        state.result, state.entry = result, entry
+        labels = (state.model, str(state.version))
+        for f in result.features:
+            for gauge, value in (
+                (self.metrics.psi, f.psi),
+                (self.metrics.ks, f.ks),
+                (self.metrics.ks_pvalue, f.ks_pvalue),
+                (self.metrics.feature_drift, float(f.drift) if f.values else None),
+            ):
+                if value is None:
+                    with contextlib.suppress(KeyError):
+                        gauge.remove(*labels, f.name)
+                else:
+                    gauge.labels(*labels, f.name).set(value)
+        self.metrics.detected.labels(*labels).set(float(state.tracker.state.in_drift))
+        self.metrics.windows.labels(*labels, "evaluated").inc()
+        self.metrics.evaluation.observe(result.seconds)
+        try:
+            await self.history.record(
+                entry, int(result.closed_wall * 1e9), dataclasses.replace(state.tracker.state)
+            )
+        except Exception:
+            log.exception("%s v%d: could not store window %d", state.model, state.version, result.index)
+        if event is not None:
+            self.alerts.offer(
+                {
+                    "event": event,
+                    "model": state.model,
+                    "version": str(state.version),
+                    "at": iso_time(time.time()),
+                    "features": [f.name for f in result.features if f.drift],
+                    "report": entry,
+                }
+            )
+        self._evaluated[(state.model, state.version)] = self.evaluated(state.model, state.version) + 1
+        async with self._changed:
+            self._changed.notify_all()

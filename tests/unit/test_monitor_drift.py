@@ -1,0 +1,141 @@
+"""Window evaluation and decisions: thresholds, BH, non-finite rates, hysteresis, skew, the report entry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from monitor.config import ProfileSettings
+from monitor.decisions import DRIFT_ENDED, DRIFT_STARTED, DriftTracker, iso_time, version_entry
+from monitor.drift import WindowResult, evaluate_window
+from monitor.reference import Profile, build_profile
+from monitor.thresholds import benjamini_hochberg
+from monitor.windows import VersionWindows
+from registry.config import DriftConfig
+from registry.signature import Signature, TensorSpec
+
+SIGNATURE = Signature(inputs=(TensorSpec("x", "FP64", (-1, 4)),), outputs=(TensorSpec("y", "FP32", (-1,)),))
+FEATURE_KEYS = {
+    "name",
+    "kind",
+    "psi",
+    "psi_threshold",
+    "ks",
+    "ks_bound",
+    "ks_exact",
+    "ks_pvalue",
+    "nan_rate",
+    "inf_rate",
+    "drift",
+}
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray[Any, Any]:
+    return np.random.default_rng(0).normal(size=(4000, 4))
+
+
+@pytest.fixture(scope="module")
+def profile(reference: np.ndarray[Any, Any]) -> Profile:
+    return build_profile(SIGNATURE, {"input:x": reference}, ProfileSettings(), bins=10)
+
+
+def run(profile: Profile, config: DriftConfig, x: np.ndarray[Any, Any]) -> WindowResult:
+    windows = VersionWindows(profile, config)
+    tensor = profile.layout.tensors[0]
+    (closed,) = windows.add([(tensor, tensor.matrix(x))], len(x), now=0.0, wall=1.7e9)
+    return evaluate_window(profile, config, closed)
+
+
+def test_only_shifted_features_drift(profile: Profile, reference: np.ndarray[Any, Any]) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1000, 4))
+    x[:, 2] += 0.5
+    result = run(profile, DriftConfig(window_rows=1000), x)
+    assert [f.drift for f in result.features] == [False, False, True, False]
+    assert result.features[2].reasons == ("psi", "ks")
+    assert all(f.ks_exact for f in result.features)
+    raw = [sps.ks_2samp(x[:, f], reference[:, f]) for f in range(4)]
+    assert [f.ks for f in result.features] == pytest.approx([r.statistic for r in raw], abs=1e-12)
+    assert [f.ks_pvalue for f in result.features] == pytest.approx([r.pvalue for r in raw], abs=1e-6)
+    adjusted = benjamini_hochberg([r.pvalue for r in raw])
+    assert [f.ks_pvalue_adjusted for f in result.features] == pytest.approx(list(adjusted), abs=1e-6)
+    assert result.drift
+
+
+def test_without_audit_the_grid_statistic_decides(profile: Profile) -> None:
+    x = np.random.default_rng(2).normal(size=(500, 4))
+    x[:, 0] += 1.0
+    result = run(profile, DriftConfig(window_rows=500, audit_max_rows=0), x)
+    first = result.features[0]
+    assert not first.ks_exact
+    assert first.ks_pvalue is None
+    assert first.ks == first.ks_grid
+    assert first.ks_bound is not None
+    assert first.ks is not None
+    assert first.ks_bound >= first.ks
+    assert first.drift
+    assert not result.features[1].drift
+
+
+def test_calibrated_psi_threshold_and_nonfinite_rates(profile: Profile) -> None:
+    x = np.random.default_rng(3).normal(size=(800, 4))
+    x[:40, 1] = np.nan
+    x[:5, 3] = np.inf
+    config = DriftConfig(window_rows=800, psi_threshold_mode="calibrated", nonfinite_threshold=0.02)
+    result = run(profile, config, x)
+    f1 = result.features[1]
+    assert f1.nan_rate == pytest.approx(0.05)
+    assert "nan_rate" in f1.reasons
+    f3 = result.features[3]
+    assert f3.inf_rate == pytest.approx(5 / 800)
+    assert "inf_rate" not in f3.reasons
+    expect = sps.chi2.isf(0.01, 9) * (1 / 800 + 1 / 4000)
+    assert result.features[0].psi_threshold == pytest.approx(expect, rel=1e-10)
+    assert result.features[0].psi_null_threshold == result.features[0].psi_threshold
+    assert not result.features[0].drift
+
+
+def test_tracker_enters_and_leaves_after_k_windows_and_keeps_skew() -> None:
+    tracker = DriftTracker(2)
+    assert [tracker.update(d) for d in (True, False, True, True, True, False, True, False, False)] == [
+        None,
+        None,
+        None,
+        DRIFT_STARTED,
+        None,
+        None,
+        None,
+        None,
+        DRIFT_ENDED,
+    ]
+    assert tracker.state.skew is True
+    assert tracker.state.windows == 9
+    assert not tracker.state.in_drift
+    with pytest.raises(ValueError, match="consecutive"):
+        DriftTracker(0)
+
+
+def test_report_entry_has_the_design_fields(profile: Profile) -> None:
+    result = run(profile, DriftConfig(window_rows=300), np.random.default_rng(4).normal(size=(300, 4)))
+    tracker = DriftTracker(2)
+    tracker.update(result.drift)
+    entry = version_entry("m", 3, tracker.state, result)
+    assert {"model", "version", "drift", "skew", "window", "features"} <= set(entry)
+    assert entry["version"] == "3"
+    assert entry["skew"] is False
+    assert {"rows", "opened_at", "closed_at"} <= set(entry["window"])
+    assert entry["window"]["opened_at"] == iso_time(1.7e9) == "2023-11-14T22:13:20.000Z"
+    assert [f["name"] for f in entry["features"]] == ["x[0]", "x[1]", "x[2]", "x[3]"]
+    assert all(set(f) >= FEATURE_KEYS for f in entry["features"])
+    assert len(entry["sliding"]["features"]) == 4
+    empty = version_entry("m", 4, DriftTracker(2).state, None, status="no_reference", detail="why")
+    assert (empty["window"], empty["features"], empty["skew"], empty["status"]) == (
+        None,
+        [],
+        None,
+        "no_reference",
+    )

@@ -1,0 +1,343 @@
+"""The Kubernetes and KServe manifests (deploy/k8s, deploy/kserve) render and keep their invariants.
+
+Every overlay under deploy/k8s/overlays is rendered with ``kubectl kustomize`` and read back as JSON
+(tests/kube.py; no cluster, no YAML library). Checked on each: the gateway and the monitor are two
+containers of one pod, the sample stream goes over the pod's loopback to the monitor's port, the probes hit
+the ports the programs listen on (gRPC health on 8001, the monitor's /healthz on 8090), the grace period
+outlasts the preStop sleep plus the gateway's --grace-seconds drain, the registry is mounted read-only where
+--registry points, the Service, PodMonitor, PDB and HPA reach the pod, the security context matches the
+image's user and leaves writable exactly what the programs write, and the PrometheusRule carries every rule
+of deploy/prometheus/alerts.yml (and is what scripts/render-prometheusrule.py renders now). The gpu overlay
+requests a GPU and puts the models on CUDA. The components (queue-depth HPA, object-storage sync) are
+rendered on top of an overlay, and the KServe runtime is checked against its example InferenceService.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.kube import (
+    K8S,
+    KSERVE,
+    ROOT,
+    Manifest,
+    container,
+    find,
+    flag,
+    kubectl,
+    kustomize,
+    load,
+    mounts,
+    one,
+    ports,
+    pre_stop_seconds,
+)
+from tests.prometheus import promtool
+
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
+RENDER = ROOT / "scripts" / "render-prometheusrule.py"
+OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
+GATEWAY_GRPC, GATEWAY_METRICS, MONITOR_HTTP = 8001, 8002, 8090
+WORKERS_DRAIN_MARGIN_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[Manifest]]:
+    kubectl()
+    return {name: kustomize(K8S / "overlays" / name) for name in OVERLAYS}
+
+
+def _compose(tmp_path: Path, overlay: str, *components: str) -> list[Manifest]:
+    """An overlay with components added, as a user's own kustomization would (relative paths only)."""
+    here = tmp_path / "compose"
+    here.mkdir()
+    lines = ["apiVersion: kustomize.config.k8s.io/v1beta1", "kind: Kustomization", "resources:"]
+    lines.append(f"  - {os.path.relpath(K8S / 'overlays' / overlay, here)}")
+    lines.append("components:")
+    lines += [f"  - {os.path.relpath(K8S / 'components' / c, here)}" for c in components]
+    (here / "kustomization.yaml").write_text("\n".join(lines) + "\n")
+    return kustomize(here)
+
+
+def _pod(manifests: list[Manifest]) -> Manifest:
+    pod: Manifest = one(manifests, "Deployment")["spec"]["template"]
+    return pod
+
+
+def _rule_names(kind: str) -> list[str]:
+    """Alert or record names of alerts.yml, read as text (no YAML parser)."""
+    return re.findall(rf"^\s*-?\s*{kind}:\s*(\S+)\s*$", ALERTS.read_text(), flags=re.MULTILINE)
+
+
+def test_the_cpu_and_gpu_overlays_exist() -> None:
+    assert {"cpu", "gpu"} <= set(OVERLAYS)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_gateway_and_monitor_share_one_pod_and_talk_over_loopback(
+    rendered: dict[str, list[Manifest]], overlay: str
+) -> None:
+    pod = _pod(rendered[overlay])["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["gateway", "monitor"]
+    gateway, monitor = container(pod, "gateway"), container(pod, "monitor")
+    assert gateway["command"] == ["infergate-gateway"]
+    assert monitor["command"] == ["infergate-monitor"]
+    assert gateway["image"] == monitor["image"]  # one image, two commands
+    url = urlsplit(flag(gateway["args"], "--monitor-url") or "")
+    assert (url.scheme, url.hostname, url.path) == ("ws", "127.0.0.1", "/v1/samples/stream")
+    assert url.port == int(flag(monitor["args"], "--port") or 0) == ports(monitor)["monitor"] == MONITOR_HTTP
+    assert "--no-sampling" not in gateway["args"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_probes_hit_the_ports_the_programs_listen_on(
+    rendered: dict[str, list[Manifest]], overlay: str
+) -> None:
+    pod = _pod(rendered[overlay])["spec"]
+    gateway, monitor = container(pod, "gateway"), container(pod, "monitor")
+    assert int(flag(gateway["args"], "--port") or 0) == ports(gateway)["grpc"] == GATEWAY_GRPC
+    assert int(flag(gateway["args"], "--metrics-port") or 0) == ports(gateway)["metrics"] == GATEWAY_METRICS
+    assert flag(gateway["args"], "--host") == flag(monitor["args"], "--host") == "0.0.0.0"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert gateway[probe]["grpc"] == {"port": GATEWAY_GRPC}, probe  # grpc.health.v1, service ""
+        assert monitor[probe]["httpGet"] == {"path": "/healthz", "port": MONITOR_HTTP}, probe
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_grace_period_outlasts_the_drain(rendered: dict[str, list[Manifest]], overlay: str) -> None:
+    pod = _pod(rendered[overlay])["spec"]
+    gateway, monitor = container(pod, "gateway"), container(pod, "monitor")
+    grace = flag(gateway["args"], "--grace-seconds")
+    assert grace is not None, "the drain time must be explicit in the manifest"
+    # With --workers the parent waits for its workers up to --grace-seconds + 10 s (gateway/workers.py).
+    drain = pre_stop_seconds(gateway) + float(grace) + WORKERS_DRAIN_MARGIN_S
+    assert pre_stop_seconds(gateway) >= 5, "endpoints need a few seconds to drop the pod before the drain"
+    assert pod["terminationGracePeriodSeconds"] > drain
+    assert pod["terminationGracePeriodSeconds"] > pre_stop_seconds(monitor)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_registry_is_mounted_read_only_where_the_programs_look(
+    rendered: dict[str, list[Manifest]], overlay: str
+) -> None:
+    pod = _pod(rendered[overlay])["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["registry"]["persistentVolumeClaim"] == {
+        "claimName": "infergate-registry",
+        "readOnly": True,
+    }
+    assert one(rendered[overlay], "PersistentVolumeClaim")["metadata"]["name"] == "infergate-registry"
+    for spec in pod["containers"]:
+        mount = mounts(spec)["registry"]
+        assert mount.get("readOnly") is True, spec["name"]
+        assert flag(spec["args"], "--registry") == mount["mountPath"], spec["name"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_non_root_read_only_root_and_writable_paths_are_volumes(
+    rendered: dict[str, list[Manifest]], overlay: str
+) -> None:
+    pod = _pod(rendered[overlay])["spec"]
+    user = re.search(r"^USER\s+(\d+)", (ROOT / "Dockerfile").read_text(), flags=re.MULTILINE)
+    assert user, "the Dockerfile names a numeric USER"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == int(user.group(1))
+    numba_cache = re.search(r"NUMBA_CACHE_DIR=(\S+)", (ROOT / "Dockerfile").read_text())
+    assert numba_cache
+    for spec in pod["containers"]:
+        assert spec["securityContext"]["readOnlyRootFilesystem"] is True
+        assert spec["securityContext"]["allowPrivilegeEscalation"] is False
+        writable = [m["mountPath"] for m in spec["volumeMounts"] if not m.get("readOnly")]
+        assert any(numba_cache.group(1).startswith(f"{path}/") for path in writable), spec["name"]
+    db = flag(container(pod, "monitor")["args"], "--db") or ""
+    monitor_writable = [
+        m["mountPath"] for m in container(pod, "monitor")["volumeMounts"] if not m.get("readOnly")
+    ]
+    assert any(db.startswith(f"{path}/") for path in monitor_writable), db
+    for spec in pod["containers"]:
+        resources = spec["resources"]
+        assert resources["requests"]["cpu"], spec["name"]
+        assert resources["limits"]["memory"], spec["name"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_service_pdb_hpa_and_podmonitor_reach_the_pod(
+    rendered: dict[str, list[Manifest]], overlay: str
+) -> None:
+    manifests = rendered[overlay]
+    pod = _pod(manifests)
+    labels = pod["metadata"]["labels"]
+    named = {**ports(container(pod["spec"], "gateway")), **ports(container(pod["spec"], "monitor"))}
+    services = {s["metadata"]["name"]: s for s in find(manifests, "Service")}
+    service = services["infergate"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    exposed = {p["port"]: named[p["targetPort"]] for p in service["spec"]["ports"]}
+    assert exposed == {
+        GATEWAY_GRPC: GATEWAY_GRPC,
+        GATEWAY_METRICS: GATEWAY_METRICS,
+        MONITOR_HTTP: MONITOR_HTTP,
+    }
+    pdb = one(manifests, "PodDisruptionBudget")["spec"]
+    assert pdb["selector"]["matchLabels"].items() <= labels.items()
+    hpa = one(manifests, "HorizontalPodAutoscaler")["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "infergate"}
+    assert hpa["minReplicas"] > pdb["maxUnavailable"], "a voluntary disruption must leave a pod serving"
+    assert "replicas" not in one(manifests, "Deployment")["spec"], "the HPA owns the replica count"
+    assert {m["resource"]["name"] for m in hpa["metrics"] if m["type"] == "Resource"} == {"cpu"}
+    monitor = one(manifests, "PodMonitor")["spec"]
+    assert monitor["selector"]["matchLabels"].items() <= labels.items()
+    jobs = {}
+    for endpoint in monitor["podMetricsEndpoints"]:
+        assert endpoint["port"] in named
+        assert endpoint["path"] == "/metrics"
+        (relabel,) = [r for r in endpoint["relabelings"] if r["targetLabel"] == "job"]
+        jobs[relabel["replacement"]] = named[endpoint["port"]]
+    # The alert rules find the targets by these job names (InfergateGatewayDown / InfergateMonitorDown).
+    assert set(re.findall(r'job="([^"]+)"', ALERTS.read_text())) <= set(jobs)
+    assert jobs == {"infergate-gateway": GATEWAY_METRICS, "infergate-monitor": MONITOR_HTTP}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_prometheusrule_carries_every_rule_of_alerts_yml(
+    rendered: dict[str, list[Manifest]], overlay: str
+) -> None:
+    groups = one(rendered[overlay], "PrometheusRule")["spec"]["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    alerts = [rule["alert"] for rule in rules if "alert" in rule]
+    records = [rule["record"] for rule in rules if "record" in rule]
+    assert alerts == _rule_names("alert")
+    assert len(alerts) > 0
+    assert records == _rule_names("record")
+    assert all(rule["expr"].strip() for rule in rules)
+    assert all(rule["annotations"]["runbook_url"] for rule in rules if "alert" in rule)
+
+
+def test_prometheusrule_is_the_current_rendering_of_alerts_yml() -> None:
+    done = subprocess.run(
+        [sys.executable, str(RENDER), "--check"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_prometheusrule_spec_is_a_valid_rule_file(tmp_path: Path) -> None:
+    kubectl()
+    (rule,) = load(K8S / "base" / "prometheusrule.yaml")
+    rules = tmp_path / "rules.yml"
+    rules.write_text(json.dumps(rule["spec"]))  # JSON is YAML
+    done = promtool("check", "rules", str(rules), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_render_script_refuses_what_it_cannot_wrap_and_reports_staleness(tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(RENDER), *args], capture_output=True, text=True, timeout=60, check=False
+        )
+
+    good, out = tmp_path / "good.yml", tmp_path / "rule.yaml"
+    good.write_text(
+        "# c\ngroups:\n  - name: g\n    rules:\n      - alert: A\n        expr: |\n          up\n\n"
+    )
+    assert run("--alerts", str(good), "--out", str(out), "--check").returncode == 1  # absent = stale
+    assert run("--alerts", str(good), "--out", str(out)).returncode == 0
+    assert out.read_text().endswith(
+        "spec:\n  groups:\n    - name: g\n      rules:\n        - alert: A\n"
+        "          expr: |\n            up\n"
+    )
+    assert run("--alerts", str(good), "--out", str(out), "--check").returncode == 0
+    for bad, reason in [
+        ("groups: []\nextra: 1\n", "only a top-level 'groups:'"),
+        ("groups:\n\t- name: g\n", "tab"),
+        ("rules: []\n", "only a top-level 'groups:'"),
+        ("# nothing\n", "no top-level 'groups:'"),
+        ("groups:\n---\ngroups:\n", "only a top-level 'groups:'"),
+    ]:
+        path = tmp_path / "bad.yml"
+        path.write_text(bad)
+        done = run("--alerts", str(path), "--out", str(tmp_path / "unused.yaml"))
+        assert (done.returncode, reason in done.stderr) == (2, True), (bad, done.stderr)
+    assert not (tmp_path / "unused.yaml").exists()
+
+
+def test_gpu_overlay_requests_a_gpu_and_runs_the_models_on_cuda(rendered: dict[str, list[Manifest]]) -> None:
+    gpu = _pod(rendered["gpu"])["spec"]
+    gateway = container(gpu, "gateway")
+    assert str(gateway["resources"]["limits"]["nvidia.com/gpu"]) == "1"
+    assert flag(gateway["args"], "--device") == "cuda:0"
+    assert "--require-gpu" in gateway["args"]
+    assert "nvidia.com/gpu" not in container(gpu, "monitor")["resources"].get("limits", {})
+    assert gpu["tolerations"]
+    assert gpu["nodeSelector"]
+    assert gateway["image"].endswith("-gpu")
+    cpu = _pod(rendered["cpu"])["spec"]
+    for spec in cpu["containers"]:
+        assert "nvidia.com/gpu" not in json.dumps(spec["resources"])
+        assert flag(spec["args"], "--device") is None
+
+
+def test_queue_depth_component_scales_on_the_adapter_metric_the_gateway_exports(tmp_path: Path) -> None:
+    kubectl()
+    manifests = _compose(tmp_path, "gpu", "queue-depth-hpa")
+    hpa = one(manifests, "HorizontalPodAutoscaler")["spec"]
+    (pods_metric,) = [m["pods"] for m in hpa["metrics"] if m["type"] == "Pods"]
+    name = pods_metric["metric"]["name"]
+    assert pods_metric["target"]["type"] == "AverageValue"
+    assert {m["resource"]["name"] for m in hpa["metrics"] if m["type"] == "Resource"} == {"cpu"}
+    (adapter,) = load(K8S / "components" / "queue-depth-hpa" / "prometheus-adapter-config.yaml")
+    config: str = adapter["data"]["config.yaml"]
+    assert f'as: "{name}"' in config
+    series = re.search(r"seriesQuery: '(\w+)\{", config)
+    assert series, config
+    assert f'"{series.group(1)}"' in (ROOT / "gateway" / "metrics.py").read_text()  # a gauge the gateway has
+    assert 'pod: {resource: "pod"}' in config
+    assert 'namespace: {resource: "namespace"}' in config
+
+
+def test_registry_sync_component_fills_a_pod_local_registry_ready_last(tmp_path: Path) -> None:
+    kubectl()
+    manifests = _compose(tmp_path, "cpu", "registry-sync")
+    assert find(manifests, "PersistentVolumeClaim") == []
+    pod = _pod(manifests)["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert set(volumes["registry"]) == {"name", "emptyDir"}
+    (sync,) = pod["initContainers"]
+    assert mounts(sync)["registry"].get("readOnly") is not True
+    for spec in pod["containers"]:
+        assert mounts(spec)["registry"]["readOnly"] is True
+    lines = [line.strip() for line in sync["args"][0].splitlines()]
+    script = [line for line in lines if line.startswith("rclone ")]
+    assert len(script) == 2, sync["args"]
+    assert "--exclude READY" in script[0]
+    assert "--include READY" in script[1]
+
+
+def test_kserve_runtime_serves_onnx_over_v2_grpc_from_the_model_mount() -> None:
+    kubectl()
+    (runtime,) = load(KSERVE / "clusterservingruntime.yaml")
+    (service,) = load(KSERVE / "inferenceservice.yaml")
+    assert (runtime["apiVersion"], runtime["kind"]) == ("serving.kserve.io/v1alpha1", "ClusterServingRuntime")
+    spec: dict[str, Any] = runtime["spec"]
+    assert "onnx" in {f["name"] for f in spec["supportedModelFormats"]}
+    assert spec["protocolVersions"] == ["grpc-v2"]  # no REST endpoint, so no "v2"
+    (main,) = spec["containers"]
+    assert main["name"] == "kserve-container"
+    assert main["command"] == ["infergate-gateway"]
+    assert flag(main["args"], "--registry") == "/mnt/models"  # where KServe puts the storageUri
+    assert int(flag(main["args"], "--port") or 0) == GATEWAY_GRPC
+    assert main["ports"] == [{"name": "h2c", "containerPort": GATEWAY_GRPC, "protocol": "TCP"}]
+    assert main["readinessProbe"]["grpc"] == {"port": GATEWAY_GRPC}
+    assert spec["annotations"]["prometheus.kserve.io/port"] == str(flag(main["args"], "--metrics-port"))
+    model = service["spec"]["predictor"]["model"]
+    assert model["runtime"] == runtime["metadata"]["name"]
+    assert model["modelFormat"]["name"] == "onnx"
+    assert model["protocolVersion"] in spec["protocolVersions"]
+    assert model["storageUri"].startswith("pvc://infergate-registry/")

@@ -9,26 +9,13 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from registry.publish import publish
+from registry.signature import V2_DATATYPES
 
 OPSET = 17
 IR_VERSION = 9
 
 #: V2 datatype -> ONNX element type, for the per-dtype fixture models.
-ONNX_TYPES = {
-    "BOOL": TensorProto.BOOL,
-    "UINT8": TensorProto.UINT8,
-    "UINT16": TensorProto.UINT16,
-    "UINT32": TensorProto.UINT32,
-    "UINT64": TensorProto.UINT64,
-    "INT8": TensorProto.INT8,
-    "INT16": TensorProto.INT16,
-    "INT32": TensorProto.INT32,
-    "INT64": TensorProto.INT64,
-    "FP16": TensorProto.FLOAT16,
-    "FP32": TensorProto.FLOAT,
-    "FP64": TensorProto.DOUBLE,
-    "BYTES": TensorProto.STRING,
-}
+ONNX_TYPES = dict(V2_DATATYPES)
 
 
 def _model(

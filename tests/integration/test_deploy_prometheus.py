@@ -30,6 +30,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from gateway.config import GatewayConfig
+from gateway.metrics import LATENCY_BUCKETS
 from registry.demo import build_demo
 from tests.prometheus import (
     Prometheus,
@@ -260,22 +261,7 @@ def test_histogram_quantiles_are_sane(stack: Stack) -> None:
         if metric == "request":
             assert quantiles[0] > 0
             # The gateway's own time never exceeds what the client saw, up to the bucket holding the slowest.
-            bounds = (
-                0.0001,
-                0.00025,
-                0.0005,
-                0.001,
-                0.0025,
-                0.005,
-                0.01,
-                0.025,
-                0.05,
-                0.1,
-                0.25,
-                0.5,
-                1.0,
-                2.5,
-            )
+            bounds = LATENCY_BUCKETS
             assert quantiles[2] <= min((b for b in bounds if b >= slowest), default=10.0)
     median_batch = p.value(
         f"histogram_quantile(0.5, sum by (le) (infergate_batch_size_bucket{{{selector}}}))"

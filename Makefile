@@ -7,6 +7,7 @@ REGISTRY ?= ./demo-registry
 HOST ?= 127.0.0.1
 PORT ?= 8001
 METRICS_PORT ?= 8002
+MONITOR_PORT ?= 8090
 
 .PHONY: install install-dev serve test pytest lint fmt protos protos-check lock bench clean
 
@@ -27,9 +28,23 @@ $(REGISTRY)/.built: | $(VENV)/.runtime
 	$(VENV)/bin/infergate-registry demo $(REGISTRY)
 	touch $@
 
+# The drift monitor (history in $(REGISTRY)/../monitor.db) and the gateway, sampling to it, on one registry.
+# Both run as jobs of one shell whose trap forwards INT/TERM (Ctrl-C) to both and waits for them to stop;
+# when either exits on its own, the other is stopped too.
 serve: $(VENV)/.dev $(REGISTRY)/.built
 	@$(PY) -m gateway.quickstart --target $(HOST):$(PORT)
-	exec $(VENV)/bin/infergate-gateway --registry $(REGISTRY) --host $(HOST) --port $(PORT) --metrics-port $(METRICS_PORT)
+	@stop() { trap '' INT TERM; kill -s $$1 $$gateway $$monitor 2>/dev/null; wait $$gateway $$monitor; }; \
+	gateway=; \
+	$(VENV)/bin/infergate-monitor --registry $(REGISTRY) --host $(HOST) --port $(MONITOR_PORT) \
+		--db $(REGISTRY)/../monitor.db & monitor=$$!; \
+	trap 'stop INT; exit 130' INT; trap 'stop TERM; exit 143' TERM; \
+	for _ in $$(seq 300); do \
+		{ : >/dev/tcp/$(HOST)/$(MONITOR_PORT); } 2>/dev/null && break; \
+		kill -0 $$monitor 2>/dev/null || break; sleep 0.1; \
+	done; \
+	$(VENV)/bin/infergate-gateway --registry $(REGISTRY) --host $(HOST) --port $(PORT) \
+		--metrics-port $(METRICS_PORT) --monitor-url ws://$(HOST):$(MONITOR_PORT)/v1/samples/stream & gateway=$$!; \
+	wait -n; status=$$?; stop TERM; exit $$status
 
 test: install-dev lint protos-check prometheus pytest
 
@@ -96,3 +111,19 @@ bench-list: install-dev
 .PHONY: bench-drift
 bench-drift: install-dev
 	$(PY) scripts/bench_drift.py --out BENCHMARKS.md
+
+# Issue benchmarks (loadtests/bench_*.py): each runs its scenarios side by side against freshly started
+# servers on a fresh registry under bench-out/, writes JSON to loadtests/results/<name>/ and rewrites only
+# its own marked section of BENCHMARKS.md (about 1-4 minutes each on 2 cores).
+.PHONY: bench-batching bench-swap bench-sampling bench-workers
+bench-batching: install-dev
+	$(PY) -m loadtests.bench_batching --out BENCHMARKS.md
+
+bench-swap: install-dev
+	$(PY) -m loadtests.bench_swap --out BENCHMARKS.md
+
+bench-sampling: install-dev
+	$(PY) -m loadtests.bench_sampling --out BENCHMARKS.md
+
+bench-workers: install-dev
+	$(PY) -m loadtests.bench_workers --out BENCHMARKS.md

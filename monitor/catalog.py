@@ -3,8 +3,10 @@
 This module owns the step between decoding a sample's model and version and windowing its rows: the
 first sample of a (model, version) loads, off the event loop, the version's signature (from its
 manifest), its ``[drift]`` settings (from ``model.toml``; an invalid file is logged and the defaults are
-used) and its reference profile, then restores the version's drift state from the history. Later samples
-find it in memory. A version without ``reference.npz`` (or with an unusable one) is kept with status
+used), its reference profile and, when the version ships ``training.npz``, its training profile (for the
+skew check: while that check wants windows, the version has a second set of windows on the training
+profile's bins, fed the same rows), then restores the version's drift state from the history. Later
+samples find it in memory. A version without ``reference.npz`` (or with an unusable one) is kept with status
 "no_reference" (or "invalid_reference"): its samples are validated and counted, not monitored, and no
 error is retried in a loop. A model or version that does not exist is remembered as such for
 ``unknown_ttl_s`` seconds, after which the registry is looked at again (a version may be published later).
@@ -21,15 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from monitor.config import ProfileSettings
-from monitor.decisions import DriftTracker, TrackerState
+from monitor.decisions import DriftTracker, SkewSource, TrackerState
 from monitor.drift import WindowResult
 from monitor.errors import NoReferenceError, ProfileError, SampleError
-from monitor.reference import Profile, load_profile
+from monitor.reference import TRAINING_CACHE_FILE, Profile, load_profile
 from monitor.windows import VersionWindows
 from registry.config import DriftConfig, load_model_config
 from registry.errors import ConfigError, NotFoundError, RegistryError
-from registry.layout import CONFIG_FILE, REFERENCE_FILE, version_info
-from registry.manifest import load_manifest, sha256_file
+from registry.layout import CONFIG_FILE, REFERENCE_FILE, TRAINING_FILE, VersionInfo, version_info
+from registry.manifest import Manifest, load_manifest, sha256_file
 from registry.signature import Signature
 
 __all__ = ["Catalog", "VersionState"]
@@ -42,7 +44,9 @@ Restore = Callable[[str, int], Awaitable[TrackerState | None]]
 @dataclass(eq=False)
 class VersionState:
     """One known version: ``status`` "ok" (``profile`` and ``windows`` set), "no_reference" or
-    "invalid_reference" (``detail`` says why); its drift tracker, last result and report entry."""
+    "invalid_reference" (``detail`` says why); its drift tracker, last result and report entry. With a
+    training profile (``training``; ``training_detail`` says why one is unusable), ``skew_windows`` holds
+    the windows on its bins while the skew check wants them (see :meth:`start_skew_check`)."""
 
     model: str
     version: int
@@ -51,7 +55,10 @@ class VersionState:
     profile: Profile | None
     status: str
     detail: str | None = None
+    training: Profile | None = None
+    training_detail: str | None = None
     windows: VersionWindows | None = None
+    skew_windows: VersionWindows | None = None
     tracker: DriftTracker = field(init=False)
     result: WindowResult | None = None
     entry: dict[str, Any] | None = None
@@ -60,6 +67,38 @@ class VersionState:
         self.tracker = DriftTracker(self.drift.consecutive)
         if self.profile is not None:
             self.windows = VersionWindows(self.profile, self.drift)
+
+    @property
+    def skew_source(self) -> SkewSource | None:
+        """What the report says about the training profile; None when there is none or the check is off
+        (or the version is not monitored)."""
+        if self.drift.skew_windows == 0 or self.profile is None:
+            return None
+        if self.training is not None:
+            return SkewSource(self.drift.skew_windows, self.training.rows)
+        if self.training_detail is not None:
+            return SkewSource(self.drift.skew_windows, None, self.training_detail)
+        return None
+
+    @property
+    def skew_pending(self) -> bool:
+        """Whether the skew check wants windows: there is a training profile and it is undecided."""
+        return self.training is not None and self.tracker.skew_pending(self.drift.skew_windows)
+
+    def start_skew_check(self) -> None:
+        """Open windows on the training profile's bins while the check is undecided, numbered like the
+        version's own windows so that skew window ``i`` holds exactly the rows of window ``i``."""
+        if self.skew_pending and self.training is not None and self.windows is not None:
+            self.skew_windows = VersionWindows(self.training, self.drift, index=self.windows.index)
+
+    def skew_feed(self) -> VersionWindows | None:
+        """The skew-check windows while they should take rows (until the check is decided; a window
+        closed meanwhile that is not needed is skipped by the evaluator)."""
+        return self.skew_windows if self.skew_pending else None
+
+    def stop_skew_check(self) -> None:
+        """Drop the training-profile windows (the check is decided); their buffers are freed."""
+        self.skew_windows = None
 
 
 class Catalog:
@@ -110,9 +149,12 @@ class Catalog:
                 raise
             restored = await self._restore(model, version)
             if restored is not None:
+                if restored.skew_windows == 0:
+                    restored.skew = None  # a state stored before the skew check existed
                 state.tracker.state = restored
                 if state.windows is not None:
                     state.windows.index = restored.last_window
+            state.start_skew_check()
             self._states[key] = state
             self._unknown.pop(key, None)
             return state
@@ -142,5 +184,34 @@ class Catalog:
         except ProfileError as exc:
             log.warning("%s v%d: not monitored: %s", model, version, exc)
             return VersionState(model, version, signature, drift, None, "invalid_reference", str(exc))
-        log.info("%s v%d: monitoring %d features", model, version, profile.n_features)
-        return VersionState(model, version, signature, drift, profile, "ok")
+        training, training_detail = self._training(info, manifest, drift)
+        log.info(
+            "%s v%d: monitoring %d features%s",
+            model,
+            version,
+            profile.n_features,
+            f", skew check on {training.n_features} training features" if training is not None else "",
+        )
+        return VersionState(model, version, signature, drift, profile, "ok", None, training, training_detail)
+
+    def _training(
+        self, info: VersionInfo, manifest: Manifest, drift: DriftConfig
+    ) -> tuple[Profile | None, str | None]:
+        """The version's training profile, or None and why it is unusable (None, None: no file, or the
+        skew check is off)."""
+        if drift.skew_windows == 0 or not info.training_path.is_file():
+            return None, None
+        try:
+            digest = manifest.artifacts.get(TRAINING_FILE) or sha256_file(info.training_path)
+            training = load_profile(
+                info.training_path,
+                manifest.signature,
+                self._settings,
+                drift.bins,
+                digest,
+                cache_name=TRAINING_CACHE_FILE,
+            )
+        except (NoReferenceError, ProfileError, RegistryError) as exc:
+            log.warning("%s v%d: no skew check: %s", info.model, info.version, exc)
+            return None, str(exc)
+        return training, None

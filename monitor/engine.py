@@ -8,6 +8,10 @@ This module owns the monitor's data path end to end (DESIGN.md §1) and the back
 * the **evaluator** task takes closed windows in order and runs :func:`~monitor.drift.evaluate_window`
   in the engine's executor (numba kernels release the GIL), then publishes: drift state, metrics,
   the report entry, the history row and, on a state change, a webhook event.
+* the **skew check**: while a version's check wants windows, its rows also go into windows on the
+  training profile's bins (:attr:`VersionState.skew_windows`); each such window is queued just before
+  the version's own window with the same rows and number, evaluated against the training profile, and
+  recorded in the drift tracker (so the window's report entry and history row carry the verdict).
 * the **ticker** task closes windows whose time is up (monotonic clock, every ``tick_s``).
 
 Both tasks are started by :meth:`start` and cancelled and awaited by :meth:`stop`, which also stops
@@ -22,22 +26,34 @@ import dataclasses
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from monitor.catalog import Catalog, VersionState
 from monitor.config import MonitorConfig
-from monitor.decisions import iso_time, version_entry
+from monitor.decisions import iso_time, large_enough, version_entry
 from monitor.decode import DecodedSample, parse_batch, sample_key, sample_rows
 from monitor.drift import WindowResult, evaluate_window
 from monitor.errors import SampleError
 from monitor.history import History
 from monitor.metrics import MonitorMetrics
 from monitor.webhook import AlertSender
-from monitor.windows import ClosedWindow
+from monitor.windows import ClosedWindow, VersionWindows
 
 __all__ = ["Engine"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class _Job:
+    """A closed window to evaluate: of ``windows`` (the version's own, or its skew-check windows when
+    ``skew``), which gets the buffer back afterwards."""
+
+    state: VersionState
+    window: ClosedWindow
+    windows: VersionWindows
+    skew: bool = False
 
 
 class Engine:
@@ -52,7 +68,7 @@ class Engine:
             config.registry, config.profile, self._executor, config.unknown_ttl_s, self.history.state
         )
         self.alerts = AlertSender(config.webhook, metrics)
-        self._queue: asyncio.Queue[tuple[VersionState, ClosedWindow]] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._stored: dict[tuple[str, str], dict[str, Any]] = {}
         self._evaluated: dict[tuple[str, int], int] = {}
@@ -105,6 +121,15 @@ class Engine:
                     decoded_sample.rows
                 )
                 continue
+            skew = state.skew_feed()
+            if skew is not None:
+                assert state.training is not None
+                skew_blocks = [
+                    (t, t.matrix(decoded_sample.tensors[(t.side, t.name)]))
+                    for t in state.training.layout.tensors
+                    if (t.side, t.name) in decoded_sample.tensors
+                ]
+                self._enqueue_skew(state, skew, skew.add(skew_blocks, decoded_sample.rows, now, wall))
             blocks = [
                 (t, t.matrix(decoded_sample.tensors[(t.side, t.name)]))
                 for t in state.profile.layout.tensors
@@ -123,7 +148,13 @@ class Engine:
             key = (s.model, str(s.version))
             if s.entry is not None or key not in entries:
                 entries[key] = s.entry or version_entry(
-                    s.model, s.version, s.tracker.state, None, status=s.status, detail=s.detail
+                    s.model,
+                    s.version,
+                    s.tracker.state,
+                    None,
+                    status=s.status,
+                    detail=s.detail,
+                    skew=s.skew_source,
                 )
         chosen = [
             entries[k]
@@ -143,11 +174,17 @@ class Engine:
 
     def _enqueue(self, state: VersionState, closed: list[ClosedWindow], dropped_before: int) -> None:
         """Queue closed windows for evaluation and count the ones shed since ``dropped_before``."""
+        assert state.windows is not None
         for window in closed:
-            self._queue.put_nowait((state, window))
-        shed = state.windows.dropped - dropped_before if state.windows is not None else 0
+            self._queue.put_nowait(_Job(state, window, state.windows))
+        shed = state.windows.dropped - dropped_before
         if shed:
             self.metrics.windows.labels(state.model, str(state.version), "dropped").inc(shed)
+
+    def _enqueue_skew(self, state: VersionState, windows: VersionWindows, closed: list[ClosedWindow]) -> None:
+        """Queue closed skew-check windows (before the version's own windows of the same rows)."""
+        for window in closed:
+            self._queue.put_nowait(_Job(state, window, windows, skew=True))
 
     async def _tick_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -155,6 +192,8 @@ class Engine:
             await asyncio.sleep(self.config.tick_s)
             now, wall = loop.time(), time.time()
             for state in self.catalog.states():
+                if state.skew_windows is not None:
+                    self._enqueue_skew(state, state.skew_windows, state.skew_windows.close_due(now, wall))
                 if state.windows is not None:
                     dropped = state.windows.dropped
                     self._enqueue(state, state.windows.close_due(now, wall), dropped)
@@ -162,23 +201,57 @@ class Engine:
     async def _evaluate_forever(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            state, window = await self._queue.get()
-            assert state.windows is not None
-            assert state.profile is not None
+            job = await self._queue.get()
+            state, window = job.state, job.window
+            profile = state.training if job.skew else state.profile
+            if profile is None or (job.skew and not state.skew_pending):
+                job.windows.release(window.buffer)  # the skew check was decided meanwhile
+                continue
             try:
                 result = await loop.run_in_executor(
-                    self._executor, evaluate_window, state.profile, state.drift, window
+                    self._executor, evaluate_window, profile, state.drift, window
                 )
             except Exception:
-                log.exception("%s v%d: evaluating window %d failed", state.model, state.version, window.index)
+                log.exception(
+                    "%s v%d: evaluating %swindow %d failed",
+                    state.model,
+                    state.version,
+                    "skew-check " if job.skew else "",
+                    window.index,
+                )
                 continue
             finally:
-                state.windows.release(window.buffer)
-            await self._publish(state, result)
+                job.windows.release(window.buffer)
+            if job.skew:
+                self._publish_skew(state, result)
+            else:
+                await self._publish(state, result)
+
+    def _publish_skew(self, state: VersionState, result: WindowResult) -> None:
+        """Record a window evaluated against the training profile; the report entry and history row of
+        the version's own window with the same rows (queued next) carry it."""
+        skew = state.tracker.update_skew(result, state.drift.skew_windows)
+        if skew is not None:
+            state.stop_skew_check()
+            self.metrics.skew.labels(state.model, str(state.version)).set(float(skew))
+            log.log(
+                logging.WARNING if skew else logging.INFO,
+                "%s v%d: training/serving skew %s%s",
+                state.model,
+                state.version,
+                "detected in " if skew else "not found",
+                ", ".join(state.tracker.state.skew_features) if skew else "",
+            )
+        if state.result is not None:
+            state.entry = version_entry(
+                state.model, state.version, state.tracker.state, state.result, skew=state.skew_source
+            )
 
     async def _publish(self, state: VersionState, result: WindowResult) -> None:
-        event = state.tracker.update(result.drift, result.index)
-        entry = version_entry(state.model, state.version, state.tracker.state, result)
+        # A window too small for the PSI rule to be meaningful (see decisions.large_enough) neither starts
+        # nor ends drift: a quiet minute of 8 rows must not page anyone.
+        event = state.tracker.update(result.drift, result.index) if large_enough(result) else None
+        entry = version_entry(state.model, state.version, state.tracker.state, result, skew=state.skew_source)
         state.result, state.entry = result, entry
         labels = (state.model, str(state.version))
         for f in result.features:
@@ -194,6 +267,8 @@ class Engine:
                 else:
                     gauge.labels(*labels, f.name).set(value)
         self.metrics.detected.labels(*labels).set(float(state.tracker.state.in_drift))
+        if state.tracker.state.skew is not None and state.skew_source is not None:
+            self.metrics.skew.labels(*labels).set(float(state.tracker.state.skew))
         self.metrics.windows.labels(*labels, "evaluated").inc()
         self.metrics.evaluation.observe(result.seconds)
         try:

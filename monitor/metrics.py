@@ -1,9 +1,9 @@
 """Monitor metrics (DESIGN.md §5), on a CollectorRegistry the caller injects, never the global one.
 
 This module owns the Prometheus view of the drift engine: per-feature gauges of the latest window of
-each (model, version), the version's drift state, rows taken in, and the health counters of the
-service (rejected input, versions that cannot be monitored, windows evaluated or shed, evaluation time,
-alert delivery).
+each (model, version), the version's drift state and training/serving skew, rows taken in, and the
+health counters of the service (rejected input, versions that cannot be monitored, windows evaluated or
+shed, evaluation time, alert delivery).
 """
 
 from __future__ import annotations
@@ -44,6 +44,13 @@ class MonitorMetrics:
         self.detected = Gauge(
             "infergate_drift_detected",
             "1 while the model version is in drift (K consecutive drifting windows)",
+            ("model", "version"),
+            registry=registry,
+        )
+        self.skew = Gauge(
+            "infergate_skew_detected",
+            "1 when the version's first windows differ from its training profile (training/serving skew), "
+            "0 when they do not; absent until the check is decided",
             ("model", "version"),
             registry=registry,
         )

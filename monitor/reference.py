@@ -18,7 +18,9 @@ the per-feature state every window is compared with (a :class:`Profile`), once p
 
 Profiles are cached beside the version as ``monitor-profile.npz`` (written atomically), keyed by the
 SHA-256 of ``reference.npz`` and the settings, so a restart reuses them; a read-only registry only
-costs the rebuild.
+costs the rebuild. The version's training profile (``training.npz``, the training inputs that the skew
+check compares the first windows with) is built by the same code and cached as
+``monitor-training-profile.npz``.
 """
 
 from __future__ import annotations
@@ -40,11 +42,20 @@ from monitor.features import FeatureLayout
 from monitor.grid import Grid
 from registry.signature import Signature
 
-__all__ = ["CACHE_FILE", "QUANTILE_METHOD", "SUBSAMPLE_SEED", "Profile", "build_profile", "load_profile"]
+__all__ = [
+    "CACHE_FILE",
+    "QUANTILE_METHOD",
+    "SUBSAMPLE_SEED",
+    "TRAINING_CACHE_FILE",
+    "Profile",
+    "build_profile",
+    "load_profile",
+]
 
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "monitor-profile.npz"
+TRAINING_CACHE_FILE = "monitor-training-profile.npz"
 QUANTILE_METHOD = "inverted_cdf (exact ranks)"
 SUBSAMPLE_SEED = 0
 _FORMAT = 1
@@ -100,7 +111,7 @@ def build_profile(
     """
     layout = FeatureLayout.build(signature, arrays, settings.max_features)
     if not layout.tensors:
-        raise NoReferenceError("reference.npz holds no numeric tensor of the signature")
+        raise NoReferenceError("the arrays hold no numeric tensor of the signature")
     rows = int(arrays[layout.tensors[0].key].shape[0])
     keep = None
     if rows > settings.max_reference_rows:
@@ -167,15 +178,23 @@ def _categorical_bins(levels: F64) -> tuple[F64, npt.NDArray[np.int64]]:
 
 
 def load_profile(
-    reference: Path, signature: Signature, settings: ProfileSettings, bins: int, digest: str
+    reference: Path,
+    signature: Signature,
+    settings: ProfileSettings,
+    bins: int,
+    digest: str,
+    *,
+    cache_name: str = CACHE_FILE,
 ) -> Profile:
-    """The profile of ``reference`` (a version's ``reference.npz`` whose SHA-256 is ``digest``), from the
-    cache beside it when that was built from the same file and settings, else built and cached.
+    """The profile of ``reference`` (a version's ``reference.npz``, or its ``training.npz``, whose SHA-256
+    is ``digest``), from the cache ``cache_name`` beside it when that was built from the same file and
+    settings, else built and cached there.
 
-    NoReferenceError if the file does not exist; ProfileError if it is unreadable or invalid.
+    NoReferenceError if the file does not exist or holds no numeric tensor of the signature;
+    ProfileError if it is unreadable or invalid.
     """
     if not reference.is_file():
-        raise NoReferenceError(f"{reference}: no reference.npz")
+        raise NoReferenceError(f"{reference}: no {reference.name}")
     key = {
         "format": _FORMAT,
         "reference_sha256": digest,
@@ -188,7 +207,7 @@ def load_profile(
             settings.max_categories,
         ],
     }
-    cache = reference.with_name(CACHE_FILE)
+    cache = reference.with_name(cache_name)
     cached = _read_cache(cache, key)
     if cached is not None:
         return cached
@@ -198,7 +217,10 @@ def load_profile(
     except Exception as exc:  # zip, format and pickle errors all mean "unusable"
         raise ProfileError(f"{reference}: not a readable .npz without pickles: {exc}") from None
     _check_arrays(reference, arrays, signature)
-    profile = build_profile(signature, arrays, settings, bins)
+    try:
+        profile = build_profile(signature, arrays, settings, bins)
+    except NoReferenceError as exc:
+        raise NoReferenceError(f"{reference}: {exc}") from None
     _write_cache(cache, key, profile)
     return profile
 

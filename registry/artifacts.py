@@ -1,15 +1,18 @@
 """Array files that travel with a version: reference/golden rows and training data.
 
-This module owns the contract of ``reference.npz`` and ``golden.npz`` (DESIGN.md §4): keys are
-``input:<tensor>`` and ``output:<tensor>`` for tensors of the version's signature, loadable with
+This module owns the contract of ``reference.npz``, ``golden.npz`` and ``training.npz`` (DESIGN.md §4):
+keys are ``input:<tensor>`` and ``output:<tensor>`` for tensors of the version's signature, loadable with
 ``allow_pickle=False``, of the signature's dtype and non-batch dimensions, all with the same number of
 rows (dimension 0). :func:`read_npz` is the one place such a file is opened (never with pickles). It
-also counts the rows of a training-data file from array headers only.
+also counts the rows of a training-data file from array headers only, and picks the model inputs out of
+a training-data ``.npz`` (:func:`training_inputs`: the rows ``training.npz`` stores, so the monitor can
+compare serving traffic with what the model was trained on).
 """
 
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +21,28 @@ import numpy as np
 from registry.errors import NotFoundError, PublishError, RegistryError
 from registry.signature import DYNAMIC, Signature, TensorSpec, numpy_dtype
 
-__all__ = ["INPUT_PREFIX", "OUTPUT_PREFIX", "check_arrays", "data_rows", "read_npz", "validate_arrays"]
+__all__ = [
+    "INPUT_PREFIX",
+    "OUTPUT_PREFIX",
+    "TRAINING_MAX_BYTES",
+    "TRAINING_MAX_ROWS",
+    "TRAINING_SEED",
+    "check_arrays",
+    "data_rows",
+    "read_npz",
+    "training_inputs",
+    "validate_arrays",
+]
 
 INPUT_PREFIX = "input:"
 OUTPUT_PREFIX = "output:"
+TRAINING_MAX_ROWS = 20_000
+"""At most this many training rows are kept in ``training.npz`` ..."""
+TRAINING_MAX_BYTES = 64 * 1024 * 1024
+"""... and at most as many as fit in this many bytes (wide inputs keep fewer rows, at least 1000)."""
+TRAINING_SEED = 0
+"""Seed of the subsample: ``numpy.random.default_rng(TRAINING_SEED).choice(rows, n, replace=False)``,
+in the original order."""
 
 
 def validate_arrays(path: Path, signature: Signature, *, require_outputs: bool = False) -> int:
@@ -37,8 +58,11 @@ def validate_arrays(path: Path, signature: Signature, *, require_outputs: bool =
         raise PublishError(f"{path}: {exc}") from None
 
 
-def read_npz(path: Path, error: type[RegistryError], *, prefix: str = "") -> dict[str, np.ndarray[Any, Any]]:
-    """The arrays of the ``.npz`` at ``path`` whose keys start with ``prefix``, loaded without pickles.
+def read_npz(
+    path: Path, error: type[RegistryError], *, prefix: str = "", keys: Collection[str] | None = None
+) -> dict[str, np.ndarray[Any, Any]]:
+    """The arrays of the ``.npz`` at ``path`` whose keys start with ``prefix`` (and are in ``keys``, when
+    given), loaded without pickles.
 
     NotFoundError if there is no such file; ``error`` naming the file (and the key, for an object array,
     which would need a pickle) if it is not a readable ``.npz`` of plain arrays.
@@ -50,7 +74,7 @@ def read_npz(path: Path, error: type[RegistryError], *, prefix: str = "") -> dic
         with np.load(path, allow_pickle=False) as npz:
             arrays = {}
             for key in npz.files:
-                if key.startswith(prefix):
+                if key.startswith(prefix) and (keys is None or key in keys):
                     arrays[key] = npz[key]
     except ValueError as exc:
         if key is not None and "allow_pickle" in str(exc):
@@ -117,6 +141,45 @@ def _check_array(key: str, array: np.ndarray[Any, Any], spec: TensorSpec) -> Non
     for axis in range(1, array.ndim):
         if spec.shape[axis] not in (DYNAMIC, array.shape[axis]):
             raise PublishError(f"key {key!r}: shape {list(array.shape)}, expected rows of {list(spec.shape)}")
+
+
+def training_inputs(path: Path, signature: Signature) -> dict[str, np.ndarray[Any, Any]] | None:
+    """The model inputs in the training-data file at ``path``, as ``input:<tensor>`` arrays, subsampled to
+    at most :data:`TRAINING_MAX_ROWS` rows (and :data:`TRAINING_MAX_BYTES`); None when it holds none.
+
+    Only an ``.npz`` can hold them: under ``input:<tensor>`` keys (then exactly the signature's inputs),
+    or, with no such key, under the bare name ``<tensor>`` of every input (other keys, such as labels,
+    are ignored). Numbers are cast to the input's dtype when numpy calls that a same-kind cast (float64
+    to FP32); anything else must match as in :func:`check_arrays`. PublishError names the file and the
+    key at fault.
+    """
+    if path.suffix != ".npz":
+        return None
+    arrays = read_npz(path, PublishError, prefix=INPUT_PREFIX)
+    if not arrays:
+        names = [spec.name for spec in signature.inputs]
+        bare = read_npz(path, PublishError, keys=set(names))
+        if not names or len(bare) != len(names):
+            return None
+        arrays = {INPUT_PREFIX + name: bare[name] for name in names}
+    specs = {INPUT_PREFIX + spec.name: spec for spec in signature.inputs}
+    for key, array in arrays.items():
+        spec = specs.get(key)
+        if spec is None or spec.datatype == "BYTES" or array.dtype.kind not in "biuf":
+            continue
+        target = numpy_dtype(spec.datatype)
+        if array.dtype != target and np.can_cast(array.dtype, target, casting="same_kind"):
+            arrays[key] = array.astype(target)
+    try:
+        rows = check_arrays(arrays, signature)
+    except PublishError as exc:
+        raise PublishError(f"{path}: training inputs: {exc}") from None
+    row_bytes = sum(array[:1].nbytes for array in arrays.values())
+    keep = min(TRAINING_MAX_ROWS, max(1000, TRAINING_MAX_BYTES // max(row_bytes, 1)))
+    if rows > keep:
+        pick = np.sort(np.random.default_rng(TRAINING_SEED).choice(rows, keep, replace=False))
+        arrays = {key: array[pick] for key, array in arrays.items()}
+    return arrays
 
 
 def data_rows(path: Path) -> int | None:

@@ -200,7 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", type=Path, required=True, metavar="FILE")
     p.add_argument("--reference", type=Path, metavar="NPZ", help="reference rows (input:/output: keys)")
     p.add_argument("--golden", type=Path, metavar="NPZ", help="golden inputs and expected outputs")
-    p.add_argument("--train-data", type=Path, metavar="FILE", help="training data to hash and record")
+    p.add_argument(
+        "--train-data",
+        type=Path,
+        metavar="FILE",
+        help="training data to hash and record; an .npz with the model inputs (input:<tensor> or "
+        "<tensor> keys) also stores a subsample of them as training.npz (the monitor's skew check)",
+    )
     p.add_argument("--params", metavar="JSON", help="training parameters, a JSON object")
     p.add_argument("--metrics", metavar="JSON", help="validation metrics, a JSON object of numbers")
     p.add_argument("--notes", default="", metavar="TEXT")

@@ -171,7 +171,9 @@ class DriftConfig:
     quantile ``chi2(bins - 1, 1 - alpha) * (1/n + 1/m)``). ``nonfinite_threshold`` is the change in a
     feature's NaN or +-inf rate (absolute, vs the reference) that counts as drift. Windows of at most
     ``audit_max_rows`` rows keep raw values for the exact KS test (0 turns that off). ``sliding_panes``
-    closed windows make up the sliding window.
+    closed windows make up the sliding window. The first ``skew_windows`` windows of a version are also
+    compared with its training profile (``training.npz``), the training/serving skew check (0 turns it
+    off).
     """
 
     SECTION: ClassVar[str] = "drift"
@@ -186,6 +188,7 @@ class DriftConfig:
     nonfinite_threshold: float = 0.01
     audit_max_rows: int = 100_000
     sliding_panes: int = 5
+    skew_windows: int = 1
 
     def __post_init__(self) -> None:
         k = "[drift]."
@@ -212,6 +215,7 @@ class DriftConfig:
         )  # fmt: skip
         check_int(k + "audit_max_rows", self.audit_max_rows, ConfigError, minimum=0)
         check_int(k + "sliding_panes", self.sliding_panes, ConfigError, minimum=1)
+        check_int(k + "skew_windows", self.skew_windows, ConfigError, minimum=0, maximum=1000)
 
 
 _SECTIONS: tuple[type[Any], ...] = (

@@ -9,10 +9,12 @@ publishes it with :func:`registry.publish.publish`, so the demo exercises the re
 * ``regressor``: input ``input`` FP32 [batch, 8] -> ``prediction`` FP32 [batch, 1]; a one-hidden-layer
   ReLU MLP.
 
-Training data stays in ``DIR/_data/<model>/train-v<N>.npz`` (keys ``x`` and ``y``): the leading ``_``
-makes it invisible to the scan, and each manifest records its ``file://`` URI, SHA-256 and rows. Each
-version carries a ``reference.npz`` (held-out inputs and the numpy model's outputs) and a small
-``golden.npz``. No downloads; deterministic for a seed up to ``created_at``; about a second.
+Training data stays in ``DIR/_data/<model>/train-v<N>.npz`` (keys ``input:input``, the model's input
+rows, and ``y``, the targets): the leading ``_`` makes it invisible to the scan, and each manifest records
+its ``file://`` URI, SHA-256 and rows. Each version carries a ``reference.npz`` (held-out inputs and the
+numpy model's outputs), a small ``golden.npz`` and, because the training file holds the model's inputs,
+a ``training.npz`` (the training inputs, for the monitor's skew check). No downloads; deterministic for
+a seed up to ``created_at``; about a second.
 """
 
 from __future__ import annotations
@@ -215,7 +217,8 @@ def _publish(
     data_dir = root / DATA_DIR / name
     data_dir.mkdir(parents=True, exist_ok=True)
     train_path = data_dir / f"train-v{generation}.npz"
-    np.savez(train_path, x=train.x, y=train.y)
+    columns: dict[str, Any] = {"input:input": train.x, "y": train.y}  # the model's inputs, and the targets
+    np.savez(train_path, **columns)
     with tempfile.TemporaryDirectory(prefix="infergate-demo-") as tmp:
         scratch = Path(tmp)
         onnx.save(model, scratch / "model.onnx")

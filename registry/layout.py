@@ -34,6 +34,7 @@ __all__ = [
     "READY",
     "REFERENCE_FILE",
     "TMP_PREFIX",
+    "TRAINING_FILE",
     "ModelInfo",
     "VersionInfo",
     "check_model_name",
@@ -52,6 +53,7 @@ MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 REFERENCE_FILE = "reference.npz"
 GOLDEN_FILE = "golden.npz"
+TRAINING_FILE = "training.npz"
 CONFIG_FILE = "model.toml"
 PIN_FILE = "pin"
 TMP_PREFIX = ".tmp-"
@@ -85,6 +87,11 @@ class VersionInfo:
     def golden_path(self) -> Path:
         """``golden.npz``; optional, so it may not exist."""
         return self.path / GOLDEN_FILE
+
+    @property
+    def training_path(self) -> Path:
+        """``training.npz`` (a subsample of the training inputs); optional, so it may not exist."""
+        return self.path / TRAINING_FILE
 
 
 @dataclass(frozen=True)

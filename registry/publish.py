@@ -15,6 +15,8 @@ Deleting versions is :mod:`registry.retention`'s job.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import secrets
 import shutil
@@ -23,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from registry.artifacts import data_rows, validate_arrays
+import numpy as np
+
+from registry.artifacts import data_rows, training_inputs, validate_arrays
 from registry.checks import check_int
 from registry.errors import ConfigError, NotFoundError, PublishError
 from registry.fsutil import copy_durable, fsync_dir, replace_atomic, write_durable
@@ -35,6 +39,7 @@ from registry.layout import (
     READY,
     REFERENCE_FILE,
     TMP_PREFIX,
+    TRAINING_FILE,
     VersionInfo,
     check_model_name,
     default_version,
@@ -72,6 +77,9 @@ def publish(
     The signature is read from the ONNX file; ``reference``/``golden`` must match it (see
     :func:`registry.artifacts.validate_arrays`; golden needs every output too). ``train_data`` is hashed
     and its rows counted (``.npy``/``.npz``); its ``file://`` URI is recorded, the file is not copied.
+    When it is an ``.npz`` holding the model inputs (:func:`registry.artifacts.training_inputs`), a
+    deterministic subsample of them is stored as ``training.npz`` (keys ``input:<tensor>``) and recorded
+    in the manifest's artifacts: the training profile of the monitor's skew check.
     ``parent_version`` defaults to the highest READY version, and must be READY when given. The version
     number is one above the highest numeric directory, READY or not. Creates ``root/model`` if needed.
     Raises PublishError (bad name, arrays, parent...), NotFoundError (missing input file) or
@@ -87,6 +95,7 @@ def publish(
         if path is not None:
             validate_arrays(path, signature, require_outputs=name == GOLDEN_FILE)
     training = _training_info(train_data, params)
+    train_inputs = training_inputs(train_data, signature) if train_data is not None else None
     validation = ValidationInfo(metrics=dict(metrics or {}))
     model_dir = root / model
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -97,6 +106,8 @@ def publish(
     try:
         model_sha = copy_durable(onnx_path, tmp / MODEL_FILE)
         hashes = {name: copy_durable(path, tmp / name) for name, path in extras.items() if path is not None}
+        if train_inputs is not None:
+            hashes[TRAINING_FILE] = _write_npz(tmp / TRAINING_FILE, train_inputs)
         manifest = Manifest(
             created_at=utc_now(),
             model_sha256=model_sha,
@@ -128,6 +139,16 @@ def _training_info(train_data: Path | None, params: Mapping[str, Any] | None) ->
         rows=data_rows(train_data),
         params=dict(params or {}),
     )
+
+
+def _write_npz(path: Path, arrays: Mapping[str, np.ndarray[Any, Any]]) -> str:
+    """Write ``arrays`` as an ``.npz`` at ``path`` (fsynced); return the SHA-256 of its bytes."""
+    buffer = io.BytesIO()
+    plain: dict[str, Any] = dict(arrays)  # arrays read without pickles: loadable with allow_pickle=False
+    np.savez(buffer, **plain)
+    data = buffer.getvalue()
+    write_durable(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def _parent(model_dir: Path, parent_version: int | None) -> int | None:

@@ -3,9 +3,9 @@
 This module owns ``infergate-registry verify``: a version is intact when its manifest loads, its
 ``model.onnx`` and every recorded artifact hash to the SHA-256 the manifest holds, and the signature read
 from the model equals the one recorded. The full check (``full=True``, what the CLI runs) adds two more:
-an artifact file (``reference.npz``, ``golden.npz``) that exists but is not recorded in the manifest is a
-problem (it was added after READY), and when the version ships ``golden.npz`` the model is run on its
-inputs with :func:`registry.golden.run_reference` and must match its outputs
+an artifact file (``reference.npz``, ``golden.npz``, ``training.npz``) that exists but is not recorded
+in the manifest is a problem (it was added after READY), and when the version ships ``golden.npz`` the
+model is run on its inputs with :func:`registry.golden.run_reference` and must match its outputs
 (:func:`registry.golden.golden_mismatches`). Problems are reported, not raised, so one bad version does
 not hide the state of the others.
 """
@@ -19,6 +19,7 @@ from registry.golden import golden_mismatches, load_golden, run_reference
 from registry.layout import (
     GOLDEN_FILE,
     REFERENCE_FILE,
+    TRAINING_FILE,
     VersionInfo,
     check_model_name,
     ready_versions,
@@ -60,7 +61,7 @@ def verify_version(info: VersionInfo, *, full: bool = False) -> list[str]:
         if signature != manifest.signature:
             problems.append(f"{info.onnx_path}: signature differs from the manifest's")
     if full:
-        for name in (REFERENCE_FILE, GOLDEN_FILE):
+        for name in (REFERENCE_FILE, GOLDEN_FILE, TRAINING_FILE):
             if name not in manifest.artifacts and (info.path / name).exists():
                 problems.append(f"{info.path / name}: not recorded in the manifest (added after READY?)")
         if not problems and info.golden_path.is_file():

@@ -1,12 +1,22 @@
-"""Helpers for the monitor's integration tests: the real app on 127.0.0.1:0, and a webhook receiver."""
+"""Helpers for the monitor's integration tests: the real app on 127.0.0.1:0, the real ``python -m monitor``
+process, and a webhook receiver."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import json
+import select
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -16,6 +26,88 @@ from prometheus_client import CollectorRegistry
 from monitor.app import ENGINE, create_app
 from monitor.config import MonitorConfig
 from monitor.engine import Engine
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 30.0, every: float = 0.05) -> T:
+    """Poll ``probe`` until it returns something other than None or False; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+
+
+class MonitorProcess:
+    """``python -m monitor`` serving ``registry`` on 127.0.0.1 (a port of its choosing, read from the line
+    it prints); stderr goes to ``log``. :meth:`stop` sends SIGINT and returns the exit status."""
+
+    def __init__(self, registry: Path, db: Path, log: Path, *, start_timeout: float = 60.0) -> None:
+        self.log = log
+        command = [
+            sys.executable,
+            "-m",
+            "monitor",
+            "--registry",
+            str(registry),
+            "--port",
+            "0",
+            "--db",
+            str(db),
+        ]
+        with log.open("w") as stderr:
+            self.proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], start_timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line.startswith("infergate-monitor listening on http://"):
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc.stdout.close()
+            raise AssertionError(f"the monitor did not start ({line!r}): {self.log_tail()}")
+        self.url = line.split()[-1]
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+    @property
+    def stream_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/samples/stream"
+
+    def get(self, path: str, **query: str) -> Any:
+        """GET ``path`` (JSON) with ``query``."""
+        suffix = f"?{urllib.parse.urlencode(query)}" if query else ""
+        with urllib.request.urlopen(f"{self.url}{path}{suffix}", timeout=10) as response:
+            return json.load(response)
+
+    def entry(self, model: str, version: int) -> dict[str, Any] | None:
+        """The version's ``/v1/drift`` entry, or None while the monitor does not know the version."""
+        entries = self.get("/v1/drift", model=model, version=str(version))["models"]
+        return entries[0] if entries else None
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as response:
+            return str(response.read().decode("utf-8"))
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGINT, then the exit status (the process is killed if it does not stop in ``timeout``)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise
+        finally:
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
 
 
 @dataclass

@@ -160,3 +160,82 @@ async def test_outputs_are_features_too(demo: Path) -> None:
         assert by_name["label[0]"]["psi"] is not None
         assert not by_name["label[0]"]["drift"]
         assert by_name["probabilities[1]"]["ks_exact"]
+
+
+def publish_with_training(root: Path, model: str, training: np.ndarray[Any, Any], toml: str = "") -> Path:
+    """``model`` v1: the demo classifier v1 with its reference, trained (so says training.npz) on
+    ``training``."""
+    source = root / "classifier" / "1"
+    data = root / "_data" / f"{model}.npz"
+    np.savez(data, **{"input:input": training, "y": np.zeros(len(training))})
+    if toml:
+        (root / model).mkdir(parents=True, exist_ok=True)
+        (root / model / "model.toml").write_text(toml)
+    info = publish(root, model, source / "model.onnx", reference=source / "reference.npz", train_data=data)
+    return info.path
+
+
+async def test_skew_is_checked_against_training_once_and_survives_a_restart(
+    demo: Path, tmp_path: Path
+) -> None:
+    with np.load(demo / "_data" / "classifier" / "train-v1.npz") as npz:
+        training = npz["input:input"].copy()
+    training[:, [0, 7]] += 1.0  # the training pipeline saw these two features off-centre
+    publish_with_training(demo, "skewed", training, "[drift]\nwindow_rows = 500\nskew_windows = 2\n")
+    skewed = {"input[0]", "input[7]"}
+    config = MonitorConfig(demo, port=0, db=tmp_path / "history.db")
+
+    async def window(monitor: Any, seed: int, count: int) -> dict[str, Any]:
+        rows = {"input": reference_rows(demo, 500, seed)}
+        assert await monitor.post(sample_batch("skewed", "1", rows)) == (200, {"rows": 500})
+        await monitor.wait("skewed", 1, count)
+        return await monitor.entry("skewed", 1)  # type: ignore[no-any-return]
+
+    async with running_monitor(config) as monitor:
+        first = await window(monitor, 10, 1)
+        check = first["skew_check"]
+        assert (first["skew"], check["status"], check["windows"], check["required"]) == (
+            None,
+            "pending",
+            1,
+            2,
+        )
+        assert flagged(check) == skewed  # drifted against training, not yet decided
+        assert (first["drift"], flagged(first)) == (False, set())  # served like the reference
+        second = await window(monitor, 11, 2)
+        assert (second["skew"], second["skew_check"]["status"], second["skew_check"]["window"]) == (
+            True,
+            "done",
+            2,
+        )
+        assert {f["name"] for f in second["features"] if f["skew"]} == skewed
+        assert 'infergate_skew_detected{model="skewed",version="1"} 1.0' in await monitor.metrics()
+        third = await window(monitor, 12, 3)
+        assert (third["skew"], third["skew_check"]["windows"]) == (True, 2)  # decided: not checked again
+
+    async with running_monitor(config) as monitor:
+        assert (await monitor.entry("skewed", 1))["skew"] is True  # from the history
+        fourth = await window(monitor, 13, 1)
+        assert (fourth["window"]["index"], fourth["skew"], fourth["skew_check"]["window"]) == (4, True, 2)
+        async with monitor.http.get("/v1/drift/history", params={"model": "skewed"}) as r:
+            stored = (await r.json())["windows"]
+        assert [w["skew"] for w in stored] == [None, True, True, True]
+        assert [w["skew_check"]["windows"] for w in stored] == [1, 2, 2, 2]
+
+
+async def test_an_unusable_training_profile_is_reported_and_monitoring_goes_on(demo: Path) -> None:
+    path = publish_with_training(demo, "broken", reference_rows(demo, 100, 20))
+    (path / "training.npz").write_bytes(b"not an npz")
+    async with running_monitor(MonitorConfig(demo, port=0, db=None)) as monitor:
+        rows = {"input": reference_rows(demo, 1000, 21)}
+        assert await monitor.post(sample_batch("broken", "1", rows)) == (200, {"rows": 1000})
+        await monitor.wait("broken", 1, 1)
+        entry = await monitor.entry("broken", 1)
+        assert (entry["status"], entry["skew"], entry["skew_check"]["status"]) == (
+            "ok",
+            None,
+            "invalid_training",
+        )
+        assert "training.npz" in entry["skew_check"]["detail"]
+        assert entry["window"]["rows"] == 1000
+        assert "infergate_skew_detected{" not in await monitor.metrics()

@@ -1,4 +1,5 @@
-"""Window evaluation and decisions: thresholds, BH, non-finite rates, hysteresis, skew, the report entry."""
+"""Window evaluation and decisions: thresholds, BH, non-finite rates, hysteresis, the skew check against a
+training profile, the report entry."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import pytest
 from scipy import stats as sps
 
 from monitor.config import ProfileSettings
-from monitor.decisions import DRIFT_ENDED, DRIFT_STARTED, DriftTracker, iso_time, version_entry
+from monitor.decisions import (
+    DRIFT_ENDED,
+    DRIFT_STARTED,
+    DriftTracker,
+    SkewSource,
+    iso_time,
+    large_enough,
+    version_entry,
+)
 from monitor.drift import WindowResult, evaluate_window
 from monitor.reference import Profile, build_profile
 from monitor.thresholds import benjamini_hochberg
@@ -99,7 +108,7 @@ def test_calibrated_psi_threshold_and_nonfinite_rates(profile: Profile) -> None:
     assert not result.features[0].drift
 
 
-def test_tracker_enters_and_leaves_after_k_windows_and_keeps_skew() -> None:
+def test_tracker_enters_and_leaves_after_k_windows() -> None:
     tracker = DriftTracker(2)
     assert [tracker.update(d) for d in (True, False, True, True, True, False, True, False, False)] == [
         None,
@@ -112,7 +121,7 @@ def test_tracker_enters_and_leaves_after_k_windows_and_keeps_skew() -> None:
         None,
         DRIFT_ENDED,
     ]
-    assert tracker.state.skew is True
+    assert tracker.state.skew is None  # drift against the reference never decides skew
     assert tracker.state.windows == 9
     assert not tracker.state.in_drift
     with pytest.raises(ValueError, match="consecutive"):
@@ -126,7 +135,7 @@ def test_report_entry_has_the_design_fields(profile: Profile) -> None:
     entry = version_entry("m", 3, tracker.state, result)
     assert {"model", "version", "drift", "skew", "window", "features"} <= set(entry)
     assert entry["version"] == "3"
-    assert entry["skew"] is False
+    assert entry["skew"] is None  # no training profile
     assert {"rows", "opened_at", "closed_at"} <= set(entry["window"])
     assert entry["window"]["opened_at"] == iso_time(1.7e9) == "2023-11-14T22:13:20.000Z"
     assert [f["name"] for f in entry["features"]] == ["x[0]", "x[1]", "x[2]", "x[3]"]
@@ -139,3 +148,99 @@ def test_report_entry_has_the_design_fields(profile: Profile) -> None:
         None,
         "no_reference",
     )
+
+
+def shifted(seed: int, columns: tuple[int, ...], rows: int = 600) -> np.ndarray[Any, Any]:
+    x = np.random.default_rng(seed).normal(size=(rows, 4))
+    x[:, list(columns)] += 1.0
+    return x
+
+
+def test_skew_is_the_first_window_against_training(profile: Profile) -> None:
+    config = DriftConfig(window_rows=600)
+    skewed = DriftTracker(2)
+    assert skewed.skew_pending(1)
+    assert skewed.update_skew(run(profile, config, shifted(5, (1, 3))), 1) is True
+    state = skewed.state
+    assert (state.skew_features, state.skew_windows, state.skew_window) == (["x[1]", "x[3]"], 1, 1)
+    assert [(f["name"], f["drift"], f["skew"]) for f in state.skew_results] == [
+        ("x[0]", False, False),
+        ("x[1]", True, True),
+        ("x[2]", False, False),
+        ("x[3]", True, True),
+    ]
+    assert not skewed.skew_pending(1)
+    assert (
+        skewed.update_skew(run(profile, config, shifted(6, ())), 1) is True
+    )  # decided: later windows ignored
+    assert state.skew_windows == 1
+    clean = DriftTracker(2)
+    assert clean.update_skew(run(profile, config, shifted(7, ())), 1) is False
+    assert clean.state.skew_features == []
+    assert (clean.state.in_drift, clean.state.windows) == (False, 0)  # the drift state is another matter
+
+
+def test_with_several_skew_windows_a_feature_must_drift_in_all_of_them(profile: Profile) -> None:
+    config = DriftConfig(window_rows=600)
+    tracker = DriftTracker(2)
+    assert tracker.update_skew(run(profile, config, shifted(8, (0, 2))), 3) is None  # pending
+    assert tracker.state.skew_results[0]["skew"] is None
+    assert tracker.update_skew(run(profile, config, shifted(9, (2,))), 3) is None
+    assert tracker.state.skew_features == ["x[2]"]
+    assert tracker.update_skew(run(profile, config, shifted(10, (2, 3))), 3) is True
+    assert (tracker.state.skew_features, tracker.state.skew_windows) == (["x[2]"], 3)
+    moving = DriftTracker(2)
+    assert moving.update_skew(run(profile, config, shifted(11, (0,))), 3) is None
+    assert moving.update_skew(run(profile, config, shifted(12, (1,))), 3) is False  # no feature in both
+    assert not moving.skew_pending(3)
+
+
+def test_windows_too_small_for_the_psi_rule_are_passed_over(profile: Profile) -> None:
+    tracker = DriftTracker(2)
+    small = run(profile, DriftConfig(window_rows=40), shifted(14, (), rows=40))
+    assert small.drift  # 40 rows over 10 deciles: PSI is noise far above 0.2
+    assert not large_enough(small)
+    assert tracker.update_skew(small, 1) is None
+    assert (tracker.state.skew_skipped, tracker.state.skew_windows) == (1, 0)
+    calibrated = DriftConfig(window_rows=40, psi_threshold_mode="calibrated")
+    assert large_enough(run(profile, calibrated, shifted(14, (), rows=40)))
+    assert tracker.update_skew(run(profile, DriftConfig(window_rows=600), shifted(15, ())), 1) is False
+    assert (tracker.state.skew_skipped, tracker.state.skew_windows) == (1, 1)
+
+
+def test_report_entry_skew_fields(profile: Profile) -> None:
+    config = DriftConfig(window_rows=600)
+    result = run(profile, config, shifted(13, (1,)))
+    tracker = DriftTracker(2)
+    tracker.update(result.drift, result.index)
+    tracker.update_skew(result, 1)
+    without = version_entry("m", 1, tracker.state, result)
+    assert (without["skew"], without["skew_check"]) == (None, None)  # no training profile: null
+    assert all(f["skew"] is None for f in without["features"])
+    entry = version_entry("m", 1, tracker.state, result, skew=SkewSource(1, 3000))
+    assert entry["skew"] is True
+    check = entry["skew_check"]
+    assert {k: v for k, v in check.items() if k != "features"} == {
+        "status": "done",
+        "detail": None,
+        "training_rows": 3000,
+        "required": 1,
+        "windows": 1,
+        "skipped": 0,
+        "window": 1,
+    }
+    assert [f["name"] for f in check["features"] if f["skew"]] == ["x[1]"]
+    assert [f["name"] for f in entry["features"] if f["skew"]] == ["x[1]"]
+    pending = version_entry("m", 2, DriftTracker(2).state, None, skew=SkewSource(1, 3000))
+    assert (pending["skew"], pending["skew_check"]["status"], pending["skew_check"]["window"]) == (
+        None,
+        "pending",
+        None,
+    )
+    broken = version_entry("m", 1, tracker.state, result, skew=SkewSource(1, None, "bad file"))
+    assert (broken["skew"], broken["skew_check"]["status"], broken["skew_check"]["detail"]) == (
+        None,
+        "invalid_training",
+        "bad file",
+    )
+    assert broken["skew_check"]["features"] == []

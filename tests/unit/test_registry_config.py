@@ -232,6 +232,11 @@ MONITOR_DRIFT_INVALID = [
     ("[drift]\naudit_max_rows = -1\n", "[drift].audit_max_rows", ">= 0"),
     ("[drift]\naudit_max_rows = 1e5\n", "[drift].audit_max_rows", "expected an integer"),
     ("[drift]\nsliding_panes = 0\n", "[drift].sliding_panes", ">= 1"),
+    ("[drift]\nskew_windows = -1\n", "[drift].skew_windows", ">= 0"),
+    ("[drift]\nskew_windows = 1001\n", "[drift].skew_windows", "<= 1000"),
+    ("[drift]\nskew_windows = true\n", "[drift].skew_windows", "expected an integer"),
+    ('[drift]\nskew_windows = "1"\n', "[drift].skew_windows", "expected an integer"),
+    ("[drift]\nskew_window = 1\n", "[drift].skew_window", "unknown key"),
 ]
 
 
@@ -258,3 +263,9 @@ def test_monitor_drift_keys_parse_and_default(tmp_path: Path) -> None:
     assert (drift.psi_threshold_mode, drift.audit_max_rows, drift.sliding_panes) == ("calibrated", 0, 3)
     assert type(drift.nonfinite_threshold) is float
     assert drift.nonfinite_threshold == 1.0
+
+
+def test_skew_windows_defaults_to_one_and_zero_turns_the_check_off(tmp_path: Path) -> None:
+    assert DriftConfig().skew_windows == 1
+    assert load_model_config(write(tmp_path, "[drift]\nskew_windows = 3\n")).drift.skew_windows == 3
+    assert load_model_config(write(tmp_path, "[drift]\nskew_windows = 0\n")).drift.skew_windows == 0

@@ -96,7 +96,12 @@ def test_training_data_and_lineage(demo: tuple[Path, list[VersionInfo]]) -> None
         assert data.is_relative_to(root / "_data")
         assert training.data_sha256 == sha256_file(data)
         with np.load(data, allow_pickle=False) as npz:
-            assert training.rows == len(npz["x"]) == len(npz["y"])
+            x = npz["input:input"]
+            assert training.rows == len(x) == len(npz["y"])
+        with np.load(info.training_path, allow_pickle=False) as npz:
+            assert npz.files == ["input:input"]
+            assert np.array_equal(npz["input:input"], x)  # under 20000 rows: all of them
+        assert manifest(info).artifacts["training.npz"] == sha256_file(info.training_path)
         assert training.params["algorithm"] in {"logistic_regression", "mlp"}
     c1, c2, r1 = published
     assert (manifest(c1).parent_version, manifest(c2).parent_version, manifest(r1).parent_version) == (

@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from registry.errors import NotFoundError, PublishError, RegistryError, SignatureError
-from registry.layout import READY, read_pin, scan_registry
+from registry.layout import READY, VersionInfo, read_pin, scan_registry
 from registry.manifest import load_manifest, sha256_file
 from registry.publish import pin, publish, rollback, unpin
 from registry.signature import read_signature
@@ -75,7 +75,7 @@ def leftovers(root: Path) -> list[str]:
 def test_publish_writes_a_complete_ready_version(root: Path, onnx_file: Path, tmp_path: Path) -> None:
     reference = npz(tmp_path / "ref.npz", **rows(50))
     golden = npz(tmp_path / "golden.npz", **rows(2))
-    train = npz(tmp_path / "train.npz", x=np.zeros((123, 3)), y=np.zeros(123))
+    train = npz(tmp_path / "train.npz", x=np.zeros((123, 3)), y=np.zeros(123))  # x: the model's input
     info = publish(
         root,
         "adder",
@@ -89,13 +89,17 @@ def test_publish_writes_a_complete_ready_version(root: Path, onnx_file: Path, tm
     )
     assert (info.model, info.version, info.path) == ("adder", 1, root / "adder" / "1")
     assert sorted(p.name for p in info.path.iterdir()) == sorted(
-        [READY, "model.onnx", "manifest.json", "reference.npz", "golden.npz"]
+        [READY, "model.onnx", "manifest.json", "reference.npz", "golden.npz", "training.npz"]
     )
     assert info.onnx_path.read_bytes() == onnx_file.read_bytes()
     manifest = load_manifest(info.manifest_path)
     assert manifest.model_sha256 == sha256_file(onnx_file)
     assert manifest.signature == read_signature(onnx_file)
-    assert manifest.artifacts == {"reference.npz": sha256_file(reference), "golden.npz": sha256_file(golden)}
+    assert manifest.artifacts == {
+        "reference.npz": sha256_file(reference),
+        "golden.npz": sha256_file(golden),
+        "training.npz": sha256_file(info.training_path),
+    }
     assert manifest.training.data_uri == train.resolve().as_uri()
     assert manifest.training.data_sha256 == sha256_file(train)
     assert manifest.training.rows == 123
@@ -132,6 +136,78 @@ def test_training_data_rows(
         data.write_text("a,b\n1,2\n")
     info = publish(root, "m", onnx_file, train_data=data)
     assert load_manifest(info.manifest_path).training.rows == expected
+
+
+def stored_training(info: VersionInfo) -> dict[str, np.ndarray]:
+    with np.load(info.training_path, allow_pickle=False) as stored:
+        return {key: stored[key] for key in stored.files}
+
+
+def test_training_inputs_are_subsampled_into_training_npz(
+    root: Path, onnx_file: Path, tmp_path: Path
+) -> None:
+    x = np.arange(25_000 * 3, dtype=np.float32).reshape(25_000, 3)
+    train = npz(tmp_path / "train.npz", input__x=x, label=np.zeros(25_000, dtype=np.int64))
+    info = publish(root, "m", onnx_file, train_data=train)
+    stored = stored_training(info)
+    assert list(stored) == ["input:x"]  # inputs only: the labels stay in the training file
+    keep = np.sort(np.random.default_rng(0).choice(25_000, 20_000, replace=False))
+    assert np.array_equal(stored["input:x"], x[keep])  # deterministic, in the original order
+    manifest = load_manifest(info.manifest_path)
+    assert manifest.artifacts == {"training.npz": sha256_file(info.training_path)}
+    assert manifest.training.rows == 25_000  # lineage describes the whole file
+    assert np.array_equal(
+        stored_training(publish(root, "m", onnx_file, train_data=train))["input:x"], x[keep]
+    )
+    assert verify_model(root, "m", full=True) == {1: [], 2: []}
+    with info.training_path.open("ab") as f:
+        f.write(b"junk")
+    assert "training.npz: sha256" in verify_model(root, "m", 1)[1][0]
+
+
+def test_bare_input_names_are_taken_and_floats_cast_to_the_input_dtype(
+    root: Path, onnx_file: Path, tmp_path: Path
+) -> None:
+    x = np.random.default_rng(1).normal(size=(40, 3))  # float64 for an FP32 input
+    info = publish(root, "m", onnx_file, train_data=npz(tmp_path / "t.npz", x=x, y=np.ones(40)))
+    stored = stored_training(info)["input:x"]
+    assert stored.dtype == np.float32
+    assert np.array_equal(stored, x.astype(np.float32))
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".npy"])
+def test_training_files_without_the_inputs_store_no_profile(
+    root: Path, onnx_file: Path, tmp_path: Path, suffix: str
+) -> None:
+    train = tmp_path / f"t{suffix}"
+    if suffix == ".npz":
+        np.savez(train, features=np.zeros((5, 3)), y=np.zeros(5))  # no model input in it: lineage only
+    else:
+        np.save(train, np.zeros((5, 3), np.float32))
+    info = publish(root, "m", onnx_file, train_data=train)
+    assert not info.training_path.exists()
+    assert load_manifest(info.manifest_path).artifacts == {}
+    assert load_manifest(info.manifest_path).training.rows == 5
+
+
+@pytest.mark.parametrize(
+    ("arrays", "fragment"),
+    [
+        ({"input__x": np.zeros((5, 4), np.float32)}, "key 'input:x': shape [5, 4], expected rows of [-1, 3]"),
+        ({"input__x": np.zeros((5, 3), np.float32), "input__z": np.zeros((5, 3))}, "has no input 'z'"),
+        ({"input__x": np.array([["a", "b", "c"]] * 5)}, "key 'input:x': dtype <U1, expected float32"),
+        ({"input__x": np.zeros((5, 3), np.float32), "input__y": np.zeros((5, 3))}, "has no input 'y'"),
+        ({"x": np.zeros(5), "y": np.zeros(5)}, "key 'input:x': shape [5], expected rows of [-1, 3]"),
+    ],
+)
+def test_bad_training_inputs_are_refused_with_the_key(
+    root: Path, onnx_file: Path, tmp_path: Path, arrays: dict[str, np.ndarray], fragment: str
+) -> None:
+    with pytest.raises(PublishError, match=r"t\.npz: training inputs") as caught:
+        publish(root, "m", onnx_file, train_data=npz(tmp_path / "t.npz", **arrays))
+    assert fragment in str(caught.value)
+    assert not (root / "m" / "1").exists()
+    assert leftovers(root) == []
 
 
 def test_a_crashed_publish_is_invisible_and_skipped(root: Path, onnx_file: Path) -> None:

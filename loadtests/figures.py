@@ -9,6 +9,8 @@ Contracts (the JSON keys of DESIGN.md §8 are produced here):
   responses within the latency budget / duration_s (without a budget, every OK response counts).
 * ``latency_ms``: OK responses only, measured from the *intended* send time; ``p50``, ``p90``, ``p99``,
   ``p999``, ``max`` (exact), ``min`` (exact), ``mean`` (exact).
+* ``error_latency_ms``: the same percentiles over non-OK outcomes (refusals, timeouts, client drops), from
+  the intended send time to the error: how fast the server refused.
 * ``send_lag_ms``: how late the client sent compared with its schedule (a client-saturation signal).
 * ``timeline``: per window of the intended send time: OK and error counts, p50 / p99 / max latency.
 * ``cdf``: latency (ms) at a fixed grid of quantiles, for plots.
@@ -74,6 +76,7 @@ def summary_figures(
             "fraction": summary.good / ok if ok else None,
         },
         "latency_ms": latency_ms(summary.latency),
+        "error_latency_ms": latency_ms(summary.error_latency),
         "send_lag_ms": {
             "p50": _ms(summary.lag.percentile(50)),
             "p99": _ms(summary.lag.percentile(99)),

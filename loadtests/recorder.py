@@ -10,7 +10,8 @@ Contracts:
   arrays into a :class:`Summary` with numpy, then empties them, so memory stays bounded.
 * Requests whose intended time is before ``measure_ns`` are warm-up: counted in ``warmup`` and nothing
   else. Measured requests are counted by status; OK ones feed the latency histograms; goodput counts OK
-  requests with ``done - intended <= budget_ns`` exactly (not from the histogram).
+  requests with ``done - intended <= budget_ns`` exactly (not from the histogram). Non-OK requests feed
+  ``error_latency`` (time from the intended send to the error: how fast a refusal came back).
 * :meth:`Summary.merge` is exact: every field is a count, a sum, a min or a max, and the histograms use
   one global bucket layout (:mod:`loadtests.histogram`).
 """
@@ -72,6 +73,7 @@ class Summary:
 
     latency: Histogram = field(default_factory=Histogram)
     lag: Histogram = field(default_factory=Histogram)
+    error_latency: Histogram = field(default_factory=Histogram)
     timeline: SparseCounts = field(default_factory=SparseCounts)
     statuses: SparseCounts = field(default_factory=SparseCounts)
     good: int = 0
@@ -82,6 +84,7 @@ class Summary:
     def merge(self, other: Summary) -> None:
         self.latency.merge(other.latency)
         self.lag.merge(other.lag)
+        self.error_latency.merge(other.error_latency)
         self.timeline.merge(other.timeline)
         self.statuses.merge(other.statuses)
         self.good += other.good
@@ -137,6 +140,8 @@ class Recorder:
         s.first_intended_ns = _opt(min, s.first_intended_ns, int(intended.min()))
         s.last_done_ns = _opt(max, s.last_done_ns, int(done.max()))
         ok = code == OK
+        if not ok.all():
+            s.error_latency.record((done - intended)[~ok])
         latency = (done - intended)[ok]
         if latency.size == 0:
             return

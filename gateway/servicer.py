@@ -265,12 +265,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         trace["queue_ms"] = round(result.queue_ns / 1e6, 3)
         trace["compute_ms"] = round(result.compute_ns / 1e6, 3)
         trace["batch_size"] = result.batch_rows
-        specs = {spec.name: spec for spec in loaded.signature.outputs}
         response = pb.ModelInferResponse(
             model_name=loaded.model, model_version=str(loaded.version), id=request.id
         )
         for name, array in zip(decoded.output_names, result.outputs, strict=True):
-            datatype = specs[name].datatype
+            datatype = loaded.output_datatypes[name]
             response.outputs.add(name=name, datatype=datatype, shape=array.shape)
             response.raw_output_contents.append(encode_array(array, datatype))
         finished = time.perf_counter_ns()
@@ -305,8 +304,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if not sampler.decide(request.id, sampler.rate(config.rate)):
             return
         inputs = {spec.name: (spec.datatype, feeds[spec.name]) for spec in loaded.signature.inputs}
-        datatypes = {spec.name: spec.datatype for spec in loaded.signature.outputs}
-        answered = {name: (datatypes[name], array) for name, array in zip(output_names, outputs, strict=True)}
+        answered = {
+            name: (loaded.output_datatypes[name], array)
+            for name, array in zip(output_names, outputs, strict=True)
+        }
         sampler.offer(
             loaded.model, str(loaded.version), request.id, inputs, answered, config.max_rows_per_request
         )

@@ -33,14 +33,15 @@ class LoadedVersion:
     stats: VersionStats
     inflight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Rows one request may carry; 0 when the model has no dynamic leading dim to batch on.
+    max_batch_size: int = field(init=False)
+    #: V2 datatype of each output, by name (derived once, used on every response).
+    output_datatypes: dict[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
         self._idle.set()
-
-    @property
-    def max_batch_size(self) -> int:
-        """Rows one request may carry; 0 when the model has no dynamic leading dim to batch on."""
-        return batching_limit(self.signature, self.config)
+        self.max_batch_size = batching_limit(self.signature, self.config)
+        self.output_datatypes = {spec.name: spec.datatype for spec in self.signature.outputs}
 
     async def drain(self) -> None:
         """Waits until no request is in flight on this version (queued or computing)."""

@@ -15,7 +15,6 @@ Contracts:
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from contextlib import ExitStack
@@ -24,9 +23,10 @@ from typing import Any
 
 from loadtests.benchkit import (
     Measured,
-    add_model,
+    base_parser,
     details,
     fmt,
+    fresh_registry,
     goals,
     header,
     measure,
@@ -46,23 +46,9 @@ FIXED_TOML = TOML + 'scheduler = "fixed"\n'
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m loadtests.bench_batching", description=__doc__)
-    p.add_argument("--work", type=Path, default=Path("bench-out/batching"))
-    p.add_argument("--results", type=Path, default=Path("loadtests/results/batching"))
-    p.add_argument("--out", type=Path, default=None, help="BENCHMARKS.md to update (default: none)")
-    p.add_argument("--duration", type=float, default=5.0, help="measured seconds per step")
-    p.add_argument("--warmup", type=float, default=1.0)
+    p = base_parser("batching", __doc__)
     p.add_argument("--overload-duration", type=float, default=20.0, help="measured seconds of (d) and (e)")
     return p.parse_args(argv)
-
-
-def _registry(work: Path) -> Path:
-    root = work / "registry"
-    shutil.rmtree(work, ignore_errors=True)
-    add_model(root, "tiny", "tiny", TOML)
-    add_model(root, "mlp", "mlp", TOML)
-    add_model(root, "mlpfixed", "mlp", FIXED_TOML)
-    return root
 
 
 def _batch_mean(run: Measured) -> float | None:
@@ -246,8 +232,8 @@ def render(runs: dict[str, Measured], ort: dict[str, Any], elapsed: float, args:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(list(sys.argv[1:] if argv is None else argv))
     started = time.monotonic()
-    registry = _registry(args.work)
-    args.results.mkdir(parents=True, exist_ok=True)
+    models = [("tiny", "tiny", TOML), ("mlp", "mlp", TOML), ("mlpfixed", "mlp", FIXED_TOML)]
+    registry = fresh_registry(args.work, args.results, models)
     ceiling = ort_measure(registry, "mlp", batch_sizes=(1, 8, 32, 64), seconds=0.3)
     runs: dict[str, Measured] = {}
     common: dict[str, Any] = {"registry": registry, "duration_s": args.duration, "warmup_s": args.warmup}

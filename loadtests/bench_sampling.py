@@ -17,19 +17,18 @@ Contracts:
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 from loadtests.benchkit import (
     Gateway,
     Measured,
-    add_model,
+    base_parser,
     details,
     fmt,
+    fresh_registry,
     goals,
     header,
     measure,
@@ -49,12 +48,7 @@ MONITOR_READY = r"infergate-monitor listening on http://127\.0\.0\.1:(\d+)"
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m loadtests.bench_sampling", description=__doc__)
-    p.add_argument("--work", type=Path, default=Path("bench-out/sampling"))
-    p.add_argument("--results", type=Path, default=Path("loadtests/results/sampling"))
-    p.add_argument("--out", type=Path, default=None, help="BENCHMARKS.md to update (default: none)")
-    p.add_argument("--duration", type=float, default=5.0, help="measured seconds per step")
-    p.add_argument("--warmup", type=float, default=1.0)
+    p = base_parser("sampling", __doc__)
     p.add_argument("--model", default="tiny")
     p.add_argument("--concurrency", type=int, default=16)
     return p.parse_args(argv)
@@ -182,11 +176,7 @@ def render(runs: dict[str, Measured], cpu: dict[str, float], elapsed: float, cmd
 def main(argv: list[str] | None = None) -> int:
     args = _parse(list(sys.argv[1:] if argv is None else argv))
     started = time.monotonic()
-    shutil.rmtree(args.work, ignore_errors=True)
-    registry = args.work / "registry"
-    add_model(registry, "tiny", "tiny", TOML)
-    add_model(registry, "mlp", "mlp", TOML)
-    args.results.mkdir(parents=True, exist_ok=True)
+    registry = fresh_registry(args.work, args.results, [("tiny", "tiny", TOML), ("mlp", "mlp", TOML)])
     runs: dict[str, Measured] = {}
     cpu: dict[str, float] = {}
     with ExitStack() as stack:

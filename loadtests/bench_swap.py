@@ -17,7 +17,6 @@ import argparse
 import datetime
 import json
 import re
-import shutil
 import sys
 import threading
 import time
@@ -29,8 +28,10 @@ from typing import Any
 from loadtests.benchkit import (
     Measured,
     add_model,
+    base_parser,
     details,
     fmt,
+    fresh_registry,
     goals,
     header,
     measure,
@@ -50,12 +51,7 @@ _LOADED = re.compile(r"loaded (\S+) on (\S+) in ([0-9.]+) s")
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m loadtests.bench_swap", description=__doc__)
-    p.add_argument("--work", type=Path, default=Path("bench-out/swap"))
-    p.add_argument("--results", type=Path, default=Path("loadtests/results/swap"))
-    p.add_argument("--out", type=Path, default=None, help="BENCHMARKS.md to update (default: none)")
-    p.add_argument("--duration", type=float, default=10.0, help="measured seconds per step (the window)")
-    p.add_argument("--warmup", type=float, default=1.0)
+    p = base_parser("swap", __doc__, duration=10.0)
     p.add_argument("--load", type=float, default=0.5, help="fraction of the probed capacity offered")
     p.add_argument("--swap-at", type=float, default=3.0, help="seconds into the swap window to publish v2")
     return p.parse_args(argv)
@@ -215,12 +211,9 @@ def render(
 def main(argv: list[str] | None = None) -> int:
     args = _parse(list(sys.argv[1:] if argv is None else argv))
     started = time.monotonic()
-    shutil.rmtree(args.work, ignore_errors=True)
-    registry = args.work / "registry"
-    add_model(registry, "mlp", "mlp", TOML)
+    registry = fresh_registry(args.work, args.results, [("mlp", "mlp", TOML)])
     v2 = add_model(args.work / "v2-build", "mlp", "mlp", TOML, seed=1)  # builds the v2 ONNX, not served
     reference = v2.parent / "mlp-reference.npz"
-    args.results.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         log_path = args.work / "gateway.log"
         gw = start_gateway(stack, registry, log_path, "--no-sampling", "--poll-interval", "0.5")

@@ -17,19 +17,18 @@ from __future__ import annotations
 import argparse
 import re
 import selectors
-import shutil
 import sys
 import time
 from contextlib import ExitStack
-from pathlib import Path
 
 from loadtests.bench_sampling import counter
 from loadtests.benchkit import (
     Gateway,
     Measured,
-    add_model,
+    base_parser,
     details,
     fmt,
+    fresh_registry,
     goals,
     header,
     measure,
@@ -48,12 +47,7 @@ LOADS = (("mlp", 32, 8, "rows_per_s"), ("tiny", 1, 64, "throughput_rps"))
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m loadtests.bench_workers", description=__doc__)
-    p.add_argument("--work", type=Path, default=Path("bench-out/workers"))
-    p.add_argument("--results", type=Path, default=Path("loadtests/results/workers"))
-    p.add_argument("--out", type=Path, default=None, help="BENCHMARKS.md to update (default: none)")
-    p.add_argument("--duration", type=float, default=5.0, help="measured seconds per step")
-    p.add_argument("--warmup", type=float, default=1.0)
+    p = base_parser("workers", __doc__)
     p.add_argument("--processes", type=int, default=4)
     p.add_argument("--rounds", type=int, default=2)
     return p.parse_args(argv)
@@ -138,11 +132,7 @@ def render(
 def main(argv: list[str] | None = None) -> int:
     args = _parse(list(sys.argv[1:] if argv is None else argv))
     started = time.monotonic()
-    shutil.rmtree(args.work, ignore_errors=True)
-    registry = args.work / "registry"
-    add_model(registry, "tiny", "tiny", TOML)
-    add_model(registry, "mlp", "mlp", TOML)
-    args.results.mkdir(parents=True, exist_ok=True)
+    registry = fresh_registry(args.work, args.results, [("tiny", "tiny", TOML), ("mlp", "mlp", TOML)])
     runs: dict[str, Measured] = {}
     with ExitStack() as stack:
         gws: dict[int, Gateway] = {}

@@ -14,7 +14,9 @@ Contracts:
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
 import sys
 import time
 from contextlib import ExitStack
@@ -92,6 +94,29 @@ def proc_cpu_s(pid: int) -> float:
     """utime + stime of process ``pid`` (its threads included) in seconds, from ``/proc/<pid>/stat``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def base_parser(name: str, doc: str | None, *, duration: float = 5.0) -> argparse.ArgumentParser:
+    """The options every ``loadtests.bench_<name>`` script shares: work dir, results dir, BENCHMARKS.md to
+    update, measured seconds per step and warm-up seconds."""
+    p = argparse.ArgumentParser(prog=f"python -m loadtests.bench_{name}", description=doc)
+    p.add_argument("--work", type=Path, default=Path(f"bench-out/{name}"))
+    p.add_argument("--results", type=Path, default=Path(f"loadtests/results/{name}"))
+    p.add_argument("--out", type=Path, default=None, help="BENCHMARKS.md to update (default: none)")
+    p.add_argument("--duration", type=float, default=duration, help="measured seconds per step")
+    p.add_argument("--warmup", type=float, default=1.0)
+    return p
+
+
+def fresh_registry(work: Path, results: Path, models: list[tuple[str, str, str]]) -> Path:
+    """Empties ``work``, publishes each ``(name, kind, toml)`` bench model into ``work/registry`` and
+    creates ``results``; returns the registry."""
+    shutil.rmtree(work, ignore_errors=True)
+    registry = work / "registry"
+    for name, kind, toml in models:
+        add_model(registry, name, kind, toml)
+    results.mkdir(parents=True, exist_ok=True)
+    return registry
 
 
 def add_model(root: Path, name: str, kind: str, toml: str, seed: int = 0) -> Path:

@@ -94,36 +94,36 @@ BENCH_BASELINE_REV ?= bce4003
 BENCH_ARGS ?=
 .PHONY: bench bench-scenario bench-list
 bench: install-dev
-	$(PY) -m loadtests bench --out BENCHMARKS.md --results loadtests/results \
+	$(PY) -m bench.load --out BENCHMARKS.md \
 		$(if $(BENCH_BASELINE_REV),--baseline-rev $(BENCH_BASELINE_REV)) $(BENCH_ARGS)
 
 # One scenario alone (results only; BENCHMARKS.md is untouched): `make bench-scenario SCENARIO=gateway-open-tiny`.
 bench-scenario: install-dev
-	$(PY) -m loadtests bench --scenario $(SCENARIO) --results loadtests/results \
+	$(PY) -m bench.load --scenario $(SCENARIO) \
 		$(if $(BENCH_BASELINE_REV),--baseline-rev $(BENCH_BASELINE_REV)) $(BENCH_ARGS)
 
 bench-list: install-dev
-	$(PY) -m loadtests bench --list
+	$(PY) -m bench.load --list
 
 # Drift engine benchmark (scripts/bench_drift.py, docs/monitor.md): exact KS vs scipy, ingest vs numpy,
 # window evaluation, the running service over a WebSocket, and the JIT cold/warm times. Rewrites only the
 # drift section of BENCHMARKS.md (about 2 minutes on 2 cores).
 .PHONY: bench-drift
 bench-drift: install-dev
-	$(PY) scripts/bench_drift.py --out BENCHMARKS.md
+	$(PY) -m bench.drift --out BENCHMARKS.md
 
 # Issue benchmarks (loadtests/bench_*.py): each runs its scenarios side by side against freshly started
 # servers on a fresh registry under bench-out/, writes JSON to loadtests/results/<name>/ and rewrites only
 # its own marked section of BENCHMARKS.md (about 1-4 minutes each on 2 cores).
 .PHONY: bench-batching bench-swap bench-sampling bench-workers
 bench-batching: install-dev
-	$(PY) -m loadtests.bench_batching --out BENCHMARKS.md
+	$(PY) -m bench.batching --out BENCHMARKS.md
 
 bench-swap: install-dev
-	$(PY) -m loadtests.bench_swap --out BENCHMARKS.md
+	$(PY) -m bench.swap --out BENCHMARKS.md
 
 bench-sampling: install-dev
-	$(PY) -m loadtests.bench_sampling --out BENCHMARKS.md
+	$(PY) -m bench.sampling --out BENCHMARKS.md
 
 bench-workers: install-dev
-	$(PY) -m loadtests.bench_workers --out BENCHMARKS.md
+	$(PY) -m bench.workers --out BENCHMARKS.md

@@ -3,7 +3,6 @@
 * ``infergate-load --target HOST:PORT --model NAME ...``: a load run (flags: :mod:`loadtests.cli`).
 * ``infergate-load ceiling --registry DIR --model NAME ...``: in-process onnxruntime rows/s per batch size.
 * ``infergate-load echo-server --registry DIR [--port 0]``: the bare gRPC echo baseline server.
-* ``infergate-load bench ...``: the standard scenarios, BENCHMARKS.md and plots (``make bench``).
 
 Exit status: 0 when the run completed (request errors are figures, not failures), 1 when it could not run
 (no connection, a client process failed), 2 on a usage error.
@@ -54,18 +53,14 @@ def _sub(name: str) -> Callable[[list[str]], int]:
         from loadtests.ortceiling import main as ceiling_main
 
         return ceiling_main
-    if name == "echo-server":
-        from loadtests.echo import main as echo_main
+    from loadtests.echo import main as echo_main
 
-        return echo_main
-    from loadtests.bench import main as bench_main
-
-    return bench_main
+    return echo_main
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in ("ceiling", "echo-server", "bench"):
+    if args and args[0] in ("ceiling", "echo-server"):
         return _sub(args[0])(args[1:])
     return _load_main(args)
 

@@ -10,6 +10,6 @@ echo "== gpu tests"
 $PY -m pytest tests/gpu -m gpu -q -p no:cacheprovider
 tests_rc=$?
 echo "== CPU vs CUDA throughput"
-$PY scripts/gpu_bench.py
+$PY -m bench.gpu
 bench_rc=$?
 exit $(( tests_rc != 0 || bench_rc != 0 ))

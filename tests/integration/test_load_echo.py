@@ -11,8 +11,8 @@ import grpc
 import numpy as np
 import pytest
 
+from bench.models import build_bench_registry
 from gateway.config import GatewayConfig
-from loadtests.bench_models import build_bench_registry
 from loadtests.config import LoadConfig
 from loadtests.echo import EchoServer
 from loadtests.payload import build_payloads, fetch_metadata, load_rows

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from bench.models import build_bench_registry
 from gateway.config import GatewayConfig
 from loadtests.__main__ import main
-from loadtests.bench_models import build_bench_registry
 from loadtests.config import LoadConfig
 from loadtests.run import run_load
 from tests.servers import ServerThread

@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from loadtests.bench_swap import load_times
-from loadtests.benchkit import ratio, replace_section, verdict
+from bench.kit import ratio, replace_section, verdict
+from bench.swap import load_times
 from loadtests.figures import summary_figures
 from loadtests.recorder import Recorder
 from loadtests.status import OK, code_of

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.benchmd import DRIFT_END, DRIFT_START, LOAD_END, LOAD_START, write_benchmarks
+from bench.load_md import DRIFT_END, DRIFT_START, LOAD_END, LOAD_START, write_benchmarks
+from bench.scenarios import command_line
 from loadtests.cli import parse_load_args
 from loadtests.config import REQUESTS_ONLY_CAP_S
 from loadtests.promscrape import parse, server_deltas
-from loadtests.scenarios import command_line
 
 BEFORE = """
 # HELP infergate_requests_total Inference requests by outcome.

@@ -21,8 +21,7 @@ import sys
 import time
 from contextlib import ExitStack
 
-from loadtests.bench_sampling import counter
-from loadtests.benchkit import (
+from bench.kit import (
     Gateway,
     Measured,
     base_parser,
@@ -37,7 +36,8 @@ from loadtests.benchkit import (
     verdict,
     write_section,
 )
-from loadtests.procs import GATEWAY_READY
+from bench.sampling import counter
+from bench.servers import GATEWAY_READY
 
 __all__ = ["main"]
 

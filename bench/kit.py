@@ -4,10 +4,10 @@ Contracts:
 
 * :func:`replace_section` / :func:`write_section` own one marked block of BENCHMARKS.md,
   ``<!-- NAME:start -->`` ... ``<!-- NAME:end -->``; everything outside it is kept byte for byte, and a
-  missing block is appended at the end (a missing file starts with the title of :mod:`loadtests.benchmd`).
+  missing block is appended at the end (a missing file starts with the title of :mod:`bench.load_md`).
 * :func:`ratio` and :func:`verdict` are pure: a ratio is None when either side is missing or the divisor is
   zero, and a verdict is "met", "missed" or "-" (nothing measured).
-* :func:`start_gateway` runs ``python -m gateway`` exactly as :mod:`loadtests.bench` does (loopback, free
+* :func:`start_gateway` runs ``python -m gateway`` exactly as :mod:`bench.load` does (loopback, free
   ports), plus extra flags; :func:`measure` runs one :func:`loadtests.run.run_load` and records the load
   average just before it, so every figure carries the machine's state.
 """
@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtests.benchmd import _TITLE
+from bench.load_md import _TITLE
+from bench.scenarios import command_line
+from bench.servers import GATEWAY_READY, ServerProcess, gateway_command
 from loadtests.config import LoadConfig
 from loadtests.environment import environment
-from loadtests.procs import GATEWAY_READY, ServerProcess, gateway_command
 from loadtests.report import write_json
 from loadtests.run import run_load
-from loadtests.scenarios import command_line
 
 __all__ = [
     "Gateway",
@@ -99,9 +99,9 @@ def proc_cpu_s(pid: int) -> float:
 def base_parser(name: str, doc: str | None, *, duration: float = 5.0) -> argparse.ArgumentParser:
     """The options every ``loadtests.bench_<name>`` script shares: work dir, results dir, BENCHMARKS.md to
     update, measured seconds per step and warm-up seconds."""
-    p = argparse.ArgumentParser(prog=f"python -m loadtests.bench_{name}", description=doc)
+    p = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=doc)
     p.add_argument("--work", type=Path, default=Path(f"bench-out/{name}"))
-    p.add_argument("--results", type=Path, default=Path(f"loadtests/results/{name}"))
+    p.add_argument("--results", type=Path, default=Path(f"bench-out/results/{name}"))
     p.add_argument("--out", type=Path, default=None, help="BENCHMARKS.md to update (default: none)")
     p.add_argument("--duration", type=float, default=duration, help="measured seconds per step")
     p.add_argument("--warmup", type=float, default=1.0)
@@ -121,11 +121,11 @@ def fresh_registry(work: Path, results: Path, models: list[tuple[str, str, str]]
 
 def add_model(root: Path, name: str, kind: str, toml: str, seed: int = 0) -> Path:
     """Publishes a bench model (``kind`` "tiny" or "mlp", weights from ``seed``) as ``name`` with ``toml``
-    as its model.toml, the way :func:`loadtests.bench_models.build_bench_registry` does; returns the ONNX."""
+    as its model.toml, the way :func:`bench.models.build_bench_registry` does; returns the ONNX."""
     import numpy as np
     import onnx
 
-    from loadtests.bench_models import REFERENCE_ROWS, mlp_model, tiny_model
+    from bench.models import REFERENCE_ROWS, mlp_model, tiny_model
     from registry.publish import publish
 
     build, width = (tiny_model, 16) if kind == "tiny" else (mlp_model, 256)

@@ -22,7 +22,7 @@ import time
 from contextlib import ExitStack
 from typing import Any
 
-from loadtests.benchkit import (
+from bench.kit import (
     Gateway,
     Measured,
     base_parser,
@@ -38,7 +38,7 @@ from loadtests.benchkit import (
     verdict,
     write_section,
 )
-from loadtests.procs import ServerProcess
+from bench.servers import ServerProcess
 from loadtests.promscrape import scrape
 
 __all__ = ["counter", "main"]

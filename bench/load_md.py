@@ -6,7 +6,7 @@ Contracts:
   the block between ``<!-- drift:start -->`` and ``<!-- drift:end -->``, which another benchmark
   regenerates, and any other marked section. A missing file is created with a title, an empty drift
   block and the load section; a file without the drift block gets an empty one before the load section.
-* Every number comes from the ``summary`` that :mod:`loadtests.bench` measured in the same run, and
+* Every number comes from the ``summary`` that :mod:`bench.load` measured in the same run, and
   every scenario is shown with the exact command that reproduces it.
 """
 

@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from loadtests.benchkit import (
+from bench.kit import (
     Measured,
     base_parser,
     details,
@@ -35,8 +35,8 @@ from loadtests.benchkit import (
     verdict,
     write_section,
 )
+from bench.servers import ECHO_READY, ServerProcess, echo_command
 from loadtests.ortceiling import measure as ort_measure
-from loadtests.procs import ECHO_READY, ServerProcess, echo_command
 
 __all__ = ["main"]
 

@@ -25,7 +25,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from loadtests.benchkit import (
+from bench.kit import (
     Measured,
     add_model,
     base_parser,

@@ -4,12 +4,12 @@ gateway and echo server, then BENCHMARKS.md and the plots.
 Contracts:
 
 * Builds a fresh registry under ``--work`` (default ``bench-out/``, gitignored): the demo models
-  (:func:`registry.demo.build_demo`) plus ``tiny`` and ``mlp`` (:mod:`loadtests.bench_models`).
+  (:func:`registry.demo.build_demo`) plus ``tiny`` and ``mlp`` (:mod:`bench.models`).
 * Measures the onnxruntime ceilings first, with no server running, then starts the servers the chosen
   scenarios need (subprocesses, loopback, free ports) and stops them at the end, also on failure.
 * Writes ``<results>/<scenario>.json``, the scenario's PNGs and ``<results>/summary.json``. BENCHMARKS.md
   is (re)written only when every scenario ran (no ``--scenario``), and only its load section
-  (:mod:`loadtests.benchmd`).
+  (:mod:`bench.load_md`).
 * Open-loop scenarios offer fractions of a closed-loop peak; a scenario run alone measures that peak with
   a short closed-loop probe first.
 * ``--gateway-rev`` benchmarks another git revision's gateway instead of the working tree's;
@@ -22,17 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from loadtests.bench_models import build_bench_registry
-from loadtests.benchmd import write_benchmarks
-from loadtests.environment import busy_fraction, cpu_times
-from loadtests.ortceiling import measure
-from loadtests.plots import write_plots
-from loadtests.procs import (
+from bench.load_md import write_benchmarks
+from bench.models import build_bench_registry
+from bench.scenarios import PEAK_SOURCES, SCENARIOS, Scenario, command_line
+from bench.servers import (
     ECHO_READY,
     GATEWAY_READY,
     ServerProcess,
@@ -40,9 +39,11 @@ from loadtests.procs import (
     export_revision,
     gateway_command,
 )
+from loadtests.environment import busy_fraction, cpu_times
+from loadtests.ortceiling import measure
+from loadtests.plots import write_plots
 from loadtests.report import table, write_json
 from loadtests.run import run_load
-from loadtests.scenarios import PEAK_SOURCES, SCENARIOS, Scenario, command_line
 from registry.demo import build_demo
 
 __all__ = ["main"]
@@ -54,11 +55,11 @@ IDLE_PROBE_S = 3.0
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="infergate-load bench", description="Run the standard benchmark scenarios."
+        prog="python -m bench.load", description="Run the standard benchmark scenarios."
     )
     p.add_argument("--work", type=Path, default=Path("bench-out"), help="scratch directory (registry, logs)")
     p.add_argument(
-        "--results", type=Path, default=Path("loadtests/results"), help="JSON and PNG output directory"
+        "--results", type=Path, default=Path("bench-out/results/load"), help="JSON and PNG output directory"
     )
     p.add_argument(
         "--out", type=Path, default=Path("BENCHMARKS.md"), help="benchmark report (full runs only)"
@@ -215,3 +216,7 @@ def main(argv: list[str]) -> int:
         write_benchmarks(args.out, summary, args.results)
         print(f"wrote {args.out} and {args.results}/ in {elapsed:.0f} s")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -36,14 +36,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from monitor import stats
+from monitor.grid import Grid
+from monitor.kolmogorov import ks_2samp_pvalues
 
-from monitor import stats  # noqa: E402
-from monitor.grid import Grid  # noqa: E402
-from monitor.kolmogorov import ks_2samp_pvalues  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 START, END = "<!-- drift:start -->", "<!-- drift:end -->"
 
@@ -135,7 +135,7 @@ def bench_ingest(rows: int, features: int, repeat: int) -> dict[str, Any]:
         "numpy_ns": numpy_s / n * 1e9,
         "speedup": numpy_s / ours_s,
         "identical": same,
-        "threads": stats.numba.get_num_threads(),
+        "threads": numba.get_num_threads(),
     }
 
 
@@ -221,7 +221,7 @@ def bench_service(seconds: float, window_rows: int = 1000) -> dict[str, Any]:
 
             def scrape() -> str:
                 with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
-                    return response.read().decode()
+                    return str(response.read().decode())
 
             urllib.request.urlopen(
                 urllib.request.Request(f"{url}/v1/samples", data=frames[0]), timeout=60
@@ -299,7 +299,7 @@ def render(r: dict[str, Any], command: str) -> str:
         f"`{command}` on {platform.node() or 'this machine'}: {os.cpu_count()} cores "
         f"({_cpu_model()}), shared and noisy (other jobs run beside it); "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC. "
-        f"Python {platform.python_version()}, numpy {np.__version__}, numba {stats.numba.__version__}, "
+        f"Python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
         f"{b['threads']} numba threads. Medians of {r['repeat']} runs.",
         "",
         "| benchmark | infergate | baseline | ratio | goal |",
@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             print(name, parts[name]())
         return 0
     results = {"repeat": args.repeat, **{name: run() for name, run in parts.items()}}
-    command = "make bench-drift" if not args.quick else "python scripts/bench_drift.py --quick"
+    command = "make bench-drift" if not args.quick else "python -m bench.drift --quick"
     block = render(results, command)
     print(block)
     if args.out is not None:

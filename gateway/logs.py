@@ -4,6 +4,10 @@ Contracts:
 - :class:`JsonFormatter` renders every record as one JSON object per line: ``ts`` (UTC ISO 8601), ``level``,
   ``logger``, ``msg``, plus the record's ``fields`` mapping when given (``extra={"fields": {...}}``), plus
   ``exc`` with the traceback for exceptions.
+- :class:`TextFormatter` (``--log-format text``) renders ``<time> <level> <logger>: <msg>`` followed by the
+  same ``fields`` as ``key=value`` pairs in the mapping's order (the order of the JSON keys): strings bare
+  unless empty or holding a space, quote, backslash, ``=`` or control character (then JSON-quoted), other
+  values as JSON; then the traceback. Both formatters print only the message and the given fields.
 - :class:`AccessLog` writes one line per request on the ``infergate.access`` logger: always for errors, and
   for a deterministic ``sample_rate`` fraction of successes. Lines carry request_id, model, version,
   status, queue_ms, compute_ms, batch_size, duration_ms and peer; never tensor contents.
@@ -42,13 +46,30 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """One line per record for people: the message, then its structured fields as ``key=value``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        line = super().formatMessage(record)
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict) and fields:
+            line += " " + " ".join(f"{key}={_text_value(value)}" for key, value in fields.items())
+        return line
+
+
+def _text_value(value: Any) -> str:
+    if isinstance(value, str) and value and not any(c in value for c in ' "=\\') and value.isprintable():
+        return value
+    return orjson.dumps(value, default=str).decode()
+
+
 def configure_logging(level: str, fmt: str) -> None:
-    """Root logging to stderr, as JSON lines (``fmt="json"``) or plain text."""
+    """Root logging to stderr, as JSON lines (``fmt="json"``) or plain text with ``key=value`` fields."""
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import CollectorRegistry
 
 from gateway.config import GatewayConfig
+from gateway.errors import GatewayError
 from gateway.logs import AccessLog
 from gateway.metrics import GatewayMetrics, MetricsHTTPServer
 from gateway.models import ModelTable
@@ -31,6 +32,7 @@ from gateway.watcher import RegistryWatcher
 from protos import inference_pb2 as pb
 from protos import inference_pb2_grpc as pb_grpc
 from protos._pool import POOL, add_files
+from registry.layout import scan_registry, select_versions
 
 log = logging.getLogger(__name__)
 
@@ -128,18 +130,26 @@ class GatewayServer:
 
 async def check_providers(config: GatewayConfig) -> int:
     """``--check-providers``: loads every model as configured, prints the provider each version got (and
-    why it fell back), then exits; 1 when a version failed to load."""
+    why it fell back), then exits; 1 when a version the policy selects failed to load or a ``model.toml``
+    is invalid (a version that is only not selected is listed, and is no failure)."""
     print("onnxruntime offers:", ", ".join(available_providers()))
+    infos = await asyncio.to_thread(scan_registry, config.registry)
+    selected = {(name, str(v)) for name, info in infos.items() for v in select_versions(info)}
     table = ModelTable(config.registry, device=config.device, require_gpu=config.require_gpu)
-    await table.load_all()
-    failed = False
+    results = await asyncio.gather(
+        *(table.load_model(name, infos[name]) for name in sorted(infos)), return_exceptions=True
+    )
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, GatewayError):
+            raise result  # a bug, not a verdict on the models: let it show
+    broken = {name: info.config_error for name, info in infos.items() if info.config_error}
+    providers = {(lv.model, str(lv.version)): lv.runner.provider for lv in table.all_loaded()}
+    failed = bool(broken)
     for entry in table.index():
-        loaded = [
-            lv for lv in table.all_loaded() if lv.model == entry.name and str(lv.version) == entry.version
-        ]
-        got = f"{loaded[0].runner.provider}" if loaded else "-"
-        failed |= entry.state != "READY"
-        print(f"{entry.name}:{entry.version}  {entry.state}  provider={got}  {entry.reason}".rstrip())
+        got = providers.get((entry.name, entry.version), "-")
+        failed |= (entry.name, entry.version) in selected and entry.state != "READY"
+        reason = broken.get(entry.name) or entry.reason
+        print(f"{entry.name}:{entry.version}  {entry.state}  provider={got}  {reason}".rstrip())
     await table.close()
     return 1 if failed else 0
 

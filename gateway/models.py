@@ -18,7 +18,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.errors import GatewayError, ModelLoadError, NotFoundError, UnavailableError
+from gateway.errors import (
+    GatewayError,
+    InvalidArgumentError,
+    ModelLoadError,
+    NotFoundError,
+    UnavailableError,
+)
 from gateway.loader import Stamp, load_version, version_stamp
 from gateway.metrics import GatewayMetrics
 from gateway.version import LoadedVersion
@@ -153,7 +159,10 @@ class ModelTable:
         except GatewayError as exc:
             state.failures[version] = (str(exc), stamp)
             self._count(info.name, "failed")
-            log.error("model %s version %d failed to load (old one serves on): %s", info.name, version, exc)
+            still = "no version of this model is serving"
+            if serving is not None:
+                still = f"version {serving.version} keeps serving"
+            log.error("model %s version %d failed to load (%s): %s", info.name, version, still, exc)
             return None
         finally:
             state.loading.discard(version)
@@ -194,7 +203,16 @@ class ModelTable:
             await self.unload_model(name)
 
     def resolve(self, name: str, version: str = "") -> LoadedVersion:
-        """The loaded version that serves ``name``/``version`` ('' = the default)."""
+        """The loaded version that serves ``name``/``version`` ('' = the default).
+
+        InvalidArgumentError for a version that is not a positive integer without leading zeros (as
+        Triton answers an unparseable one); NotFoundError for an unknown model or a well-formed version
+        that is not loaded; UnavailableError while it loads or after an unload.
+        """
+        if version and not (version.isascii() and version.isdigit() and not version.startswith("0")):
+            raise InvalidArgumentError(
+                f"model '{name}': version '{version}' is not a positive integer without leading zeros"
+            )
         state = self._models.get(name)
         if state is None:
             raise NotFoundError(f"model '{name}' is not found")
@@ -206,8 +224,6 @@ class ModelTable:
                     raise UnavailableError(f"model '{name}' is loading")
                 raise UnavailableError(f"model '{name}' has no loaded version")
             return state.versions[state.default]
-        if not version.isdigit() or version.startswith("0"):
-            raise NotFoundError(f"model '{name}' has no version '{version}'; versions are positive integers")
         number = int(version)
         loaded = state.versions.get(number)
         if loaded is not None:

@@ -198,7 +198,7 @@ CASES: list[tuple[str, Callable[[], Request], grpc.StatusCode, tuple[str, ...]]]
     (
         "malformed version",
         _mutate(lambda: fp32_request([2, 3]), lambda r: setattr(r, "model_version", "v1")),
-        grpc.StatusCode.NOT_FOUND,
+        INVALID,
         ("'v1'",),
     ),
 ]

@@ -127,3 +127,15 @@ bench-sampling: install-dev
 
 bench-workers: install-dev
 	$(PY) -m bench.workers --out BENCHMARKS.md
+
+# Where a request's time goes (bench/profiling.py, docs/loadtests.md "Profiling the gateway"): starts a
+# gateway on a fresh bench registry under bench-out/profile/, drives it with a named closed-loop load
+# (SCENARIO: tiny-c1, tiny-c16, tiny-c64, mlp-c1, mlp-c16, mlp-c64 (default), mlp-rows32), samples it with
+# py-spy and prints a per-stage table (bench/stages.py sorts stacks into stages). Raw stacks and JSON stay
+# in bench-out/profile/.
+# PROFILE_ARGS: e.g. `--native`, `--defaults`, `--rev HEAD`, `--out BENCHMARKS.md --label after`
+# (that label's table of the run in BENCHMARKS.md's profile section). About 20 s.
+PROFILE_ARGS ?=
+.PHONY: profile
+profile: install-dev
+	$(PY) -m bench.profiling --scenario $(or $(SCENARIO),mlp-c64) $(PROFILE_ARGS)

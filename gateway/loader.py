@@ -2,31 +2,30 @@
 
 Order (DESIGN.md §7): verify the files against the manifest (sha256, signature) -> refuse a breaking
 signature change against the serving version unless ``[versions].allow_breaking_signature`` -> build the
-sessions on the chosen provider -> warm up every instance at every profiled batch size (this seeds the
-latency profile) -> run the golden check when the version ships ``golden.npz`` -> hand back a
-:class:`LoadedVersion` whose batcher the table starts when it publishes it. Any failure raises
-:class:`ModelLoadError` with the reason and leaves nothing running.
+sessions on the chosen provider -> warm up every instance at every profiled batch size on the data that
+``[warmup]`` picks (this seeds the latency profile; :mod:`gateway.warmup`) -> run the golden check when
+the version ships ``golden.npz`` -> hand back a :class:`LoadedVersion` whose batcher the table starts
+when it publishes it. Any failure raises :class:`ModelLoadError` with the reason and leaves nothing
+running (a warm-up run that fails on synthetic data is only a warning).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from gateway.batcher import Batcher
-from gateway.codec import NUMPY_DTYPES
 from gateway.errors import ModelLoadError
 from gateway.metrics import GatewayMetrics
 from gateway.profile import LatencyProfile
 from gateway.runner import Runner, RunnerOptions
 from gateway.stats import VersionStats
 from gateway.version import LoadedVersion, VersionObserver, batching_limit
+from gateway.warmup import onnx_feed, seed_profiles, warmup_data
 from registry.errors import RegistryError
 from registry.golden import golden_mismatches, load_golden
 from registry.layout import ModelInfo, VersionInfo, version_info
@@ -36,22 +35,27 @@ from registry.verify import verify_version
 
 log = logging.getLogger(__name__)
 
-#: Files whose change makes a failed version worth retrying.
-STAMPED_FILES = ("model.onnx", "manifest.json", "golden.npz", "READY")
-
 Stamp = tuple[tuple[str, int, int], ...]
 
 
 def version_stamp(where: VersionInfo) -> Stamp:
-    """(name, mtime_ns, size) of the version's key files; cheap (stat only)."""
+    """(name, mtime_ns, size) of every file in the version directory (the model, manifest, golden and
+    reference data, a ``[warmup]`` file, READY) and of the model's ``model.toml``: a failed version is
+    retried when one of them changes (a new config, such as ``[warmup]``, may let it load). Stat only."""
+    paths = [where.path.parent / "model.toml"]
+    try:
+        with os.scandir(where.path) as entries:
+            paths += sorted(Path(entry.path) for entry in entries)
+    except OSError:
+        pass
     stamp = []
-    for name in STAMPED_FILES:
+    for path in paths:
         try:
-            info = (where.path / name).stat()
+            info = path.stat()
         except OSError:
-            stamp.append((name, -1, -1))
+            stamp.append((path.name, -1, -1))
         else:
-            stamp.append((name, info.st_mtime_ns, info.st_size))
+            stamp.append((path.name, info.st_mtime_ns, info.st_size))
     return tuple(stamp)
 
 
@@ -92,7 +96,9 @@ def load_version(
     try:
         limit = batching_limit(signature, info.config)
         profiles = [LatencyProfile(max(limit, 1)) for _ in range(runner.instances)]
-        seed_profiles(runner, profiles, signature, limit)
+        data = warmup_data(where, info.config.warmup, signature)
+        if data is not None:
+            seed_profiles(runner, profiles, signature, limit, data, label=label)
         if where.golden_path.exists():
             check_golden(runner, where, signature)
     except Exception as exc:
@@ -164,50 +170,8 @@ def check_golden(runner: Runner, where: VersionInfo, signature: Signature) -> No
     except RegistryError as exc:
         raise ModelLoadError(f"{where.model}:{where.version}: {exc}") from exc
     names = [spec.name for spec in signature.outputs]
-    feeds = {name: _onnx_feed(array) for name, array in inputs.items()}
+    feeds = {name: onnx_feed(array) for name, array in inputs.items()}
     actual = dict(zip(names, runner.run_sync(0, feeds, names), strict=True))
     mismatches = golden_mismatches(expected, actual)
     if mismatches:
         raise ModelLoadError(f"{where.model}:{where.version}: golden check failed: " + "; ".join(mismatches))
-
-
-def _onnx_feed(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """numpy S/U string arrays from npz become the object arrays of str that onnxruntime expects."""
-    if array.dtype.kind in "SU":
-        text = np.char.decode(array, "utf-8") if array.dtype.kind == "S" else array
-        return text.astype(object)
-    return array
-
-
-def warmup_feeds(signature: Signature, rows: int = 1) -> dict[str, npt.NDArray[Any]]:
-    """Zeros (empty strings for BYTES) per input: ``rows`` on a dynamic batch dim, other dynamic dims 1."""
-    feeds: dict[str, npt.NDArray[Any]] = {}
-    for spec in signature.inputs:
-        shape = tuple((rows if axis == 0 else 1) if d < 0 else d for axis, d in enumerate(spec.shape))
-        if spec.datatype == "BYTES":
-            feeds[spec.name] = np.full(shape, "", dtype=object)
-        else:
-            feeds[spec.name] = np.zeros(shape, dtype=NUMPY_DTYPES[spec.datatype])
-    return feeds
-
-
-def seed_profiles(runner: Runner, profiles: list[LatencyProfile], signature: Signature, limit: int) -> None:
-    """Warm-up: runs every instance at each profiled batch size (blocking; off the event loop).
-
-    The first run of each size is discarded (allocation, kernel selection); the next two seed the profile.
-    Fails with ModelLoadError when a run returns the wrong outputs.
-    """
-    names = [spec.name for spec in signature.outputs]
-    for instance, profile in enumerate(profiles):
-        for rows in profile.sizes if limit > 0 else (1,):
-            feeds = warmup_feeds(signature, rows)
-            for attempt in range(3):
-                begin = time.perf_counter()
-                outputs = runner.run_sync(instance, feeds, names)
-                elapsed = time.perf_counter() - begin
-                if len(outputs) != len(names):
-                    raise ModelLoadError(f"warm-up returned {len(outputs)} outputs, expected {len(names)}")
-                if limit > 0 and any(out.ndim == 0 or out.shape[0] != rows for out in outputs):
-                    raise ModelLoadError(f"warm-up at {rows} rows returned outputs without {rows} rows")
-                if attempt:
-                    profile.observe(rows, elapsed)

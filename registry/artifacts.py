@@ -6,7 +6,8 @@ keys are ``input:<tensor>`` and ``output:<tensor>`` for tensors of the version's
 rows (dimension 0). :func:`read_npz` is the one place such a file is opened (never with pickles). It
 also counts the rows of a training-data file from array headers only, and picks the model inputs out of
 a training-data ``.npz`` (:func:`training_inputs`: the rows ``training.npz`` stores, so the monitor can
-compare serving traffic with what the model was trained on).
+compare serving traffic with what the model was trained on), and reads the input rows of any such file
+(:func:`read_inputs`: what the gateway warms a version up with).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "TRAINING_SEED",
     "check_arrays",
     "data_rows",
+    "read_inputs",
     "read_npz",
     "training_inputs",
     "validate_arrays",
@@ -86,6 +88,22 @@ def read_npz(
     except Exception as exc:  # zipfile and format errors all mean "not a usable npz"
         raise error(f"{path}: not a readable .npz: {exc}") from None
     return arrays
+
+
+def read_inputs(
+    path: Path, signature: Signature, error: type[RegistryError]
+) -> dict[str, np.ndarray[Any, Any]]:
+    """The ``input:<tensor>`` arrays of the ``.npz`` at ``path``, keyed by tensor name.
+
+    Every signature input must be there, checked as in :func:`check_arrays` (``output:`` keys are not
+    read). NotFoundError if there is no such file; ``error`` naming the file and the key at fault.
+    """
+    arrays = read_npz(path, error, prefix=INPUT_PREFIX)
+    try:
+        check_arrays(arrays, signature)
+    except PublishError as exc:
+        raise error(f"{path}: {exc}") from None
+    return {key[len(INPUT_PREFIX) :]: array for key, array in arrays.items()}
 
 
 def check_arrays(

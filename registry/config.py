@@ -22,6 +22,7 @@ from registry.checks import (
     check_float,
     check_int,
     check_int_tuple,
+    check_str,
 )
 from registry.errors import ConfigError
 
@@ -36,6 +37,8 @@ __all__ = [
     "RuntimeConfig",
     "SamplingConfig",
     "VersionsConfig",
+    "WARMUP_MODES",
+    "WarmupConfig",
     "load_model_config",
     "parse_model_config",
 ]
@@ -43,6 +46,7 @@ __all__ = [
 PROVIDERS = frozenset({"tensorrt", "cuda", "cpu"})
 VERSION_POLICIES = frozenset({"latest", "all", "specific"})
 PSI_THRESHOLD_MODES = frozenset({"fixed", "calibrated"})
+WARMUP_MODES = frozenset({"auto", "off", "file"})
 
 ProviderOption = str | int | float | bool
 """A provider option value, passed through to onnxruntime by the gateway."""
@@ -218,12 +222,38 @@ class DriftConfig:
         check_int(k + "skew_windows", self.skew_windows, ConfigError, minimum=0, maximum=1000)
 
 
+@dataclass(frozen=True)
+class WarmupConfig:
+    """``[warmup]``: what the gateway runs to warm a version up and seed its latency profile.
+
+    "auto": the inputs of the version's ``golden.npz``, else the input rows of its ``reference.npz``,
+    else synthetic zeros and empty strings; "off": no warm-up runs; "file": the ``input:<tensor>`` arrays
+    of ``file``, a relative path inside the version directory (then required, and only then allowed).
+    """
+
+    SECTION: ClassVar[str] = "warmup"
+    mode: str = "auto"
+    file: str = ""
+
+    def __post_init__(self) -> None:
+        check_choice("[warmup].mode", self.mode, WARMUP_MODES, ConfigError)
+        path = Path(check_str("[warmup].file", self.file, ConfigError))
+        if self.mode != "file" and self.file:
+            raise ConfigError(f'[warmup].file: only used with mode = "file", got mode = "{self.mode}"')
+        if self.mode == "file" and (not self.file or path.is_absolute() or ".." in path.parts):
+            raise ConfigError(
+                f'[warmup].file: mode = "file" needs a relative path inside the version directory, '
+                f"got {self.file!r}"
+            )
+
+
 _SECTIONS: tuple[type[Any], ...] = (
     BatchingConfig,
     RuntimeConfig,
     VersionsConfig,
     SamplingConfig,
     DriftConfig,
+    WarmupConfig,
 )
 
 
@@ -236,6 +266,7 @@ class ModelConfig:
     versions: VersionsConfig = field(default_factory=VersionsConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
 
     def __post_init__(self) -> None:
         for cls in _SECTIONS:

@@ -1,7 +1,11 @@
-"""The tables of ``make profile`` (:mod:`bench.profiling`) in markdown, and their block in BENCHMARKS.md.
+"""The sums and tables of ``make profile`` (:mod:`bench.profiling`), and their block in BENCHMARKS.md.
 
 Contracts:
 
+* :func:`summarize` sums samples per (thread group, stage) (:func:`bench.stages.classify`) and derives, with
+  ``interval_s`` = 1 / sampling rate: thread-seconds = samples x interval; share of a group = samples / the
+  group's samples; µs per request = samples x interval x 1e6 / requests; busy cores = thread-seconds /
+  profiled seconds. ``idle`` samples are left out of every total and share.
 * :func:`render` is pure: a profile result (the JSON that :mod:`bench.profiling` writes) -> one markdown
   block: how it was made (exact commands, git revision, cores, load average, scenario), the load it ran
   under, a table per thread group (samples, share of all samples, busy cores, µs per request) and a table
@@ -16,13 +20,15 @@ Contracts:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.markdown import TITLE, replace_section, section_body
-from bench.stages import GROUPS, STAGES
+from bench.stages import GROUPS, IDLE, RULES, STAGES, Rule, Stack, classify
 
-__all__ = ["INTRO", "render", "replace_block", "write_block"]
+__all__ = ["INTRO", "Summary", "render", "replace_block", "summarize", "write_block"]
 
 INTRO = """## Profile: where a request's time goes (`make profile`)
 
@@ -34,6 +40,95 @@ in the profiled window (the load generator's rate x the profiled seconds). "busy
 per second. Without `--native`, C and Cython code shows as the Python frame that called it: `grpc`
 holds the loop callbacks whose innermost frame is the loop itself (grpc aio's Cython code, C task steps).
 """
+
+
+@dataclass
+class Summary:
+    """Samples per (group, stage) and the figures derived from them (see the module contract)."""
+
+    interval_s: float
+    seconds: float
+    requests: float
+    samples: dict[str, dict[str, int]] = field(default_factory=dict)  # group -> stage -> samples
+    unmatched: dict[str, int] = field(default_factory=dict)  # innermost frame of "other" stacks -> samples
+
+    def group_total(self, group: str) -> int:
+        """Samples of ``group``'s threads at work (``idle`` left out)."""
+        return sum(n for stage, n in self.samples.get(group, {}).items() if stage != IDLE)
+
+    @property
+    def idle(self) -> int:
+        return self.stage_total(IDLE)
+
+    @property
+    def total(self) -> int:
+        return sum(self.group_total(g) for g in self.samples)
+
+    def stage_total(self, stage: str) -> int:
+        return sum(stages.get(stage, 0) for stages in self.samples.values())
+
+    def share_of_all(self, group: str) -> float | None:
+        return self.group_total(group) / self.total if self.total else None
+
+    def share_in_group(self, group: str, stage: str) -> float | None:
+        total = self.group_total(group)
+        return self.samples.get(group, {}).get(stage, 0) / total if total else None
+
+    def us_per_request(self, samples: int) -> float | None:
+        return samples * self.interval_s * 1e6 / self.requests if self.requests > 0 else None
+
+    def busy_cores(self, samples: int) -> float | None:
+        return samples * self.interval_s / self.seconds if self.seconds > 0 else None
+
+    def to_json(self) -> dict[str, Any]:
+        groups = {
+            group: {
+                "samples": self.group_total(group),
+                "share_of_all": self.share_of_all(group),
+                "busy_cores": self.busy_cores(self.group_total(group)),
+                "us_per_request": self.us_per_request(self.group_total(group)),
+                "stages": {
+                    stage: {
+                        "samples": n,
+                        "share_in_group": self.share_in_group(group, stage),
+                        "us_per_request": self.us_per_request(n),
+                    }
+                    for stage, n in sorted(self.samples.get(group, {}).items())
+                },
+            }
+            for group in GROUPS
+            if group in self.samples
+        }
+        top = sorted(self.unmatched.items(), key=lambda kv: -kv[1])[:20]
+        return {
+            "interval_s": self.interval_s,
+            "seconds": self.seconds,
+            "requests": self.requests,
+            "samples": self.total,
+            "idle_samples": self.idle,
+            "groups": groups,
+            "other_innermost_frames": dict(top),
+        }
+
+
+def summarize(
+    stacks: Iterable[Stack],
+    *,
+    interval_s: float,
+    seconds: float,
+    requests: float,
+    rules: tuple[Rule, ...] = RULES,
+) -> Summary:
+    summary = Summary(interval_s=interval_s, seconds=seconds, requests=requests)
+    for stack in stacks:
+        group, stage = classify(stack, rules)
+        stages = summary.samples.setdefault(group, {})
+        stages[stage] = stages.get(stage, 0) + stack.count
+        if stage == "other":
+            key = " ".join(stack.frames[-1]) if stack.frames else "(empty)"
+            summary.unmatched[key] = summary.unmatched.get(key, 0) + stack.count
+    return summary
+
 
 _ORDER = {"before": 0, "after": 1}
 
@@ -56,6 +151,8 @@ def render(result: dict[str, Any], label: str) -> str:
     groups: dict[str, Any] = prof["groups"]
     total = prof["samples"]
     dirty = " plus uncommitted changes" if env.get("git_dirty") else ""
+    if result.get("gateway_revision"):
+        dirty += f" (the gateway's code: git {result['gateway_revision']}, exported clean)"
     lat = result["latency_ms"]
     errors = ", ".join(f"{k} {v}" for k, v in sorted(result["errors"].items())) or "0"
     before = ", ".join(f"{x:.2f}" for x in result["load_average_before"])
@@ -102,12 +199,16 @@ def render(result: dict[str, Any], label: str) -> str:
     ]
     loop = groups.get("event loop", {"stages": {}})
     for stage in STAGES:
+        if stage == "idle":
+            continue
         counts = [groups[g]["stages"].get(stage, {}).get("samples", 0) for g in present]
         if not any(counts):
             continue
         share = loop["stages"].get(stage, {}).get("share_in_group")
         cells = " | ".join(_num(_us(n, interval, requests)) for n in counts)
         lines.append(f"| {stage} | {_pct(share)} | {cells} | {_num(_us(sum(counts), interval, requests))} |")
+    if prof.get("idle_samples"):
+        lines += ["", f"Idle samples (blocked waits, left out above): {prof['idle_samples']:,}."]
     other = prof.get("other_innermost_frames") or {}
     if other:
         top = "; ".join(f"`{frame}` {n}" for frame, n in list(other.items())[:5])

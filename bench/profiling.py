@@ -19,6 +19,8 @@ Contracts:
 * The gateway, the load and py-spy each run in their own process group; every group is stopped (SIGTERM,
   then SIGKILL) when the run ends, also when it fails. Raw stacks, the load JSON, the gateway log, the
   summary JSON and the markdown table go to ``bench-out/profile/<run>/``; the table is printed.
+* ``--reclassify DIR`` runs nothing: it sorts the stacks saved in DIR again with the current rules and
+  rewrites DIR's JSON and table (and ``--out``), keeping the run's own commands and figures.
 * ``--out FILE --label L`` rewrites only the ``L`` table of this run in FILE's ``profile`` block
   (``<!-- profile:start -->`` ... ``<!-- profile:end -->``), keeping other labels' tables; tables are
   ordered by run, then label (``before`` before ``after``), so they stay side by side.
@@ -42,9 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.kit import add_model
-from bench.profile_table import render, write_block
+from bench.profile_table import render, summarize, write_block
 from bench.servers import GATEWAY_READY, export_revision, gateway_command
-from bench.stages import parse_collapsed, summarize
+from bench.stages import parse_collapsed
 from loadtests.environment import environment
 from loadtests.promscrape import scrape
 
@@ -89,6 +91,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=Path("bench-out/profile"))
     p.add_argument("--out", type=Path, default=None, help="BENCHMARKS.md to update (with --label)")
     p.add_argument("--label", default=None, help="the table's label in --out, e.g. before or after")
+    p.add_argument(
+        "--reclassify",
+        type=Path,
+        default=None,
+        help="no new run: re-sort DIR's saved stacks (after a rule change)",
+    )
     args = p.parse_args(argv)
     if (args.out is None) != (args.label is None):
         p.error("--out and --label go together")
@@ -255,7 +263,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    result = run(args)
+    if args.reclassify is not None:  # the saved stacks of an earlier run, sorted by today's rules
+        result = json.loads((args.reclassify / "profile.json").read_text())
+        prof = result["profile"]
+        stacks = parse_collapsed((args.reclassify / "raw.txt").read_text().splitlines())
+        summary = summarize(
+            stacks, interval_s=prof["interval_s"], seconds=prof["seconds"], requests=prof["requests"]
+        )
+        result["profile"] = summary.to_json()
+    else:
+        result = run(args)
     out = Path(result["out"])
     (out / "profile.json").write_text(json.dumps(result, indent=2) + "\n")
     table = render(result, args.label or "")

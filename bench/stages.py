@@ -1,8 +1,9 @@
-"""Where a gateway request's time goes: py-spy stacks -> (thread group, stage), and the per-stage sums.
+"""Where a gateway request's time goes: each py-spy stack -> (thread group, stage).
 
 The one table to update when gateway code moves is :data:`RULES` (and :data:`THREAD_GROUPS` for thread
-names). Everything else here is pure and tested on hand-written collapsed stacks
-(``tests/unit/test_bench_stages.py``); :mod:`bench.profiling` records the stacks and prints the tables.
+names). Everything here is pure and tested on hand-written collapsed stacks
+(``tests/unit/test_bench_stages.py``); :mod:`bench.profiling` records the stacks, :mod:`bench.profile_table`
+sums them and prints the tables.
 
 Contracts:
 
@@ -13,38 +14,39 @@ Contracts:
   ``process ...`` element (``--subprocesses``) is skipped.
 * :func:`classify_frames` walks a stack from the innermost frame outwards. For each frame the first rule of
   :data:`RULES` whose ``module`` is a substring of the frame's location (without the line number) and whose
-  ``function`` matches the function name (:func:`fnmatch.fnmatchcase`) decides what the frame is. A rule
-  with a stage decides the sample's stage. A rule with ``innermost=True`` does so only when it matches the
-  innermost frame; further out the frame is transparent, and so is a frame that no rule matches. So the
-  innermost frame that a rule claims decides, and the event loop's driver frames (``Handle._run``,
-  ``_run_once``), which sit above every callback, take only the samples whose own code is innermost (a C
-  callback: grpc's Cython code, a C task step). A stack that no rule claims is ``other``.
+  ``function`` matches the function name (:func:`fnmatch.fnmatchcase`; ``f.<locals>.g`` also matches as
+  ``f``) decides what the frame is, and that rule's stage decides the sample's stage. A rule with
+  ``innermost=True`` does so only when it matches the innermost frame; further out the frame is
+  transparent, and so is a frame that no rule matches. A ``weak`` rule (library catch-alls: asyncio,
+  protobuf) decides only when no frame further out is claimed by another rule, so library code counts
+  for the gateway stage that called it. So the innermost frame that a rule claims decides, and the event
+  loop's driver frames (``Handle._run``, ``_run_once``), which sit above every callback, take only the
+  samples whose own code is innermost (a C callback: grpc's Cython code, a C task step). A stack that no
+  rule claims is ``other``. The thread is an outermost pseudo-frame ``(name, "<thread>")``, so a thread
+  with no claimed frame can be claimed by its name (grpc's poller thread).
 * :func:`thread_group` maps a thread name to ``event loop``, ``onnxruntime executor`` or ``other``.
-* :func:`summarize` sums samples per (group, stage) and derives, with ``interval_s`` = 1 / sampling rate:
-  thread-seconds = samples x interval; share of a group = samples / the group's samples; µs per request =
-  samples x interval x 1e6 / requests; busy cores = thread-seconds / profiled seconds.
+* Stage ``idle`` holds blocked waits (epoll, an executor waiting for work), which py-spy reports only
+  with ``--native``; :mod:`bench.profile_table` leaves it out of every share and total.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any
 
 __all__ = [
     "GROUPS",
     "RULES",
+    "IDLE",
     "STAGES",
     "Rule",
     "Stack",
-    "Summary",
     "classify",
     "classify_frames",
     "parse_collapsed",
     "parse_frame",
-    "summarize",
     "thread_group",
 ]
 
@@ -70,6 +72,8 @@ STAGES: dict[str, str] = {
     "selector": "event loop's epoll/selector (with --native also its blocking wait)",
     "asyncio": "other event-loop machinery: task steps, futures, events, timers",
     "protobuf": "protobuf object access/creation (native frames)",
+    "gil": "waiting to take the GIL (native frames)",
+    "idle": "blocked waits: epoll, executor waiting for work (native frames; left out of all shares)",
     "other": "no rule matched",
 }
 
@@ -91,6 +95,7 @@ def _rules(
     return [Rule(stage, module, f, innermost, weak) for f in functions or ("*",)]
 
 
+IDLE = "idle"  # blocked waits, seen only with --native (py-spy leaves idle Python threads out)
 THREAD = "<thread>"  # the location of the pseudo-frame that stands for the thread, outside its stack
 
 # Order matters only among rules that match the same frame: the first one wins.
@@ -145,6 +150,7 @@ RULES: tuple[Rule, ...] = (
     *_rules("thread-hop", "asyncio/futures.py", "_set_concurrent_future_state", "_set_state"),
     *_rules("thread-hop", "concurrent/futures/"),
     *_rules("thread-hop", "queue.py"),
+    *_rules(IDLE, "_queuemodule.c", "_queue_SimpleQueue_get*"),  # an executor thread waiting for work
     *_rules("thread-hop", "_queuemodule.c"),
     # The transport.
     *_rules("grpc", "grpc/_cython/"),
@@ -152,9 +158,11 @@ RULES: tuple[Rule, ...] = (
     *_rules("grpc", "grpc/"),
     *_rules("grpc", THREAD, "*_poll_wrapper*"),  # grpc aio's poller thread (Cython, under Thread.run)
     *_rules("metrics", THREAD, "*serve_forever*"),  # the /metrics HTTP server thread
+    *_rules(IDLE, "", "epoll_wait", "epoll_pwait*"),  # blocked in epoll (loop or grpc poller)
+    *_rules(IDLE, "selectmodule.c", "select_poll_poll*"),  # the /metrics server (the loop uses epoll)
+    *_rules("gil", "", "take_gil"),
     *_rules("selector", "selectors.py"),
     *_rules("selector", "selectmodule.c"),
-    *_rules("selector", "", "epoll_wait", "epoll_pwait*"),
     *_rules("decode", "_message", "*MergeFromString*", "*ParseFromString*", "*FromString", "upb_Decode*"),
     *_rules("encode", "_message", "*SerializeToString*", "*SerializePartialToString*", "upb_Encode*"),
     # Library catch-alls (weak): they decide only when no outer frame is claimed by a rule above.
@@ -162,6 +170,7 @@ RULES: tuple[Rule, ...] = (
     *_rules("protobuf", "google/protobuf/", weak=True),
     *_rules("asyncio", "asyncio/", weak=True),
     *_rules("asyncio", "_asynciomodule.c", weak=True),
+    *_rules("asyncio", "_weakrefset.py", weak=True),  # the loop's task set dropping finished tasks
 )
 
 THREAD_GROUPS: tuple[tuple[str, str], ...] = (
@@ -215,8 +224,11 @@ def thread_group(name: str) -> str:
 
 
 def _rule_for(function: str, location: str, rules: tuple[Rule, ...]) -> Rule | None:
+    outer = function.split(".<locals>.", 1)[0]  # a comprehension or closure counts as its function
     for rule in rules:
-        if rule.module in location and fnmatchcase(function, rule.function):
+        if rule.module in location and (
+            fnmatchcase(function, rule.function) or fnmatchcase(outer, rule.function)
+        ):
             return rule
     return None
 
@@ -238,85 +250,3 @@ def classify(stack: Stack, rules: tuple[Rule, ...] = RULES) -> tuple[str, str]:
     """(thread group, stage) of a stack; the thread is an outermost pseudo-frame ``(name, "<thread>")``."""
     frames = ((stack.thread, THREAD), *stack.frames)
     return thread_group(stack.thread), classify_frames(frames, rules)
-
-
-@dataclass
-class Summary:
-    """Samples per (group, stage) and the figures derived from them (see the module contract)."""
-
-    interval_s: float
-    seconds: float
-    requests: float
-    samples: dict[str, dict[str, int]] = field(default_factory=dict)  # group -> stage -> samples
-    unmatched: dict[str, int] = field(default_factory=dict)  # innermost frame of "other" stacks -> samples
-
-    def group_total(self, group: str) -> int:
-        return sum(self.samples.get(group, {}).values())
-
-    @property
-    def total(self) -> int:
-        return sum(self.group_total(g) for g in self.samples)
-
-    def stage_total(self, stage: str) -> int:
-        return sum(stages.get(stage, 0) for stages in self.samples.values())
-
-    def share_of_all(self, group: str) -> float | None:
-        return self.group_total(group) / self.total if self.total else None
-
-    def share_in_group(self, group: str, stage: str) -> float | None:
-        total = self.group_total(group)
-        return self.samples.get(group, {}).get(stage, 0) / total if total else None
-
-    def us_per_request(self, samples: int) -> float | None:
-        return samples * self.interval_s * 1e6 / self.requests if self.requests > 0 else None
-
-    def busy_cores(self, samples: int) -> float | None:
-        return samples * self.interval_s / self.seconds if self.seconds > 0 else None
-
-    def to_json(self) -> dict[str, Any]:
-        groups = {
-            group: {
-                "samples": self.group_total(group),
-                "share_of_all": self.share_of_all(group),
-                "busy_cores": self.busy_cores(self.group_total(group)),
-                "us_per_request": self.us_per_request(self.group_total(group)),
-                "stages": {
-                    stage: {
-                        "samples": n,
-                        "share_in_group": self.share_in_group(group, stage),
-                        "us_per_request": self.us_per_request(n),
-                    }
-                    for stage, n in sorted(self.samples.get(group, {}).items())
-                },
-            }
-            for group in GROUPS
-            if group in self.samples
-        }
-        top = sorted(self.unmatched.items(), key=lambda kv: -kv[1])[:20]
-        return {
-            "interval_s": self.interval_s,
-            "seconds": self.seconds,
-            "requests": self.requests,
-            "samples": self.total,
-            "groups": groups,
-            "other_innermost_frames": dict(top),
-        }
-
-
-def summarize(
-    stacks: Iterable[Stack],
-    *,
-    interval_s: float,
-    seconds: float,
-    requests: float,
-    rules: tuple[Rule, ...] = RULES,
-) -> Summary:
-    summary = Summary(interval_s=interval_s, seconds=seconds, requests=requests)
-    for stack in stacks:
-        group, stage = classify(stack, rules)
-        stages = summary.samples.setdefault(group, {})
-        stages[stage] = stages.get(stage, 0) + stack.count
-        if stage == "other":
-            key = " ".join(stack.frames[-1]) if stack.frames else "(empty)"
-            summary.unmatched[key] = summary.unmatched.get(key, 0) + stack.count
-    return summary

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from bench.profile_table import render, replace_block, write_block
-from bench.stages import RULES, Rule, classify, classify_frames, parse_collapsed, parse_frame, summarize
+from bench.profile_table import Summary, render, replace_block, summarize, write_block
+from bench.stages import RULES, Rule, classify, classify_frames, parse_collapsed, parse_frame
 
 LOOP = (
     "thread (101): MainThread;_run_module_as_main (<frozen runpy>:198);main (gateway/__main__.py:110);"
@@ -86,6 +86,8 @@ def test_parse_frames_and_lines() -> None:
         ("thread (101): MainThread;_run_module_as_main (<frozen runpy>:198);"
          "BaseEventLoop._run_once (asyncio/base_events.py:1884);EpollSelector.select (selectors.py:468) 62",
          "selector"),
+        (f"{RUN};Batcher.submit (gateway/batcher.py:160);Batcher.predict.<locals>.<genexpr> "
+         "(gateway/batcher.py:148) 1", "wait"),  # a comprehension counts as its function
         (f"{LOOP};something (somewhere.py:1) 1", "other"),  # driver frames above it never claim it
     ],
 )  # fmt: skip
@@ -123,12 +125,26 @@ def test_native_frames() -> None:
         "event loop",
         "dataplane",
     )  # weak asyncio, servicer
-    epoll = "select_epoll_poll_impl (selectmodule.c:1598);epoll_wait (libc.so.6)"
-    assert stage_of(f"thread (1): MainThread;EpollSelector.select (selectors.py:468);{epoll} 215") == (
+    epoll = "select_epoll_poll_impl (selectmodule.c:1598)"
+    assert stage_of(f"thread (1): MainThread;EpollSelector.select (selectors.py:468);{epoll} 5") == (
         "event loop",
         "selector",
     )
+    assert stage_of(f"thread (1): MainThread;{epoll};epoll_wait (libc.so.6) 215") == ("event loop", "idle")
+    poll = "Thread-2 (serve_forever);_PollLikeSelector.select (selectors.py:1);"
+    poll += "select_poll_poll_impl (selectmodule.c:1)"
+    assert stage_of(f"thread (9): {poll};poll (libc.so.6) 580") == ("other", "idle")
     assert stage_of(f"{LOOP};task_step (_asynciomodule.c:2990) 1") == ("event loop", "asyncio")
+    wait = "_queue_SimpleQueue_get (_queuemodule.c.h:1);PyThread_acquire_lock_timed (libpython3.11.so.1.0);"
+    assert stage_of(f"{EXECUTOR.rsplit(';', 1)[0]};{wait}0x7ff8 (libc.so.6) 550") == (
+        "onnxruntime executor",
+        "idle",
+    )
+    gil = "PyEval_RestoreThread (ceval_gil.c:1);take_gil (ceval_gil.c:2);pthread_cond_timedwait (libc.so.6)"
+    assert stage_of(f"{EXECUTOR};Runner.run_sync (gateway/runner.py:176);{gil} 3") == (
+        "onnxruntime executor",
+        "gil",
+    )
 
 
 def test_innermost_rule_decides_and_order_matters() -> None:
@@ -162,6 +178,17 @@ def sample_lines() -> list[str]:
     ]
 
 
+def test_idle_samples_are_left_out_of_shares() -> None:
+    idle = f"{LOOP};EpollSelector.select (selectors.py:468);epoll_wait (libc.so.6) 900"
+    summary = summarize(
+        parse_collapsed([*sample_lines(), idle]), interval_s=0.005, seconds=10.0, requests=5000.0
+    )
+    assert summary.total == 1000
+    assert summary.idle == 900
+    assert summary.share_in_group("event loop", "grpc") == pytest.approx(0.6)
+    assert "Idle samples (blocked waits, left out above): 900." in render(result(summary), "")
+
+
 def test_summary_maths() -> None:
     summary = summarize(parse_collapsed(sample_lines()), interval_s=0.005, seconds=10.0, requests=5000.0)
     assert summary.total == 1000
@@ -183,8 +210,9 @@ def test_summary_maths() -> None:
     assert empty.busy_cores(10) is None
 
 
-def result(label_rps: float = 500.0) -> dict[str, Any]:
-    summary = summarize(parse_collapsed(sample_lines()), interval_s=0.005, seconds=10.0, requests=5000.0)
+def result(summary: Summary | None = None) -> dict[str, Any]:
+    if summary is None:
+        summary = summarize(parse_collapsed(sample_lines()), interval_s=0.005, seconds=10.0, requests=5000.0)
     return {
         "run": "mlp-c64",
         "scenario": "mlp-c64",
@@ -208,7 +236,7 @@ def result(label_rps: float = 500.0) -> dict[str, Any]:
         "gateway_revision": None,
         "load_average_before": [1.0, 0.5, 0.25],
         "load_average_after": [1.5, 0.75, 0.5],
-        "throughput_rps": label_rps,
+        "throughput_rps": 500.0,
         "latency_ms": {"p50": 1.0, "p99": 2.0},
         "errors": {},
         "gateway_requests_in_window": 4990,

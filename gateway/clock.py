@@ -1,0 +1,50 @@
+"""The batcher's clock: the one source of time for scheduling decisions (deadlines, queue delays, CoDel
+intervals) and for measuring compute durations.
+
+Contracts:
+- :meth:`Clock.now` is monotonic seconds; request deadlines handed to the batcher are in this clock.
+- :meth:`Clock.wait_until` waits for an event or until this clock reads ``until``, whichever comes first,
+  and says whether the event is set. A fake clock drives it deterministically in tests.
+- :meth:`Clock.ns` is a monotonic nanosecond counter for durations (compute time, the latency profile).
+- :class:`LoopClock`, the default, is the running event loop's ``loop.time()`` (monotonic) and
+  ``time.perf_counter_ns()``; it never reads the wall clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Time as the batcher sees it."""
+
+    def now(self) -> float: ...
+
+    def ns(self) -> int: ...
+
+    async def wait_until(self, event: asyncio.Event, until: float) -> bool: ...
+
+
+class LoopClock:
+    """The running loop's monotonic clock, with a high-resolution counter for durations."""
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def ns(self) -> int:
+        return time.perf_counter_ns()
+
+    async def wait_until(self, event: asyncio.Event, until: float) -> bool:
+        if event.is_set():
+            return True
+        loop = asyncio.get_running_loop()
+        if until <= loop.time():
+            return False
+        try:
+            async with asyncio.timeout_at(until):
+                await event.wait()
+        except TimeoutError:
+            return event.is_set()
+        return True

@@ -1,0 +1,164 @@
+"""Batch execution: the stage after the batch former. It collates a formed batch, runs it on one runner
+instance, and answers each request's future with its own rows.
+
+Contracts:
+- :meth:`BatchExecutor.execute` answers every future of the batch exactly once (a future already done,
+  because its caller was cancelled, is left alone). When a batch of several requests fails, each is re-run
+  alone, so only a request that fails by itself gets an error; the failure never escapes.
+- Statistics: ``queue_ns`` is from admission to the start of the batch, ``compute_ns`` is the run
+  (collation to split) in :meth:`Clock.ns`, ``batch_rows`` the real rows (bucket padding excluded); the
+  instance's latency profile learns (padded rows, compute seconds) and the observer gets ``on_batch``.
+- A batch whose predicted compute is in ``(0, inline_compute_s]`` runs with ``run_sync`` on the event
+  loop; any other runs on the runner's executor (``run``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy.typing as npt
+
+from gateway.clock import Clock
+from gateway.collate import bucket_for, pad, split, stack
+from gateway.errors import GatewayError
+from gateway.profile import LatencyProfile
+from gateway.queueing import Entry
+
+log = logging.getLogger(__name__)
+
+
+class BatchRunner(Protocol):
+    """What the batcher needs of a runner (:class:`gateway.runner.Runner` is one): ``instances`` sessions,
+    an awaitable run off the loop, a synchronous run, and the provider (only ``"cpu"`` may run inline)."""
+
+    instances: int
+    provider: str
+
+    async def run(
+        self, instance: int, feeds: Mapping[str, npt.NDArray[Any]], output_names: Sequence[str]
+    ) -> list[npt.NDArray[Any]]: ...
+
+    def run_sync(
+        self, instance: int, feeds: Mapping[str, npt.NDArray[Any]], output_names: Sequence[str]
+    ) -> list[npt.NDArray[Any]]: ...
+
+
+class BatchObserver(Protocol):
+    """Receives the batcher's events (statistics and metrics live elsewhere)."""
+
+    def on_batch(self, rows: int, compute_ns: int) -> None: ...
+
+    def on_shed(self, reason: str) -> None: ...
+
+    def on_queue_depth(self, rows: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One request's outputs (in its requested order) and what its batch cost."""
+
+    outputs: list[npt.NDArray[Any]]
+    queue_ns: int
+    compute_ns: int
+    batch_rows: int
+
+
+class BatchExecutor:
+    """Runs formed batches of one version on its runner's instances."""
+
+    def __init__(
+        self,
+        runner: BatchRunner,
+        profiles: Sequence[LatencyProfile],
+        *,
+        output_names: Sequence[str],
+        batchable: bool,
+        buckets: Sequence[int],
+        clock: Clock,
+        observer: BatchObserver | None,
+        name: str,
+        inline_compute_s: float,
+    ) -> None:
+        self._runner = runner
+        self._profiles = profiles
+        self._output_names = tuple(output_names)
+        self._batchable = batchable
+        self._buckets = tuple(buckets)
+        self._clock = clock
+        self._observer = observer
+        self._name = name
+        self._inline_s = inline_compute_s
+        self.running = 0  # batches executing now
+        self.last_batch = 0.0  # clock time when the last batch finished
+
+    async def execute(self, instance: int, batch: list[Entry]) -> None:
+        """Runs a batch and answers every future."""
+        self.running += 1
+        try:
+            await self._run(instance, batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                self._fail(batch[0], exc)
+                return
+            log.warning(
+                "%s: batch of %d requests failed (%s); re-running them one by one",
+                self._name,
+                len(batch),
+                exc,
+            )
+            for entry in batch:
+                try:
+                    await self._run(instance, [entry])
+                except Exception as single:
+                    self._fail(entry, single)
+        finally:
+            self.running -= 1
+            self.last_batch = self._clock.now()
+
+    async def _run(self, instance: int, batch: list[Entry]) -> None:
+        clock = self._clock
+        profile = self._profiles[instance]
+        started = clock.now()
+        wanted = {name for entry in batch for name in entry.request.output_names}
+        names = [name for name in self._output_names if name in wanted]
+        feeds, offsets = stack([entry.request.feeds for entry in batch])
+        rows = int(offsets[-1])
+        padded = bucket_for(rows, self._buckets)
+        if padded > rows:
+            feeds = pad(feeds, rows, padded)
+        begin = clock.ns()
+        if self._inline_s and 0.0 < profile.predict(padded) <= self._inline_s:
+            outputs = self._runner.run_sync(instance, feeds, names)
+        else:
+            try:
+                outputs = await self._runner.run(instance, feeds, names)
+            except asyncio.CancelledError:  # only a fast-path caller is ever cancelled here
+                if self._observer is not None:  # the rows still run on the executor: count the batch
+                    self._observer.on_batch(rows, clock.ns() - begin)
+                raise
+        if padded > rows:  # padded rows never reach a response
+            outputs = [
+                output[:rows] if output.ndim and output.shape[0] == padded else output for output in outputs
+            ]
+        parts = split(outputs, offsets) if self._batchable else [outputs]
+        compute_ns = clock.ns() - begin
+        profile.observe(padded, compute_ns / 1e9)
+        if self._observer is not None:
+            self._observer.on_batch(rows, compute_ns)
+        index = {name: i for i, name in enumerate(names)}
+        for entry, part in zip(batch, parts, strict=True):
+            if entry.future.done():  # cancelled while computing
+                continue
+            chosen = [part[index[name]] for name in entry.request.output_names]
+            queue_ns = int((started - entry.enqueued) * 1e9)
+            entry.future.set_result(BatchResult(chosen, queue_ns, compute_ns, rows))
+
+    def _fail(self, entry: Entry, exc: Exception) -> None:
+        if not isinstance(exc, GatewayError):
+            log.error("%s: batch failed", self._name, exc_info=exc)
+        if not entry.future.done():
+            entry.future.set_exception(exc)

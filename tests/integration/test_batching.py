@@ -1,5 +1,7 @@
 """Dynamic batching through a real gateway: correctness under concurrency, isolation, deadlines, shedding,
-cancellation and queue limits. Assertions use counters and statuses, never wall-clock thresholds."""
+cancellation and queue limits. Assertions use answers, status codes and counters that add up whatever the
+timing; how requests were grouped into batches depends on real timing and is tested only in
+tests/unit/test_batcher.py, with a fake clock."""
 
 from __future__ import annotations
 
@@ -79,6 +81,14 @@ def _metric(server: ServerThread, name: str, labels: dict[str, str]) -> float:
     return 0.0 if value is None else value
 
 
+#: Shed reasons answered DEADLINE_EXCEEDED.
+DEADLINE_REASONS = ("deadline_admission", "deadline_expired", "codel")
+
+
+def _shed(server: ServerThread, model: str, reason: str) -> float:
+    return _metric(server, "infergate_shed_total", {"model": model, "version": "1", "reason": reason})
+
+
 def _request(model: str, name: str, array: np.ndarray, datatype: str, **parameters: int) -> Any:
     request = service_pb2.ModelInferRequest(model_name=model)
     request.inputs.add(name=name, datatype=datatype, shape=list(array.shape))
@@ -124,27 +134,39 @@ def test_concurrent_mixed_requests_match_onnxruntime_on_their_own_rows(
     mlp_rows = sum(len(feeds["x"]) for model, feeds, _ in runs if model == "mlp")
     after = _counts(server.target, "mlp")
     assert after[0] - before[0] == mlp_rows
-    assert after[1] - before[1] < mlp_requests  # requests shared batches
+    assert 1 <= after[1] - before[1] <= mlp_requests  # no request ran twice (how many shared: timing)
 
 
 def test_budget_below_predicted_latency_is_refused_without_compute(server: ServerThread) -> None:
+    refused: list[grpc.RpcError] = []
+    answered = 0
+    before = _counts(server.target, "slow")
+    admission_before = _metric(
+        server, "infergate_shed_total", {"model": "slow", "version": "1", "reason": "deadline_admission"}
+    )
     with grpc.insecure_channel(server.target) as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        request = _request("slow", "x", np.ones((1, 4), np.float32), "FP32", timeout=50)
-        # A batch just ran, so this is no idle-probe (see the next test): it must be refused uncomputed.
-        stub.ModelInfer(_request("slow", "x", np.ones((1, 4), np.float32), "FP32"), timeout=30)
-        before = _counts(server.target, "slow")
-        with pytest.raises(grpc.RpcError) as info:
-            stub.ModelInfer(request, timeout=10)
-    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert "below the predicted" in info.value.details()
-    assert _counts(server.target, "slow") == before
-    assert (
-        _metric(
-            server, "infergate_shed_total", {"model": "slow", "version": "1", "reason": "deadline_admission"}
-        )
-        >= 1
+        # A batch runs just before, so the tiny budget is no idle probe (see the next test), unless the
+        # machine stalls for a second between the two calls; a few tries make that irrelevant.
+        for _ in range(5):
+            stub.ModelInfer(_request("slow", "x", np.ones((1, 4), np.float32), "FP32"), timeout=30)
+            answered += 1
+            try:
+                stub.ModelInfer(
+                    _request("slow", "x", np.ones((1, 4), np.float32), "FP32", timeout=50), timeout=10
+                )
+                answered += 1
+            except grpc.RpcError as exc:
+                refused.append(exc)
+                break
+    assert refused
+    assert refused[0].code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "below the predicted" in refused[0].details()
+    assert _counts(server.target, "slow")[0] == before[0] + answered  # the refused one was never computed
+    admission = _metric(
+        server, "infergate_shed_total", {"model": "slow", "version": "1", "reason": "deadline_admission"}
     )
+    assert admission - admission_before == 1
 
 
 def test_an_idle_version_probes_a_stale_profile(server: ServerThread) -> None:
@@ -166,9 +188,7 @@ def test_requests_that_expire_in_the_queue_are_never_computed(server: ServerThre
         stats = client.get_inference_statistics("slow", as_json=True)["model_stats"][0]
     profile = {key: int(value["compute_infer"]["ns"]) for key, value in stats["response_stats"].items()}
     budget_us = max(3 * profile["profile:8"] // 1000, 2000)
-    shed_before = _metric(
-        server, "infergate_shed_total", {"model": "slow", "version": "1", "reason": "deadline_expired"}
-    )
+    shed_before = sum(_shed(server, "slow", reason) for reason in DEADLINE_REASONS)
     before = _counts(server.target, "slow")
 
     def call(i: int) -> grpc.StatusCode:
@@ -186,17 +206,12 @@ def test_requests_that_expire_in_the_queue_are_never_computed(server: ServerThre
     ok = codes.count(grpc.StatusCode.OK)
     late = codes.count(grpc.StatusCode.DEADLINE_EXCEEDED)
     assert ok + late == len(codes), set(codes)
-    assert late > 0
+    assert late > 0  # 24 requests at once against a budget of three batches: most cannot make it
     after = _counts(server.target, "slow")
     assert after[0] - before[0] == 8 * ok  # no shed request was computed
-    shed = _metric(
-        server, "infergate_shed_total", {"model": "slow", "version": "1", "reason": "deadline_expired"}
-    )
-    admission = _metric(
-        server, "infergate_shed_total", {"model": "slow", "version": "1", "reason": "deadline_admission"}
-    )
-    assert shed - shed_before >= 1
-    assert shed - shed_before + admission >= late
+    # Refused at admission or shed from the queue (which of the two: timing), each counted exactly once.
+    shed = sum(_shed(server, "slow", reason) for reason in DEADLINE_REASONS)
+    assert shed - shed_before == late
 
 
 def test_cancelled_call_leaves_the_queue_uncomputed(server: ServerThread) -> None:
@@ -291,7 +306,9 @@ def test_a_request_the_model_rejects_does_not_fail_its_batch(server: ServerThrea
         assert values == [2 * (i % 4), 2 * (i % 4) + 1]
 
 
-def test_stream_goes_through_the_batcher_and_survives_bad_and_expired_requests(server: ServerThread) -> None:
+def test_stream_goes_through_the_batcher_and_survives_bad_and_expired_requests(
+    server: ServerThread, registry: Path
+) -> None:
     answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
     before = _counts(server.target, "mlp")
     sent: dict[str, np.ndarray] = {}
@@ -315,8 +332,10 @@ def test_stream_goes_through_the_batcher_and_survives_bad_and_expired_requests(s
     assert any("'x'" in e for e in errors)
     ok = {r.get_response().id: r for r, e in results if e is None}
     assert set(ok) == set(sent) - {"s20", "s40"}
-    first = np.concatenate([sent[k] for k in sorted(ok)])
-    assert len(first) == 2 * 58
+    for key, result in ok.items():  # each answer is the model's output for its own rows
+        expected = run_reference(registry, "mlp", 1, {"x": sent[key]})
+        for name, array in expected.items():
+            assert_bitwise_equal(result.as_numpy(name), array)
     after = _counts(server.target, "mlp")
-    assert after[0] - before[0] == 2 * 58
-    assert after[1] - before[1] < 58
+    assert after[0] - before[0] == 2 * 58  # the bad and the refused request were never computed
+    assert 1 <= after[1] - before[1] <= 58  # how many shared a batch depends on timing: not asserted

@@ -85,48 +85,36 @@ lock: install-dev
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-# Load harness (loadtests/, docs/loadtests.md). `make bench` measures the ceilings and runs the standard
-# scenarios against freshly started servers on a fresh registry under bench-out/, writes JSON and PNG plots
-# to loadtests/results/ and rewrites only the load section of BENCHMARKS.md (about 5 minutes on 2 cores).
-# BENCH_BASELINE_REV: a second gateway built from that git revision (default: the foundation's, unbatched)
-# runs the baseline-* scenarios for before/after figures; `make bench BENCH_BASELINE_REV=` skips them.
+# Benchmark suite (bench/, docs/loadtests.md "The benchmark suite"; not installed, not part of `make test`).
+# `make bench` runs every section (load, batching, swap, sampling, workers, drift) on freshly started servers
+# on fresh registries under bench-out/ (git-ignored), saves each section's JSON under bench-out/results/,
+# rewrites each section's block of BENCHMARKS.md, copies the plots it links to docs/bench/, and rewrites the
+# summary table of goals met or missed at the top. A subset: `make bench SECTIONS="batching swap"`; the gpu
+# section runs only when named. BENCH_ARGS passes options through (`python -m bench --help`), e.g.
+# `BENCH_ARGS="--duration 1 --warmup 0"` for a short try, `--render-only` to re-render saved results.
+# BENCH_BASELINE_REV: the load section also measures a gateway built from that git revision (default: the
+# foundation's, unbatched) for before/after figures; `make bench BENCH_BASELINE_REV=` skips it.
+SECTIONS ?=
 BENCH_BASELINE_REV ?= bce4003
 BENCH_ARGS ?=
 .PHONY: bench bench-scenario bench-list
 bench: install-dev
-	$(PY) -m bench.load --out BENCHMARKS.md \
+	$(PY) -m bench $(SECTIONS) --out BENCHMARKS.md \
 		$(if $(BENCH_BASELINE_REV),--baseline-rev $(BENCH_BASELINE_REV)) $(BENCH_ARGS)
 
-# One scenario alone (results only; BENCHMARKS.md is untouched): `make bench-scenario SCENARIO=gateway-open-tiny`.
+# One load scenario alone (results only; BENCHMARKS.md is untouched): `make bench-scenario SCENARIO=gateway-open-tiny`.
 bench-scenario: install-dev
-	$(PY) -m bench.load --scenario $(SCENARIO) \
+	$(PY) -m bench load --scenario $(SCENARIO) \
 		$(if $(BENCH_BASELINE_REV),--baseline-rev $(BENCH_BASELINE_REV)) $(BENCH_ARGS)
 
 bench-list: install-dev
-	$(PY) -m bench.load --list
+	$(PY) -m bench --list
+	$(PY) -m bench load --list-scenarios
 
-# Drift engine benchmark (scripts/bench_drift.py, docs/monitor.md): exact KS vs scipy, ingest vs numpy,
-# window evaluation, the running service over a WebSocket, and the JIT cold/warm times. Rewrites only the
-# drift section of BENCHMARKS.md (about 2 minutes on 2 cores).
-.PHONY: bench-drift
-bench-drift: install-dev
-	$(PY) -m bench.drift --out BENCHMARKS.md
-
-# Issue benchmarks (loadtests/bench_*.py): each runs its scenarios side by side against freshly started
-# servers on a fresh registry under bench-out/, writes JSON to loadtests/results/<name>/ and rewrites only
-# its own marked section of BENCHMARKS.md (about 1-4 minutes each on 2 cores).
-.PHONY: bench-batching bench-swap bench-sampling bench-workers
-bench-batching: install-dev
-	$(PY) -m bench.batching --out BENCHMARKS.md
-
-bench-swap: install-dev
-	$(PY) -m bench.swap --out BENCHMARKS.md
-
-bench-sampling: install-dev
-	$(PY) -m bench.sampling --out BENCHMARKS.md
-
-bench-workers: install-dev
-	$(PY) -m bench.workers --out BENCHMARKS.md
+# One section each, as before the suite had one command (about 1-4 minutes each on 2 cores; drift about 2).
+.PHONY: bench-batching bench-swap bench-sampling bench-workers bench-drift
+bench-batching bench-swap bench-sampling bench-workers bench-drift:
+	$(MAKE) bench SECTIONS=$(@:bench-%=%)
 
 # Where a request's time goes (bench/profiling.py, docs/loadtests.md "Profiling the gateway"): starts a
 # gateway on a fresh bench registry under bench-out/profile/, drives it with a named closed-loop load
@@ -139,3 +127,4 @@ PROFILE_ARGS ?=
 .PHONY: profile
 profile: install-dev
 	$(PY) -m bench.profiling --scenario $(or $(SCENARIO),mlp-c64) $(PROFILE_ARGS)
+

@@ -1,4 +1,4 @@
-"""``make bench-batching``: issue 4's figures (a)-(f), side by side in one run, into BENCHMARKS.md.
+"""Section ``batching`` (``make bench-batching``): issue 4's figures (a)-(f), side by side in one run.
 
 Contracts:
 
@@ -15,40 +15,25 @@ Contracts:
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.kit import (
-    Measured,
-    base_parser,
-    details,
-    fmt,
-    fresh_registry,
-    goals,
-    header,
-    measure,
-    ratio,
-    start_gateway,
-    verdict,
-    write_section,
-)
+from bench.kit import Measured, fresh_registry, measure, measured, ratio, start_gateway
+from bench.markdown import details, fmt, goal_table, header, percent
+from bench.sections import Goal, Results, Section
 from bench.servers import ECHO_READY, ServerProcess, echo_command
 from loadtests.ortceiling import measure as ort_measure
 
-__all__ = ["main"]
+__all__ = ["SECTION"]
 
 BUDGET_US = 50_000
 TOML = "[batching]\nmax_batch_size = 64\n"
 FIXED_TOML = TOML + 'scheduler = "fixed"\n'
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
-    p = base_parser("batching", __doc__)
-    p.add_argument("--overload-duration", type=float, default=20.0, help="measured seconds of (d) and (e)")
-    return p.parse_args(argv)
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overload-duration", type=float, default=20.0, help="batching: seconds of (d) and (e)")
 
 
 def _batch_mean(run: Measured) -> float | None:
@@ -62,9 +47,11 @@ def _ort_rows(registry: Path, batch: int) -> float:
     return float(result["batches"][0]["rows_per_s"])
 
 
-def _limits(runs: dict[str, Measured], ort: dict[str, Any]) -> list[str]:
+def _limits(runs: dict[str, Measured], ort: dict[str, Any], cores: int | None) -> list[str]:
     """The closing note: what limits each figure, from this run's own numbers."""
     a, b, c_gw, c_echo = runs["a-gateway"], runs["b-gateway"], runs["c-gateway"], runs["c-echo"]
+    a_busy = a.step["client"]["machine_cpu_busy"]
+    a_clients = sum(a.step["client"]["cpu_cores"])
     d = runs["d-deadline"]
     d_server = d.step.get("server") or {}
     d_req = (d_server.get("request_duration_s") or {}).get("p99")
@@ -83,7 +70,8 @@ def _limits(runs: dict[str, Measured], ort: dict[str, Any]) -> list[str]:
         f"the mlp costs about {fmt(per_row_ms, 3)} ms per row at batch 1 in process. "
         "Each single-row request pays the gRPC/asyncio path (as the echo server does) plus the gateway's "
         "Python per request (decode, validation, the batcher's queue and future, encode), all under one GIL, "
-        "on the same 2 cores as the client processes (machine busy ≈ 100 %).",
+        f"on the same {cores} cores as the client processes (machine CPU busy {percent(a_busy)} during (a); "
+        f"the clients used {fmt(a_clients)} cores of it).",
         f"- (b) Per-request overhead is spread over 32 rows; the gateway ran batches of {fmt(ort['mean'])} "
         f"rows and delivered {fmt(rb)} of the in-process rate at that batch size"
         + (": the model's own cost dominates" if rb is not None and rb >= 0.8 else "")
@@ -98,9 +86,9 @@ def _limits(runs: dict[str, Measured], ort: dict[str, Any]) -> list[str]:
         f"{cancelled} CANCELLED"
         + (
             ": the overload queue builds in front of the gateway's code, in the gRPC core (pending calls the "
-            "application never picked up are cancelled there) and the event loop. With 2 cores shared by "
-            "the client, the gRPC core and one Python event loop, the deadline scheduler can only shed what "
-            "reaches it."
+            "application never picked up are cancelled there) and the event loop. With "
+            f"{cores} cores shared by the client, the gRPC core and one Python event loop, the deadline "
+            "scheduler can only shed what reaches it."
             if cancelled > shed
             else ": the client's gRPC deadline equals the budget, so the time a call waits in the transport "
             "before the gateway's code sees it counts. Under 2x overload the one Python event loop is "
@@ -138,87 +126,82 @@ def _overload_notes(*runs: Measured) -> list[str]:
     return [*lines, ""]
 
 
-def render(runs: dict[str, Measured], ort: dict[str, Any], elapsed: float, args: argparse.Namespace) -> str:
+def _runs(results: Results) -> dict[str, Measured]:
+    return {label: measured(run) for label, run in results["runs"].items()}
+
+
+def goals(results: Results) -> list[Goal]:
+    runs, ort = _runs(results), results["ort"]
     a_echo, a_gw, f_gw, b_gw = runs["a-echo"], runs["a-gateway"], runs["f-gateway-stream"], runs["b-gateway"]
     c_echo, c_gw, d_gw, e_gw = runs["c-echo"], runs["c-gateway"], runs["d-deadline"], runs["e-fixed"]
     cap = float(a_gw.report["throughput_rps"])
-    ra = ratio(a_gw.report["throughput_rps"], a_echo.report["throughput_rps"])
-    rb = ratio(b_gw.report["rows_per_s"], ort["rows_per_s"])
-    rc = ratio(c_gw.lat("p50"), c_echo.lat("p50"))
-    rf = ratio(f_gw.report["throughput_rps"], a_gw.report["throughput_rps"])
-    rows: list[tuple[str, str, float | None, str, str]] = [
-        (
+    out = [
+        Goal.at_least(
             "(a) mlp 1 row, c=64: gateway req/s ÷ echo req/s",
             f"{fmt(a_gw.report['throughput_rps'], 0)} ÷ {fmt(a_echo.report['throughput_rps'], 0)}",
-            ra,
-            "≥ 0.8",
-            verdict(ra, 0.8, True),
+            ratio(a_gw.report["throughput_rps"], a_echo.report["throughput_rps"]),
+            0.8,
         ),
-        (
+        Goal.at_least(
             f"(b) mlp 32 rows, c=8: gateway rows/s ÷ onnxruntime rows/s at batch {ort['batch']} "
             f"(gateway mean batch {fmt(ort['mean'])})",
             f"{fmt(b_gw.report['rows_per_s'], 0)} ÷ {fmt(ort['rows_per_s'], 0)}",
-            rb,
-            "≥ 0.8",
-            verdict(rb, 0.8, True),
+            ratio(b_gw.report["rows_per_s"], ort["rows_per_s"]),
+            0.8,
         ),
-        (
+        Goal.at_most(
             "(c) tiny c=1: gateway p50 ÷ echo p50 (ms)",
             f"{fmt(c_gw.lat('p50'), 3)} ÷ {fmt(c_echo.lat('p50'), 3)}",
-            rc,
-            "≤ 1.3",
-            verdict(rc, 1.3, False),
+            ratio(c_gw.lat("p50"), c_echo.lat("p50")),
+            1.3,
         ),
     ]
     for tag, run in (("(d) deadline", d_gw), ("(e) fixed", e_gw)):
         good = ratio(run.report["goodput_rps"], cap)
+        figure = f"{tag}: goodput (OK ≤ 50 ms)/s ÷ capacity (a)"
+        measured_text = f"{fmt(run.report['goodput_rps'], 0)} ÷ {fmt(cap, 0)}"
         p99 = run.lat("p99")
-        refusal = run.step["error_latency_ms"]["p99"]
-        rows += [
-            (
-                f"{tag}: goodput (OK ≤ 50 ms)/s ÷ capacity (a)",
-                f"{fmt(run.report['goodput_rps'], 0)} ÷ {fmt(cap, 0)}",
-                good,
-                "≥ 0.9" if tag.startswith("(d)") else "(comparison)",
-                verdict(good, 0.9, True),
-            ),
-            (f"{tag}: p99 of successes (ms)", fmt(p99), p99, "≤ 50", verdict(p99, 50.0, False)),
-            (
-                f"{tag}: p99 of refusals/errors (ms)",
-                f"{sum(run.report['errors'].values())} non-OK",
-                refusal,
-                "≤ 5",
-                verdict(refusal, 5.0, False),
+        non_ok = f"{sum(run.report['errors'].values())} non-OK"
+        out += [
+            Goal.at_least(figure, measured_text, good, 0.9)
+            if tag.startswith("(d)")
+            else Goal.report(figure, measured_text, good, "(comparison)"),
+            Goal.at_most(f"{tag}: p99 of successes (ms)", fmt(p99), p99, 50.0),
+            Goal.at_most(
+                f"{tag}: p99 of refusals/errors (ms)", non_ok, run.step["error_latency_ms"]["p99"], 5.0
             ),
         ]
-    rows.append(
-        (
+    out.append(
+        Goal.report(
             "(f) mlp 1 row, c=64: ModelStreamInfer req/s ÷ unary req/s (gain)",
             f"{fmt(f_gw.report['throughput_rps'], 0)} ÷ {fmt(a_gw.report['throughput_rps'], 0)}",
-            rf,
-            "(report)",
-            "-",
+            ratio(f_gw.report["throughput_rps"], a_gw.report["throughput_rps"]),
         )
     )
+    return out
+
+
+def render(results: Results) -> str:
+    runs, ort, meta = _runs(results), results["ort"], results["meta"]
+    d_gw = runs["d-deadline"]
+    cores = meta.get("usable_cores") or (meta.get("environment") or {}).get("cpu_count")
     ceil = " · ".join(f"batch {b['batch']}: {fmt(b['rows_per_s'], 0)}" for b in ort["ceiling"]["batches"])
     lines = header(
+        meta,
         "Batching (issue 4)",
-        "make bench-batching",
-        elapsed,
         [
-            f"- Servers: gateway `{args.gateway}`; echo: "
+            f"- Servers: gateway `{results['gateway']}`; echo: "
             "`python -m loadtests echo-server --registry REG --port 0`. Models `tiny`, `mlp` and `mlpfixed` "
             '(mlp weights, `scheduler = "fixed"`), `max_batch_size = 64`, other `[batching]` defaults.',
-            f"- Steps: {args.warmup:g} s warm-up + {args.duration:g} s measured; (d)/(e) "
-            f"{args.overload_duration:g} s measured at {fmt(d_gw.step['offered'], 0)} req/s offered "
-            "(2x (a)), "
-            "Poisson, 2 client processes, `timeout` parameter and gRPC deadline both 50 ms.",
+            f"- Steps: {results['warmup']:g} s warm-up + {results['duration']:g} s measured; (d)/(e) "
+            f"{results['overload_duration']:g} s measured at {fmt(d_gw.step['offered'], 0)} req/s offered "
+            "(2x (a)), Poisson, 2 client processes, `timeout` parameter and gRPC deadline both 50 ms.",
             f"- onnxruntime in process, mlp rows/s (gateway session options, no server running): {ceil}.",
         ],
     )
-    lines += goals(rows)
-    lines += _overload_notes(d_gw, e_gw)
-    lines += _limits(runs, ort)
+    lines += goal_table(goals(results))
+    lines += _overload_notes(d_gw, runs["e-fixed"])
+    lines += _limits(runs, ort, cores)
     lines += ["### Runs", "", *details(list(runs.values()))]
     lines += [
         "Refusal latency is the new `error_latency_ms` of the load report: intended send time to the "
@@ -229,9 +212,7 @@ def render(runs: dict[str, Measured], ort: dict[str, Any], elapsed: float, args:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse(list(sys.argv[1:] if argv is None else argv))
-    started = time.monotonic()
+def run(args: argparse.Namespace) -> Results:
     models = [("tiny", "tiny", TOML), ("mlp", "mlp", TOML), ("mlpfixed", "mlp", FIXED_TOML)]
     registry = fresh_registry(args.work, args.results, models)
     ceiling = ort_measure(registry, "mlp", batch_sizes=(1, 8, 32, 64), seconds=0.3)
@@ -243,7 +224,6 @@ def main(argv: list[str] | None = None) -> int:
         gw = start_gateway(
             stack, registry, args.work / "gateway.log", "--no-sampling", "--poll-interval", "0"
         )
-        args.gateway = gw.command
         heavy = {"model": "mlp", "levels": (64,), "processes": 2, **common}
         runs["a-echo"] = measure("a-echo", args.results, port_var="ECHO_PORT", target=echo_target, **heavy)
         runs["a-gateway"] = measure(
@@ -293,12 +273,14 @@ def main(argv: list[str] | None = None) -> int:
         mean = _batch_mean(runs["b-gateway"])
         batch = max(1, min(64, round(mean if mean is not None else 32)))
     ort = {"batch": batch, "mean": mean, "rows_per_s": _ort_rows(registry, batch), "ceiling": ceiling}
-    text = render(runs, ort, time.monotonic() - started, args)
-    print(text)
-    if args.out is not None:
-        write_section(args.out, "batching", text)
-    return 0
+    return {
+        "runs": {label: m.to_json() for label, m in runs.items()},
+        "ort": ort,
+        "gateway": gw.command,
+        "duration": args.duration,
+        "warmup": args.warmup,
+        "overload_duration": args.overload_duration,
+    }
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+SECTION = Section("batching", "Batching (issue 4)", run, render, goals, _add_arguments)

@@ -1,7 +1,5 @@
-"""``make bench-drift``: the drift engine against scipy and numpy on identical data, and the live service.
-
-Measures, in one run on this machine, and rewrites only the block between ``<!-- drift:start -->`` and
-``<!-- drift:end -->`` of BENCHMARKS.md (creating the file with just that block if it is missing):
+"""The drift section's measurements (:mod:`bench.drift`): the engine against scipy and numpy on identical
+data, and the live service.
 
 (a) exact KS, 64 features x 100k window rows vs a 100k-row reference: the audit path (numpy SIMD sort of
     the window, numba merge, p-values as scipy's 'auto') vs a ``scipy.stats.ks_2samp`` loop; the
@@ -14,17 +12,16 @@ Measures, in one run on this machine, and rewrites only the block between ``<!--
     and the server's resident memory over the run; then half as long with 20,000-row windows;
 (e) import plus JIT time of ``monitor.stats`` on a cold and on a warm numba cache.
 
-Each timing is the median of ``--repeat`` runs. Every number written is one measured here.
+Each timing is the median of ``repeat`` runs. Imported only when the drift section runs (numba JIT).
+The service's frames come from the test oracle :func:`tests.monitor_oracles.sample_batch`, imported
+normally: run the suite from the repository root (``python -m bench``).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import multiprocessing
 import os
-import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -32,7 +29,6 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +40,6 @@ from monitor.grid import Grid
 from monitor.kolmogorov import ks_2samp_pvalues
 
 ROOT = Path(__file__).resolve().parents[1]
-
-START, END = "<!-- drift:start -->", "<!-- drift:end -->"
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
@@ -282,114 +276,3 @@ def bench_jit() -> dict[str, float]:
             )
             out[key] = float(done.stdout.strip())
     return out
-
-
-def render(r: dict[str, Any], command: str) -> str:
-    a, b, c, d, j = r["exact_ks"], r["ingest"], r["evaluate"], r["service"], r["jit"]
-    big = r["service_large"]
-
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "**not met**"
-
-    flat = d["rss_end_mib"] - d["rss_start_mib"]
-    lines = [
-        START,
-        "## Drift engine (monitor)",
-        "",
-        f"`{command}` on {platform.node() or 'this machine'}: {os.cpu_count()} cores "
-        f"({_cpu_model()}), shared and noisy (other jobs run beside it); "
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC. "
-        f"Python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
-        f"{b['threads']} numba threads. Medians of {r['repeat']} runs.",
-        "",
-        "| benchmark | infergate | baseline | ratio | goal |",
-        "|---|---:|---:|---:|---|",
-        f"| (a) exact KS, {a['features']} features x {a['rows']:,} rows vs {a['rows']:,}-row reference "
-        f"| {a['numba_s'] * 1000:,.0f} ms | scipy `ks_2samp` loop {a['scipy_s'] * 1000:,.0f} ms "
-        f"| {a['speedup']:.1f}x | >= 10x: {verdict(a['speedup'] >= 10)} |",
-        f"| (a') one-off reference sort ({a['features']} x {a['rows']:,}) "
-        f"| {a['reference_sort_s'] * 1000:,.0f} ms "
-        "| - | - | counted apart |",
-        f"| (b) ingest, {b['features']} features x {b['rows']:,} rows | {b['numba_ns']:.2f} ns/value "
-        f"| numpy searchsorted+bincount {b['numpy_ns']:.1f} ns/value | {b['speedup']:.1f}x "
-        f"| >= 10x: {verdict(b['speedup'] >= 10)} |",
-        f"| (c) window evaluation, {c['features']} features ({c['bins']:,} fine bins): "
-        "PSI + grid KS + bounds "
-        f"| {c['evaluate_us']:.0f} us | - | - | < 1 ms: {verdict(c['evaluate_us'] < 1000)} |",
-        f"| (d) service ingest, frames of 64 rows x 16 features over one WebSocket, {d['seconds']:.0f} s "
-        f"| {d['rows_per_s']:,.0f} rows/s | - | - | >= 200k rows/s: {verdict(d['rows_per_s'] >= 200_000)} |",
-        f"| (d') server memory (RSS) over that run | {d['rss_start_mib']:.0f} -> {d['rss_end_mib']:.0f} MiB "
-        f"(max {d['rss_max_mib']:.0f}) | - | - | flat: {verdict(abs(flat) <= 16)} ({flat:+.0f} MiB) |",
-        f"| (d'') the same with `window_rows = {big['window_rows']:,}`, {big['seconds']:.0f} s "
-        f"| {big['rows_per_s']:,.0f} rows/s | - | - "
-        f"| RSS {big['rss_start_mib']:.0f} -> {big['rss_end_mib']:.0f} MiB |",
-        f"| (e) `import monitor.stats` incl. JIT, cold numba cache | {j['cold_s']:.2f} s | `import numba` "
-        f"{j['numba_import_s']:.2f} s | - | - |",
-        f"| (e') the same, warm cache | {j['warm_s']:.2f} s | | | |",
-        "",
-        f"Checks in the same run: (a) largest |D - scipy D| {a['max_d_error']:.1e}, largest relative p-value "
-        f"difference {a['max_p_rel_error']:.1e}; (b) counts identical to numpy: {b['identical']}. "
-        f"(d) the client process sent {d['frames_sent']:,} frames and shares the 2 cores with the server. "
-        f"Windows of {d['window_rows']:,} rows (the default) closed about "
-        f"{d['rows_per_s'] / d['window_rows']:,.0f} times a second; the evaluator thread, which shares the "
-        f"GIL with the ingest loop, evaluated {d['windows_evaluated']:,.0f} of them with the exact audit "
-        f"(mean {d['evaluation_ms_mean']:.1f} ms each under that load) and shed "
-        f'{d["windows_dropped"]:,.0f} (counted in `infergate_monitor_windows_total{{outcome="dropped"}}`); '
-        f"ingestion never waited. With {big['window_rows']:,}-row windows: {big['windows_evaluated']:,.0f} "
-        f"evaluated, {big['windows_dropped']:,.0f} shed (mean {big['evaluation_ms_mean']:.1f} ms).",
-        END,
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def write_section(path: Path, block: str) -> None:
-    """Replace the drift block of ``path`` (or create the file holding just that block)."""
-    text = path.read_text(encoding="utf-8") if path.exists() else f"{START}\n{END}\n"
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END) + r"\n?", re.DOTALL)
-    if pattern.search(text) is None:
-        text = text.rstrip("\n") + "\n\n" + f"{START}\n{END}\n"
-    path.write_text(pattern.sub(lambda _: block, text, count=1), encoding="utf-8")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, help="BENCHMARKS.md to update (omit to print only)")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--service-seconds", type=float, default=60.0)
-    parser.add_argument("--quick", action="store_true", help="small sizes, to try the script")
-    parser.add_argument("--only", help="comma-separated parts to run and print (no table is written)")
-    args = parser.parse_args(argv)
-    scale = 10 if args.quick else 1
-    parts: dict[str, Callable[[], Any]] = {
-        "jit": bench_jit,
-        "exact_ks": lambda: bench_exact_ks(100_000 // scale, 64, args.repeat),
-        "ingest": lambda: bench_ingest(1_000_000 // scale, 64, args.repeat),
-        "evaluate": lambda: bench_evaluate(64, args.repeat),
-        "service": lambda: bench_service(args.service_seconds / scale),
-        "service_large": lambda: bench_service(args.service_seconds / 2 / scale, window_rows=20_000),
-    }
-    if args.only:
-        for name in args.only.split(","):
-            print(name, parts[name]())
-        return 0
-    results = {"repeat": args.repeat, **{name: run() for name, run in parts.items()}}
-    command = "make bench-drift" if not args.quick else "python -m bench.drift --quick"
-    block = render(results, command)
-    print(block)
-    if args.out is not None:
-        write_section(args.out, block)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,34 +1,39 @@
-"""Shared pieces of the issue benchmarks (``make bench-batching|bench-swap|bench-sampling|bench-workers``).
+"""The shared skeleton of every section: a fresh registry, servers on loopback, measured load runs.
 
 Contracts:
 
-* :func:`replace_section` / :func:`write_section` own one marked block of BENCHMARKS.md,
-  ``<!-- NAME:start -->`` ... ``<!-- NAME:end -->``; everything outside it is kept byte for byte, and a
-  missing block is appended at the end (a missing file starts with the title of :mod:`bench.load_md`).
-* :func:`ratio` and :func:`verdict` are pure: a ratio is None when either side is missing or the divisor is
-  zero, and a verdict is "met", "missed" or "-" (nothing measured).
-* :func:`start_gateway` runs ``python -m gateway`` exactly as :mod:`bench.load` does (loopback, free
-  ports), plus extra flags; :func:`measure` runs one :func:`loadtests.run.run_load` and records the load
-  average just before it, so every figure carries the machine's state.
+* :func:`require_loopback` is where the benchmark suite refuses to send load anywhere but this machine
+  (127.0.0.0/8, ::1, ``localhost``): :func:`measure` checks its target before anything connects. The load
+  generator itself (``infergate-load``) accepts any target; only the suite is bound to loopback.
+* :func:`ratio` is pure: None when either side is missing or the divisor is zero. (:func:`fmt` and
+  :func:`verdict` are re-exported from :mod:`bench.markdown` and :mod:`bench.sections`.)
+* :func:`fresh_registry` empties the section's work folder and publishes the bench models into it;
+  :func:`start_gateway` runs ``python -m gateway`` on it (loopback, free ports, stopped with the
+  ``ExitStack``); :func:`measure` runs one :func:`loadtests.run.run_load`, writes its JSON report and
+  records the load average just before it, so every figure carries the machine's state.
+* :class:`Measured` round-trips through JSON (:meth:`Measured.to_json`, :func:`measured`), so sections
+  keep runs in their results and render from saved results.
 """
 
 from __future__ import annotations
 
-import argparse
+import ipaddress
 import os
 import shutil
 import sys
 import time
+import urllib.parse
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.load_md import _TITLE
+from bench.markdown import fmt
 from bench.scenarios import command_line
+from bench.sections import verdict
 from bench.servers import GATEWAY_READY, ServerProcess, gateway_command
 from loadtests.config import LoadConfig
-from loadtests.environment import environment
+from loadtests.promscrape import scrape
 from loadtests.report import write_json
 from loadtests.run import run_load
 
@@ -36,54 +41,39 @@ __all__ = [
     "Gateway",
     "Measured",
     "add_model",
-    "details",
-    "goals",
+    "counter",
     "fmt",
-    "header",
+    "fresh_registry",
     "load_average",
-    "markers",
     "measure",
+    "measured",
     "proc_cpu_s",
     "ratio",
-    "replace_section",
+    "require_loopback",
     "start_gateway",
     "verdict",
-    "write_section",
 ]
 
 
-def markers(name: str) -> tuple[str, str]:
-    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-
-
-def replace_section(text: str, name: str, body: str) -> str:
-    """``text`` with the ``name`` block replaced by ``body`` (markers added), or appended when missing."""
-    start, end = markers(name)
-    block = f"{start}\n{body.strip(chr(10))}\n{end}"
-    if start in text and end in text.split(start, 1)[1]:
-        head, rest = text.split(start, 1)
-        return head + block + rest.split(end, 1)[1]
-    return text.rstrip("\n") + "\n\n" + block + "\n"
-
-
-def write_section(out: Path, name: str, body: str) -> None:
-    text = out.read_text() if out.exists() else _TITLE
-    out.write_text(replace_section(text, name, body))
+def require_loopback(target: str) -> str:
+    """``target`` (``HOST:PORT`` or a URL) if its host is loopback; ValueError naming it otherwise."""
+    host = urllib.parse.urlsplit(target).hostname if "://" in target else target.rpartition(":")[0]
+    host = (host or "").strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(
+            f"the benchmark suite refuses to send load to {host or target!r}: it measures servers it "
+            "started on this machine, so only loopback targets (127.0.0.0/8, ::1, localhost) are allowed; "
+            "use infergate-load to load a remote server"
+        )
+    return target
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
-
-
-def verdict(value: float | None, goal: float, at_least: bool) -> str:
-    """ "met" / "missed" for ``value`` against ``goal`` (``>=`` when ``at_least``, else ``<=``)."""
-    if value is None:
-        return "-"
-    return "met" if (value >= goal if at_least else value <= goal) else "missed"
-
-
-def fmt(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
 
 
 def load_average() -> tuple[float, float, float]:
@@ -96,16 +86,14 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def base_parser(name: str, doc: str | None, *, duration: float = 5.0) -> argparse.ArgumentParser:
-    """The options every ``loadtests.bench_<name>`` script shares: work dir, results dir, BENCHMARKS.md to
-    update, measured seconds per step and warm-up seconds."""
-    p = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=doc)
-    p.add_argument("--work", type=Path, default=Path(f"bench-out/{name}"))
-    p.add_argument("--results", type=Path, default=Path(f"bench-out/results/{name}"))
-    p.add_argument("--out", type=Path, default=None, help="BENCHMARKS.md to update (default: none)")
-    p.add_argument("--duration", type=float, default=duration, help="measured seconds per step")
-    p.add_argument("--warmup", type=float, default=1.0)
-    return p
+def counter(url: str, family: str, **labels: str) -> float:
+    """Sum of ``family`` samples whose labels include ``labels`` on the /metrics page at ``url``."""
+    total = 0.0
+    for sample_labels, value in scrape(require_loopback(url)).get(family, []):
+        d = dict(sample_labels)
+        if all(d.get(k) == v for k, v in labels.items()):
+            total += value
+    return total
 
 
 def fresh_registry(work: Path, results: Path, models: list[tuple[str, str, str]]) -> Path:
@@ -175,11 +163,25 @@ class Measured:
         value = self.report["steps"][step]["latency_ms"][key]
         return None if value is None else float(value)
 
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready: the whole report, timelines included."""
+        return asdict(self)
+
+
+def measured(data: dict[str, Any]) -> Measured:
+    """The :class:`Measured` of :meth:`Measured.to_json`'s output."""
+    load = data["load_avg"]
+    return Measured(data["label"], data["report"], data["command"], (load[0], load[1], load[2]))
+
 
 def measure(
     label: str, results: Path, progress: Any = None, port_var: str = "GATEWAY_PORT", **config: Any
 ) -> Measured:
-    """One load run (``config`` = :class:`LoadConfig` fields); JSON to ``results/<label>.json``."""
+    """One load run (``config`` = :class:`LoadConfig` fields); JSON to ``results/<label>.json``.
+    ValueError, before anything connects, when the target or metrics URL is not loopback."""
+    require_loopback(config["target"])
+    if config.get("metrics_url"):
+        require_loopback(config["metrics_url"])
     config.setdefault("progress", False)
     config.setdefault("input_source", "reference")
     cfg = LoadConfig(**config)
@@ -197,58 +199,3 @@ def measure(
         flush=True,
     )
     return Measured(label, report, command_line(cfg, port_var), load)
-
-
-def header(title: str, command: str, elapsed_s: float, extra: list[str] | None = None) -> list[str]:
-    """The section's opening lines: how it was made, on what machine, in what state."""
-    env = environment()
-    load = ", ".join(f"{x:.2f}" for x in env.get("load_average") or [])
-    dirty = " plus uncommitted changes" if env.get("git_dirty") else ""
-    versions = env.get("versions", {})
-    return [
-        f"## {title}",
-        "",
-        f"Measured by `{command}` on {env['started_at']} UTC (whole run {elapsed_s:.0f} s); git "
-        f"{env.get('git_commit')}{dirty}; Python {env.get('python')}, grpcio {versions.get('grpcio')}, "
-        f"onnxruntime {versions.get('onnxruntime')}.",
-        "",
-        f"- Machine: {env.get('cpu_model')}, {env.get('cpu_count')} cores, shared and noisy: the load client "
-        f"(separate processes), the servers and other jobs share the cores. Load average at the end: {load}; "
-        "each row gives the 1-minute load average just before it ran.",
-        *(extra or []),
-        "",
-    ]
-
-
-def details(runs: list[Measured]) -> list[str]:
-    """One row per measured run: the exact client command and every figure the ratios use."""
-    lines = [
-        "| run | req/s | rows/s | goodput/s | p50 ms | p99 ms | error p99 ms | errors | server batch mean "
-        "| client cores | machine busy | load avg |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
-    ]
-    for run in runs:
-        for i, step in enumerate(run.report["steps"]):
-            errors = ", ".join(f"{k} {v}" for k, v in sorted(step["errors"].items())) or "0"
-            batch = ((step.get("server") or {}).get("batch_size") or {}).get("mean")
-            busy = step["client"]["machine_cpu_busy"]
-            name = run.label if len(run.report["steps"]) == 1 else f"{run.label} step {i + 1}"
-            lines.append(
-                f"| {name} | {fmt(step['throughput_rps'], 0)} | {fmt(step['rows_per_s'], 0)} "
-                f"| {fmt(step['goodput_rps'], 0)} | {fmt(step['latency_ms']['p50'])} "
-                f"| {fmt(step['latency_ms']['p99'])} | {fmt(step.get('error_latency_ms', {}).get('p99'))} "
-                f"| {errors} | {fmt(batch)} | {', '.join(f'{c:.2f}' for c in step['client']['cpu_cores'])} "
-                f"| {'-' if busy is None else f'{busy:.0%}'} | {run.load_avg[0]:.2f} |"
-            )
-    lines += ["", "Commands (`$GATEWAY_PORT` / `$ECHO_PORT`: the server of that run):", ""]
-    lines += [f"- {run.label}: `{run.command}`" for run in runs]
-    return [*lines, ""]
-
-
-def goals(rows: list[tuple[str, str, float | None, str, str]]) -> list[str]:
-    """The headline table: (figure, measured as "a ÷ b", value, goal text, verdict)."""
-    lines = ["| figure | measured | value | goal | verdict |", "|---|---:|---:|---|---|"]
-    lines += [
-        f"| {name} | {measured} | {fmt(value)} | {goal} | {v} |" for name, measured, value, goal, v in rows
-    ]
-    return [*lines, ""]

@@ -1,15 +1,14 @@
-"""``infergate-load bench`` (``make bench``): ceilings, then the standard scenarios against a freshly started
-gateway and echo server, then BENCHMARKS.md and the plots.
+"""Section ``load`` (``make bench SECTIONS=load``): onnxruntime ceilings, then the standard scenarios against
+a freshly started gateway and echo server, with plots.
 
 Contracts:
 
-* Builds a fresh registry under ``--work`` (default ``bench-out/``, gitignored): the demo models
+* Builds a fresh registry under the section's work folder (``bench-out/load/``): the demo models
   (:func:`registry.demo.build_demo`) plus ``tiny`` and ``mlp`` (:mod:`bench.models`).
 * Measures the onnxruntime ceilings first, with no server running, then starts the servers the chosen
   scenarios need (subprocesses, loopback, free ports) and stops them at the end, also on failure.
-* Writes ``<results>/<scenario>.json``, the scenario's PNGs and ``<results>/summary.json``. BENCHMARKS.md
-  is (re)written only when every scenario ran (no ``--scenario``), and only its load section
-  (:mod:`bench.load_md`).
+* Writes ``<results>/<scenario>.json`` and the scenario's PNGs; the results name the PNGs in ``plots``, so
+  the runner copies them next to BENCHMARKS.md (``docs/bench/load/``) when it rewrites the section.
 * Open-loop scenarios offer fractions of a closed-loop peak; a scenario run alone measures that peak with
   a short closed-loop probe first.
 * ``--gateway-rev`` benchmarks another git revision's gateway instead of the working tree's;
@@ -20,17 +19,17 @@ Contracts:
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.load_md import write_benchmarks
+from bench.kit import require_loopback
+from bench.load_md import goals, render
 from bench.models import build_bench_registry
 from bench.scenarios import PEAK_SOURCES, SCENARIOS, Scenario, command_line
+from bench.sections import Results, Section
 from bench.servers import (
     ECHO_READY,
     GATEWAY_READY,
@@ -39,41 +38,25 @@ from bench.servers import (
     export_revision,
     gateway_command,
 )
-from loadtests.environment import busy_fraction, cpu_times
 from loadtests.ortceiling import measure
 from loadtests.plots import write_plots
 from loadtests.report import table, write_json
 from loadtests.run import run_load
 from registry.demo import build_demo
 
-__all__ = ["main"]
+__all__ = ["SECTION"]
 
 CEILING_MODELS = ("tiny", "mlp", "classifier", "regressor")
-#: Seconds of /proc/stat sampling before anything starts: how busy other jobs keep the machine.
-IDLE_PROBE_S = 3.0
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.load", description="Run the standard benchmark scenarios."
-    )
-    p.add_argument("--work", type=Path, default=Path("bench-out"), help="scratch directory (registry, logs)")
+def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--results", type=Path, default=Path("bench-out/results/load"), help="JSON and PNG output directory"
+        "--scenario", action="append", default=[], help="load: run only this scenario (repeatable)"
     )
-    p.add_argument(
-        "--out", type=Path, default=Path("BENCHMARKS.md"), help="benchmark report (full runs only)"
-    )
-    p.add_argument("--scenario", action="append", default=[], help="run only this scenario (repeatable)")
-    p.add_argument("--duration", type=float, default=5.0, help="measured seconds per step (default 5)")
-    p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per step (default 1)")
-    p.add_argument("--ceiling-seconds", type=float, default=0.3, help="onnxruntime seconds per batch size")
-    p.add_argument(
-        "--gateway-rev", default=None, help="benchmark the gateway of this git revision, not the tree"
-    )
-    p.add_argument("--baseline-rev", default=None, help="also run the baseline-* scenarios on this revision")
-    p.add_argument("--list", action="store_true", help="list the scenarios and exit")
-    return p.parse_args(argv)
+    p.add_argument("--list-scenarios", action="store_true", help="load: list the scenarios and exit")
+    p.add_argument("--ceiling-seconds", type=float, default=0.3, help="load: onnxruntime s per batch size")
+    p.add_argument("--gateway-rev", default=None, help="load: benchmark this git revision's gateway")
+    p.add_argument("--baseline-rev", default=None, help="load: also run baseline-* on this revision")
 
 
 def _registry(work: Path) -> Path:
@@ -91,6 +74,7 @@ def _peak(report: dict[str, Any]) -> float:
 def _run(
     scenario: Scenario, target: str, metrics: str | None, args: argparse.Namespace, **kw: Any
 ) -> dict[str, Any]:
+    require_loopback(target)
     config = scenario.config(
         target=target,
         metrics_url=metrics,
@@ -117,40 +101,21 @@ def _run(
     }
 
 
-def _brief(summary: dict[str, Any]) -> dict[str, Any]:
-    """``summary`` without the per-step timelines and CDFs (they are in each scenario's own JSON)."""
-    heavy = ("timeline", "cdf")
-    scenarios = []
-    for result in summary["scenarios"]:
-        report = {k: v for k, v in result["report"].items() if k not in heavy}
-        report["steps"] = [{k: v for k, v in step.items() if k not in heavy} for step in report["steps"]]
-        scenarios.append({**result, "report": report})
-    return {**summary, "scenarios": scenarios}
-
-
-def main(argv: list[str]) -> int:
-    args = _parse(argv)
-    if args.list:
+def run(args: argparse.Namespace) -> Results:
+    if args.list_scenarios:
         for scenario in SCENARIOS:
             print(f"{scenario.name:28} {scenario.title}")
-        return 0
+        raise SystemExit(0)
     known = {s.name for s in SCENARIOS} | {"ceilings"}
     unknown = [name for name in args.scenario if name not in known]
     if unknown:
-        print(f"infergate-load bench: unknown scenario(s) {unknown}; see --list")
-        return 2
+        raise SystemExit(f"python -m bench load: unknown scenario(s) {unknown}; see --list-scenarios")
     full = not args.scenario
     chosen = [
         s
         for s in SCENARIOS
         if (full or s.name in args.scenario) and (s.server != "baseline" or args.baseline_rev is not None)
     ]
-    started = time.monotonic()
-    before = cpu_times()
-    time.sleep(IDLE_PROBE_S)
-    idle_busy = busy_fraction(before, cpu_times())
-    shown = "unknown" if idle_busy is None else f"{idle_busy:.0%}"
-    print(f"== machine CPU busy before starting anything: {shown}", flush=True)
     args.results.mkdir(parents=True, exist_ok=True)
     registry = _registry(args.work)
     ceilings = []
@@ -194,29 +159,23 @@ def main(argv: list[str]) -> int:
             for peak, source in PEAK_SOURCES.items():
                 if source == scenario.name:
                     peaks[peak] = _peak(result["report"])
-    elapsed = time.monotonic() - started
     gateway = f"python -m gateway --registry {registry} --host 127.0.0.1 --port 0 --metrics-port 0"
     gateway += " --grace-seconds 5"
     servers = {"echo": f"infergate-load echo-server --registry {registry} --port 0`"}
     for server, sha in revisions.items():
         where = f"` in the files of git {sha} (`git archive {sha} gateway registry protos`)"
         servers[server] = gateway + ("`" if sha == "working tree" else where)
-    summary = {
-        "elapsed_s": elapsed,
-        "idle_busy": idle_busy,
+    kinds = ("latency_cdf", "throughput_vs_load", "latency_over_time")
+    return {
         "servers": servers,
         "ceilings": ceilings,
         "peaks": peaks,
         "revisions": revisions,
-        "argv": argv,
         "scenarios": results,
+        "plots": [f"{r['name']}-{kind}.png" for r in results for kind in kinds],
     }
-    (args.results / "summary.json").write_text(json.dumps(_brief(summary), indent=1, sort_keys=True) + "\n")
-    if full:
-        write_benchmarks(args.out, summary, args.results)
-        print(f"wrote {args.out} and {args.results}/ in {elapsed:.0f} s")
-    return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+SECTION = Section(
+    "load", "Load harness: ceilings and the gateway's figures", run, render, goals, _add_arguments
+)

@@ -1,4 +1,4 @@
-"""``make bench-swap``: issue 5's hot-swap figures (latency around a swap ÷ steady state, one run).
+"""Section ``swap`` (``make bench-swap``): issue 5's hot-swap figures, latency around a swap ÷ steady state.
 
 Contracts:
 
@@ -17,7 +17,6 @@ import argparse
 import datetime
 import json
 import re
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,36 +24,22 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.kit import (
-    Measured,
-    add_model,
-    base_parser,
-    details,
-    fmt,
-    fresh_registry,
-    goals,
-    header,
-    measure,
-    ratio,
-    start_gateway,
-    verdict,
-    write_section,
-)
+from bench.kit import add_model, fresh_registry, measure, measured, ratio, start_gateway
+from bench.markdown import details, fmt, goal_table, header
+from bench.sections import Goal, Results, Section
 from loadtests.config import LoadConfig
 from loadtests.pool import START_LEAD_S
 from registry.publish import publish
 
-__all__ = ["load_times", "main"]
+__all__ = ["SECTION", "load_times"]
 
 TOML = "[batching]\nmax_batch_size = 64\n"
 _LOADED = re.compile(r"loaded (\S+) on (\S+) in ([0-9.]+) s")
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
-    p = base_parser("swap", __doc__, duration=10.0)
-    p.add_argument("--load", type=float, default=0.5, help="fraction of the probed capacity offered")
-    p.add_argument("--swap-at", type=float, default=3.0, help="seconds into the swap window to publish v2")
-    return p.parse_args(argv)
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--load", type=float, default=0.5, help="swap: fraction of the probed capacity offered")
+    p.add_argument("--swap-at", type=float, default=3.0, help="swap: seconds into the swap window to publish")
 
 
 def load_times(log: str) -> list[tuple[str, str, float, float | None]]:
@@ -115,48 +100,61 @@ def _near_swap(
     return (max(near) if near else None), (max(far) if far else None)
 
 
-def render(
-    probe: Measured, run: Measured, pub: dict[str, float], gw_log: str, elapsed: float, cmd: str
-) -> str:
-    steps = run.report["steps"]
-    steady, window, after = steps
-    errors = sum(sum(s["errors"].values()) for s in steps)
-    r50 = ratio(window["latency_ms"]["p50"], steady["latency_ms"]["p50"])
-    r99 = ratio(window["latency_ms"]["p99"], steady["latency_ms"]["p99"])
-    loads = load_times(gw_log)
+def _timeline(results: Results) -> dict[str, Any]:
+    """Where the swap happened, from the gateway's log and the publisher's clock."""
+    window = results["run"]["report"]["steps"][1]
+    pub = results["publish"]
+    loads = load_times(results["gateway_log"])
     v1 = next((s for name, _, s, _ in loads if name == "mlp:1"), None)
     v2 = next(((s, ep) for name, _, s, ep in loads if name == "mlp:2"), None)
     live_s = None
-    if v2 is not None and v2[1] is not None:
+    if v2 is not None and v2[1] is not None and "publish_wall" in pub:
         live_s = pub["publish_start_s"] + (v2[1] - pub["publish_wall"])
     tl = window["timeline"]
     p99s = [(p if p is not None else -1.0, t) for p, t in zip(tl["p99_ms"], tl["t_s"], strict=True)]
     worst, worst_t = max(p99s) if p99s else (None, None)
-    window_errors = sum(window["errors"].values())
     near = _near_swap(tl, pub.get("publish_start_s"), live_s)
-    rows: list[tuple[str, str, float | None, str, str]] = [
-        ("errors in the swap window", ", ".join(f"{k} {v}" for k, v in window["errors"].items()) or "0",
-         float(window_errors), "0", verdict(float(window_errors), 0.0, False)),
-        ("errors in the steady steps (before, after)", f"{sum(steady['errors'].values())}, "
-         f"{sum(after['errors'].values())} (all steps: {errors})", float(errors - window_errors), "0",
-         verdict(float(errors - window_errors), 0.0, False)),
-        ("p50 swap window ÷ steady (ms)",
-         f"{fmt(window['latency_ms']['p50'])} ÷ {fmt(steady['latency_ms']['p50'])}", r50, "(report)", "-"),
-        ("p99 swap window ÷ steady (ms)",
-         f"{fmt(window['latency_ms']['p99'])} ÷ {fmt(steady['latency_ms']['p99'])}", r99, "≤ 2",
-         verdict(r99, 2.0, False)),
-        ("p99 swap window ÷ after the swap (v2, the other steady state)",
-         f"{fmt(window['latency_ms']['p99'])} ÷ {fmt(after['latency_ms']['p99'])}",
-         ratio(window["latency_ms"]["p99"], after["latency_ms"]["p99"]), "≤ 2",
-         verdict(ratio(window["latency_ms"]["p99"], after["latency_ms"]["p99"]), 2.0, False)),
-        ("p99 after swap (v2) ÷ steady (v1)",
-         f"{fmt(after['latency_ms']['p99'])} ÷ {fmt(steady['latency_ms']['p99'])}",
-         ratio(after["latency_ms"]["p99"], steady["latency_ms"]["p99"]), "(report)", "-"),
+    return {"v1": v1, "v2": v2[0] if v2 else None, "live_s": live_s, "worst": worst, "worst_t": worst_t,
+            "near": near}  # fmt: skip
+
+
+def goals(results: Results) -> list[Goal]:
+    steady, window, after = results["run"]["report"]["steps"]
+    errors = sum(sum(s["errors"].values()) for s in (steady, window, after))
+    window_errors = sum(window["errors"].values())
+    lat = {name: step["latency_ms"] for name, step in (("s", steady), ("w", window), ("a", after))}
+    return [
+        Goal.at_most("errors in the swap window",
+                     ", ".join(f"{k} {v}" for k, v in window["errors"].items()) or "0",
+                     float(window_errors), 0.0),
+        Goal.at_most("errors in the steady steps (before, after)",
+                     f"{sum(steady['errors'].values())}, {sum(after['errors'].values())} "
+                     f"(all steps: {errors})",
+                     float(errors - window_errors), 0.0),
+        Goal.report("p50 swap window ÷ steady (ms)", f"{fmt(lat['w']['p50'])} ÷ {fmt(lat['s']['p50'])}",
+                    ratio(lat["w"]["p50"], lat["s"]["p50"])),
+        Goal.at_most("p99 swap window ÷ steady (ms)", f"{fmt(lat['w']['p99'])} ÷ {fmt(lat['s']['p99'])}",
+                     ratio(lat["w"]["p99"], lat["s"]["p99"]), 2.0),
+        Goal.at_most("p99 swap window ÷ after the swap (v2, the other steady state)",
+                     f"{fmt(lat['w']['p99'])} ÷ {fmt(lat['a']['p99'])}",
+                     ratio(lat["w"]["p99"], lat["a"]["p99"]), 2.0),
+        Goal.report("p99 after swap (v2) ÷ steady (v1)", f"{fmt(lat['a']['p99'])} ÷ {fmt(lat['s']['p99'])}",
+                    ratio(lat["a"]["p99"], lat["s"]["p99"])),
     ]  # fmt: skip
+
+
+def render(results: Results) -> str:
+    probe, run = measured(results["probe"]), measured(results["run"])
+    pub, meta, cmd = results["publish"], results["meta"], results["gateway"]
+    steps = run.report["steps"]
+    steady, window, _ = steps
+    window_errors = sum(window["errors"].values())
+    t = _timeline(results)
+    near = t["near"]
+    cores = meta.get("usable_cores") or (meta.get("environment") or {}).get("cpu_count")
     lines = header(
+        meta,
         "Hot swap (issue 5)",
-        "make bench-swap",
-        elapsed,
         [
             f"- Gateway: `{cmd}`; model `mlp` (1 row per request), `max_batch_size = 64`.",
             "- Capacity probe (closed loop, concurrency 32): "
@@ -166,17 +164,17 @@ def render(
             "warm-up each): steady (v1), swap window, after (v2).",
         ],
     )
-    lines += goals(rows)
+    lines += goal_table(goals(results))
     lines += [
         "Swap timeline (seconds from the start of the swap window's measurement):",
         "",
         f"- `publish(registry, 'mlp', v2.onnx)` ran in the benchmark process from "
         f"{fmt(pub.get('publish_start_s'))} s to {fmt(pub.get('publish_end_s'))} s.",
-        f"- Gateway log: `loaded mlp:1 on cpu in {fmt(v1)} s` at start-up; `loaded mlp:2 on cpu in "
-        f"{fmt(v2[0] if v2 else None)} s` (session build and warm-up), logged at {fmt(live_s)} s.",
-        f"- Worst 50 ms window of the swap step: p99 {fmt(worst)} ms at {fmt(worst_t)} s. Windows from the "
-        f"publish to 1 s after the load was logged: worst p99 {fmt(near[0])} ms; all other windows of the "
-        f"step: worst p99 {fmt(near[1])} ms.",
+        f"- Gateway log: `loaded mlp:1 on cpu in {fmt(t['v1'])} s` at start-up; `loaded mlp:2 on cpu in "
+        f"{fmt(t['v2'])} s` (session build and warm-up), logged at {fmt(t['live_s'])} s.",
+        f"- Worst 50 ms window of the swap step: p99 {fmt(t['worst'])} ms at {fmt(t['worst_t'])} s. "
+        f"Windows from the publish to 1 s after the load was logged: worst p99 {fmt(near[0])} ms; all "
+        f"other windows of the step: worst p99 {fmt(near[1])} ms.",
         "- Gateway sheds per step (`infergate_shed_total` deltas): "
         + "; ".join(
             ", ".join(f"{k} {v}" for k, v in ((s.get("server") or {}).get("shed") or {}).items()) or "0"
@@ -186,11 +184,11 @@ def render(
         "",
         "Reading: "
         + (
-            "the worst windows of the swap step are away from the swap, so its tail comes from the shared "
-            "machine (see the load average and the steady steps' own p99), not from loading v2. "
+            "the worst windows of the swap step are away from the swap, so its tail comes from elsewhere on "
+            "the machine (see the load average and the steady steps' own p99), not from loading v2. "
             if near[0] is not None and near[1] is not None and near[0] <= near[1]
             else "the worst windows sit at the swap: the v2 session build and warm-up, and the publish "
-            "(copying and hashing in the benchmark process), run on the same 2 cores as serving. "
+            f"(copying and hashing in the benchmark process), run on the same {cores} cores as serving. "
         )
         + (
             "No request failed in the swap window: the gateway publishes v2 only after loading and warming "
@@ -208,9 +206,7 @@ def render(
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse(list(sys.argv[1:] if argv is None else argv))
-    started = time.monotonic()
+def run(args: argparse.Namespace) -> Results:
     registry = fresh_registry(args.work, args.results, [("mlp", "mlp", TOML)])
     v2 = add_model(args.work / "v2-build", "mlp", "mlp", TOML, seed=1)  # builds the v2 ONNX, not served
     reference = v2.parent / "mlp-reference.npz"
@@ -224,24 +220,25 @@ def main(argv: list[str] | None = None) -> int:
             model="mlp",
             levels=(32,),
             processes=2,
-            duration_s=3.0,
-            warmup_s=1.0,
+            duration_s=min(3.0, args.duration),
+            warmup_s=args.warmup,
             **common,
         )
-        rate = round(args.load * float(probe.report["throughput_rps"]))
+        rate = max(1, round(args.load * float(probe.report["throughput_rps"])))
         pub = _Publisher(registry, v2, reference, 1, args.swap_at, args.warmup)
-        run = measure(
+        swap = measure(
             "swap", args.results, pub, model="mlp", mode="open", poisson=True, levels=(rate, rate, rate),
             processes=2, duration_s=args.duration, warmup_s=args.warmup, **common,
         )  # fmt: skip
         if pub.thread is not None:
             pub.thread.join(30)
-    text = render(probe, run, pub.times, log_path.read_text(), time.monotonic() - started, gw.command)
-    print(text)
-    if args.out is not None:
-        write_section(args.out, "swap", text)
-    return 0
+    return {
+        "probe": probe.to_json(),
+        "run": swap.to_json(),
+        "publish": pub.times,
+        "gateway_log": log_path.read_text(),
+        "gateway": gw.command,
+    }
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+SECTION = Section("swap", "Hot swap (issue 5)", run, render, goals, _add_arguments, duration_s=10.0)

@@ -1,4 +1,4 @@
-"""``make bench-workers``: issue 10's figures, ``--workers 2`` ÷ ``--workers 1`` throughput, one run.
+"""Section ``workers`` (``make bench-workers``): issue 10, ``--workers 2`` ÷ ``--workers 1`` throughput.
 
 Contracts:
 
@@ -17,40 +17,24 @@ from __future__ import annotations
 import argparse
 import re
 import selectors
-import sys
 import time
 from contextlib import ExitStack
 
-from bench.kit import (
-    Gateway,
-    Measured,
-    base_parser,
-    details,
-    fmt,
-    fresh_registry,
-    goals,
-    header,
-    measure,
-    ratio,
-    start_gateway,
-    verdict,
-    write_section,
-)
-from bench.sampling import counter
+from bench.kit import Gateway, Measured, counter, fresh_registry, measure, measured, ratio, start_gateway
+from bench.markdown import details, fmt, goal_table, header
+from bench.sections import Goal, Results, Section
 from bench.servers import GATEWAY_READY
 
-__all__ = ["main"]
+__all__ = ["SECTION"]
 
 TOML = "[batching]\nmax_batch_size = 64\n"
 #: Models: (name, rows per request, concurrency, throughput key).
 LOADS = (("mlp", 32, 8, "rows_per_s"), ("tiny", 1, 64, "throughput_rps"))
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
-    p = base_parser("workers", __doc__)
-    p.add_argument("--processes", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=2)
-    return p.parse_args(argv)
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--processes", type=int, default=4, help="workers: client processes (default 4)")
+    p.add_argument("--rounds", type=int, default=2, help="workers: rounds alternating the gateways")
 
 
 def _more_ready(gw: Gateway, count: int, timeout_s: float = 60.0) -> list[str]:
@@ -74,53 +58,58 @@ def _more_ready(gw: Gateway, count: int, timeout_s: float = 60.0) -> list[str]:
     return urls
 
 
-def render(
-    runs: dict[str, Measured],
-    spread: dict[int, list[float]],
-    elapsed: float,
-    cmds: dict[int, str],
-    rounds: int,
-) -> str:
-    rows: list[tuple[str, str, float | None, str, str]] = []
+def goals(results: Results) -> list[Goal]:
+    runs = {k: measured(v) for k, v in results["runs"].items()}
+    rounds = int(results["rounds"])
+    out = []
     for model, batch, conc, key in LOADS:
         unit = "rows/s" if key == "rows_per_s" else "req/s"
         totals = {
             w: sum(float(runs[f"{model}-w{w}-r{r + 1}"].report[key]) for r in range(rounds)) for w in (1, 2)
         }
-        value = ratio(totals[2], totals[1])
         per_round = ", ".join(
             fmt(ratio(runs[f"{model}-w2-r{r + 1}"].report[key], runs[f"{model}-w1-r{r + 1}"].report[key]))
             for r in range(rounds)
         )
-        rows.append(
-            (
-                f"{model} ({batch} row(s)/request, c={conc}): --workers 2 ÷ --workers 1 "
-                f"({unit}, summed over {rounds} rounds; per round {per_round})",
-                f"{fmt(totals[2], 0)} ÷ {fmt(totals[1], 0)}",
-                value,
-                "> 1 (report)",
-                verdict(value, 1.0, True),
-            )
+        value = ratio(totals[2], totals[1])
+        figure = (
+            f"{model} ({batch} row(s)/request, c={conc}): --workers 2 ÷ --workers 1 "
+            f"({unit}, summed over {rounds} rounds; per round {per_round})"
         )
+        out.append(Goal.at_least(figure, f"{fmt(totals[2], 0)} ÷ {fmt(totals[1], 0)}", value, 1.0))
+    return out
+
+
+def _threads(cores: int | None, workers: int) -> str:
+    return "-" if not cores else str(max(1, cores // workers))
+
+
+def render(results: Results) -> str:
+    runs = {k: measured(v) for k, v in results["runs"].items()}
+    meta, spread, cmds = results["meta"], results["spread"], results["commands"]
+    cores = meta.get("usable_cores") or (meta.get("environment") or {}).get("cpu_count")
+    processes = int(results["processes"])
+    client = [sum(run.step["client"]["cpu_cores"]) for run in runs.values()]
     lines = header(
+        meta,
         "Multi-worker gateway (issue 10)",
-        "make bench-workers",
-        elapsed,
         [
             *(f"- `--workers {w}`: `{cmd}`" for w, cmd in cmds.items()),
             "- OK requests per worker over the whole run (each worker's /metrics): "
             + "; ".join(f"--workers {w}: {', '.join(fmt(x, 0) for x in xs)}" for w, xs in spread.items())
             + ".",
-            "- Not measured: 4, 8 and 16 workers on a 16-core host (none was used for this run).",
+            f"- Measured: `--workers 1` and `--workers 2` on {cores} usable cores; no other worker count.",
         ],
     )
-    lines += goals(rows)
+    lines += goal_table(goals(results))
     lines += [
         "Reading: each worker is a whole gateway with its own GIL, event loop and onnxruntime session "
-        "(intra_op_threads = cores // workers, so 1 each with 2 workers, 2 with 1). On 2 cores shared with 4 "
-        "client processes, a second worker helps only where one process was GIL-bound while a core sat "
-        "idle; the kernel spreads connections, not requests, so 4 connections split unevenly (spread "
-        "above). The per-round ratios show how much of the difference is the machine's noise.",
+        f"(intra_op_threads = cores // workers: {_threads(cores, 2)} each with 2 workers, "
+        f"{_threads(cores, 1)} with 1). On {cores} cores shared with {processes} client processes (which "
+        f"used {fmt(min(client, default=None))} to {fmt(max(client, default=None))} cores per run), a second "
+        "worker helps only where one process was GIL-bound while a core sat idle; the kernel spreads "
+        f"connections, not requests, so {processes} connections can split unevenly (spread above). The "
+        "per-round ratios show how much of the difference is the machine's noise.",
         "",
         "### Runs",
         "",
@@ -129,9 +118,7 @@ def render(
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse(list(sys.argv[1:] if argv is None else argv))
-    started = time.monotonic()
+def run(args: argparse.Namespace) -> Results:
     registry = fresh_registry(args.work, args.results, [("tiny", "tiny", TOML), ("mlp", "mlp", TOML)])
     runs: dict[str, Measured] = {}
     with ExitStack() as stack:
@@ -161,12 +148,13 @@ def main(argv: list[str] | None = None) -> int:
             w: [counter(u, "infergate_requests_total", code="OK") for u in us] for w, us in urls.items()
         }
         cmds = {w: g.command for w, g in gws.items()}
-    text = render(runs, spread, time.monotonic() - started, cmds, args.rounds)
-    print(text)
-    if args.out is not None:
-        write_section(args.out, "workers", text)
-    return 0
+    return {
+        "runs": {k: m.to_json() for k, m in runs.items()},
+        "spread": {str(w): xs for w, xs in spread.items()},
+        "commands": {str(w): c for w, c in cmds.items()},
+        "rounds": args.rounds,
+        "processes": args.processes,
+    }
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+SECTION = Section("workers", "Multi-worker gateway (issue 10)", run, render, goals, _add_arguments)

@@ -36,10 +36,10 @@ def _levels(text: str) -> tuple[float, ...]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="infergate-load",
-        description="Open- and closed-loop KServe V2 gRPC load (loopback targets only). Other commands: "
-        "'infergate-load ceiling|echo-server|bench --help'.",
+        description="Open- and closed-loop KServe V2 gRPC load. Other commands: "
+        "'infergate-load ceiling|echo-server --help'.",
     )
-    p.add_argument("--target", required=True, help="HOST:PORT of a V2 gRPC server on this machine")
+    p.add_argument("--target", required=True, help="HOST:PORT of a V2 gRPC server")
     p.add_argument("--model", required=True, help="model name")
     p.add_argument("--version", default="", help="model version (default: the server's choice)")
     p.add_argument(

@@ -11,7 +11,7 @@ Contracts:
   ServerLive and ServerReady. Unknown model or version -> NOT_FOUND. Nothing is validated beyond that.
 * Output shapes follow the signature with the batch dim (a dynamic leading dim) set to the request's
   rows (``inputs[0].shape[0]``) and other dynamic dims set to 1; requested outputs are honoured.
-* Binds loopback only (``check_loopback``); port 0 picks a free port (:attr:`EchoServer.port`).
+* Binds the host it is given (default 127.0.0.1); port 0 picks a free port (:attr:`EchoServer.port`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from typing import Any
 import grpc
 import numpy as np
 
-from loadtests.spec import check_loopback
 from protos import inference_pb2 as pb
 from registry.layout import default_version, scan_registry
 from registry.manifest import load_manifest
@@ -87,7 +86,7 @@ class EchoServer:
     """The echo baseline server over ``registry`` (see the module contract)."""
 
     def __init__(self, registry: Path, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.host, self.requested_port = check_loopback(host), port
+        self.host, self.requested_port = host, port
         self.port = 0
         self.models: dict[tuple[str, str], _Model] = {}
         for name, info in scan_registry(registry).items():
@@ -212,6 +211,6 @@ def main(argv: list[str]) -> int:
     """``infergate-load echo-server --registry DIR [--host 127.0.0.1] [--port 0]``: serve until SIGTERM."""
     parser = argparse.ArgumentParser(prog="infergate-load echo-server", description=__doc__.splitlines()[0])
     parser.add_argument("--registry", type=Path, required=True, help="registry whose signatures to echo")
-    parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
     return asyncio.run(_serve(parser.parse_args(argv)))

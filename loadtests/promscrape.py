@@ -2,9 +2,10 @@
 
 Contracts:
 
-* :func:`scrape` fetches one text-format page (loopback URLs only, 5 s timeout) and parses every sample
-  into ``{family: [(labels, value)]}``; ``# HELP``/``# TYPE`` lines are skipped. Sample names keep their
-  ``_bucket``/``_sum``/``_count``/``_total`` suffixes.
+* :func:`scrape` fetches one text-format page (any URL the user gives, 5 s timeout) and :func:`parse`
+  turns it, with ``prometheus_client``'s own text-format parser, into ``{sample name: [(labels,
+  value)]}`` (labels sorted by name). Sample names keep their ``_bucket``/``_sum``/``_count``/``_total``
+  suffixes; a page that is not valid text format raises ValueError.
 * :func:`server_deltas` reports, for one model (and version, when given), the change between two scrapes:
   requests by code, the request / queue / compute duration histograms (count, mean and p50/p99 by
   Prometheus' linear interpolation in buckets) and the batch-size histogram (batches, mean, p50, p99),
@@ -16,20 +17,16 @@ Contracts:
 from __future__ import annotations
 
 import math
-import re
-import urllib.parse
 import urllib.request
 from typing import Any
 
-from loadtests.spec import check_loopback
+from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = ["Metrics", "scrape", "server_deltas"]
 
 Labels = tuple[tuple[str, str], ...]
 Metrics = dict[str, list[tuple[Labels, float]]]
 
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+\S+)?$")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 _HISTOGRAMS = {
     "request_duration_s": "infergate_request_duration_seconds",
     "queue_duration_s": "infergate_queue_duration_seconds",
@@ -40,8 +37,6 @@ _HISTOGRAMS = {
 
 def scrape(url: str, timeout_s: float = 5.0) -> Metrics:
     """Fetches and parses ``url`` (see the module contract)."""
-    host = urllib.parse.urlsplit(url).hostname or ""
-    check_loopback(host)
     with urllib.request.urlopen(url, timeout=timeout_s) as response:
         text = response.read().decode("utf-8", "replace")
     return parse(text)
@@ -50,21 +45,10 @@ def scrape(url: str, timeout_s: float = 5.0) -> Metrics:
 def parse(text: str) -> Metrics:
     """Prometheus text exposition -> ``{sample name: [(labels, value)]}``."""
     out: Metrics = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = _SAMPLE.match(line)
-        if match is None:
-            continue
-        name, _, labels, value = match.group(1), match.group(2), match.group(3) or "", match.group(4)
-        pairs = tuple(
-            sorted((k, v.replace('\\"', '"').replace("\\\\", "\\")) for k, v in _LABEL.findall(labels))
-        )
-        try:
-            out.setdefault(name, []).append((pairs, float(value)))
-        except ValueError:
-            continue
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = tuple(sorted(sample.labels.items()))
+            out.setdefault(sample.name, []).append((labels, float(sample.value)))
     return out
 
 

@@ -17,8 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from loadtests.config import LoadConfig
 
 __all__ = ["ProgressBars", "table", "write_json"]
@@ -122,7 +120,18 @@ class ProgressBars:
     def __init__(self) -> None:
         self._bar: Any = None
 
+    @staticmethod
+    def available() -> bool:
+        """Whether tqdm (the ``load`` extra) is installed; without it a run shows no progress bar."""
+        try:
+            import tqdm  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
     def __call__(self, index: int, config: LoadConfig, level: float) -> Callable[[float, int], None]:
+        from tqdm import tqdm
+
         self.close()
         total = round(config.warmup_s + config.duration_s, 1)
         unit = "conc" if config.mode == "closed" else "req/s"

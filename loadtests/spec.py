@@ -9,19 +9,17 @@ Contracts:
   requests (warm-up excluded), split with :func:`loadtests.schedule.split_quota`.
 * A step ends at ``warmup_s + duration_s`` after its start or when ``requests`` measured requests were
   sent, whichever comes first; requests in flight then get ``drain_s`` more to finish.
-* :func:`check_loopback` is the one place that decides where load may go: loopback addresses only.
+* Any ``HOST:PORT`` is a valid target: the load generator loads remote servers too (the benchmark suite,
+  not this tool, keeps its load on loopback: :func:`bench.kit.require_loopback`).
 """
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from loadtests.schedule import split_quota
 
-__all__ = ["StepSpec", "WorkerTask", "check_loopback", "split_target"]
-
-_LOCAL_NAMES = {"localhost"}
+__all__ = ["StepSpec", "WorkerTask", "split_target"]
 
 
 def split_target(target: str) -> tuple[str, int]:
@@ -30,24 +28,6 @@ def split_target(target: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"target must be HOST:PORT, got {target!r}")
     return host.strip("[]"), int(port)
-
-
-def check_loopback(host: str) -> str:
-    """``host`` if it is a loopback address or ``localhost``; ValueError otherwise.
-
-    This harness generates load on this machine only: a mistyped address must never send traffic
-    elsewhere.
-    """
-    if host in _LOCAL_NAMES:
-        return host
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return host
-    except ValueError:
-        pass
-    raise ValueError(
-        f"refusing to send load to {host!r}: only loopback targets (127.0.0.0/8, ::1) are allowed"
-    )
 
 
 @dataclass(frozen=True)
@@ -73,7 +53,7 @@ class StepSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_loopback(split_target(self.target)[0])
+        split_target(self.target)
         if self.mode not in ("closed", "open"):
             raise ValueError(f"mode must be 'closed' or 'open', got {self.mode!r}")
         if self.mode == "closed" and self.concurrency < 1:

@@ -59,3 +59,16 @@ def test_latency_runs_from_intended_not_actual_send_time() -> None:
     assert fig["latency_ms"]["max"] == pytest.approx(401.0)
     assert fig["send_lag_ms"]["max"] == pytest.approx(400.0)
     assert fig["goodput"]["within_budget"] == 0
+
+
+def test_refusal_latency_is_reported_apart_from_ok_latency() -> None:
+    rec = Recorder(measure_ns=0, window_ns=50_000_000, budget_ns=None)
+    unavailable = code_of(grpc.StatusCode.UNAVAILABLE)
+    rec.add(0, 0, 10_000_000, OK)
+    rec.add(0, 0, 2_000_000, unavailable)
+    rec.add(0, 0, 4_000_000, unavailable)
+    rec.fold()
+    fig = summary_figures(rec.summary, measure_ns=0, rows=1, budget_ms=None)
+    assert fig["latency_ms"]["max"] == pytest.approx(10.0)
+    assert fig["error_latency_ms"]["max"] == pytest.approx(4.0)
+    assert fig["error_latency_ms"]["min"] == pytest.approx(2.0)

@@ -1,4 +1,4 @@
-"""Server-metric deltas, BENCHMARKS.md section handling, and the §8 command line."""
+"""Server-metric deltas (prometheus_client's parser) and the §8 command line."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from bench.load_md import DRIFT_END, DRIFT_START, LOAD_END, LOAD_START, write_benchmarks
 from bench.scenarios import command_line
 from loadtests.cli import parse_load_args
 from loadtests.config import REQUESTS_ONLY_CAP_S
@@ -49,33 +48,6 @@ def test_server_deltas_per_model_and_missing_families() -> None:
 def test_parse_handles_escaped_label_values() -> None:
     metrics = parse('m{a="x\\"y",b="z"} 2.5 1700000000\n')
     assert metrics == {"m": [((("a", 'x"y'), ("b", "z")), 2.5)]}
-
-
-def _summary() -> dict:
-    return {"elapsed_s": 1.0, "ceilings": [], "peaks": {}, "scenarios": []}
-
-
-def test_benchmarks_keeps_the_drift_block_verbatim(tmp_path: Path) -> None:
-    out = tmp_path / "BENCHMARKS.md"
-    drift = f"{DRIFT_START}\n## Drift\n| a | b |\n|---|---|\n| 1 | 2 |  \n{DRIFT_END}"
-    out.write_text(f"# Benchmarks\n\nintro\n\n{drift}\n\n{LOAD_START}\nold numbers\n{LOAD_END}\n\ntrailer\n")
-    write_benchmarks(out, _summary(), tmp_path / "results")
-    first = out.read_text()
-    assert drift in first
-    assert "old numbers" not in first
-    assert first.endswith("\ntrailer\n")
-    assert first.count(LOAD_START) == 1
-    assert first.count(LOAD_END) == 1
-    write_benchmarks(out, _summary(), tmp_path / "results")
-    assert out.read_text() == first
-
-
-def test_benchmarks_created_with_an_empty_drift_block(tmp_path: Path) -> None:
-    out = tmp_path / "BENCHMARKS.md"
-    write_benchmarks(out, _summary(), tmp_path / "results")
-    text = out.read_text()
-    assert f"{DRIFT_START}\n{DRIFT_END}" in text
-    assert text.index(DRIFT_END) < text.index(LOAD_START) < text.index(LOAD_END)
 
 
 def test_design_flags_parse() -> None:
@@ -128,11 +100,17 @@ def test_requests_alone_bound_by_a_duration_cap() -> None:
     assert config.requests == 5
 
 
+def test_remote_targets_are_the_users_choice() -> None:
+    for target in ("10.0.0.1:8001", "gpu-host.example.com:8001", "[2001:db8::1]:8001"):
+        config, _ = parse_load_args(["--target", target, "--model", "m"])
+        assert config.target == target
+
+
 @pytest.mark.parametrize(
     "argv",
     [
-        "--target 10.0.0.1:8001 --model m",
-        "--target example.com:8001 --model m",
+        "--target example.com --model m",
+        "--target 10.0.0.1:0 --model m",
         "--target 127.0.0.1:8001 --model m --mode open",
         "--target 127.0.0.1:8001 --model m --concurrency 0",
         "--target 127.0.0.1:8001 --model m --poisson",

@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> Results:
         "service_large": lambda: parts.bench_service(args.service_seconds / 2 / scale, window_rows=20_000),
     }
     results: Results = {"repeat": args.repeat, "numpy": np.__version__, "numba": numba.__version__}
+    results["quick"] = bool(args.quick)
     for name, step in steps.items():
         print(f"== drift: {name}", file=sys.stderr, flush=True)
         results[name] = step()
@@ -98,7 +99,12 @@ def render(results: Results) -> str:
         "Drift engine (monitor)",
         [
             f"- numpy {results['numpy']}, numba {results['numba']}, {b['threads']} numba threads; medians "
-            f"of {results['repeat']} runs.",
+            f"of {results['repeat']} runs"
+            + (
+                "; `--quick`: sizes and service seconds divided by 10, to try the section."
+                if results.get("quick")
+                else "."
+            ),
         ],
     )
     lines += [

@@ -35,6 +35,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from loadtests.promscrape import parse
 from monitor import stats
 from monitor.grid import Grid
 from monitor.kolmogorov import ks_2samp_pvalues
@@ -163,13 +164,12 @@ def _client(port: int, frames: list[bytes], seconds: float, sent: Any) -> None:
 
 
 def _metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if not (line.startswith(name + "{") or line.startswith(name + " ")):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    """Sum of the ``name`` samples of a /metrics page whose labels include ``labels``."""
+    return sum(
+        value
+        for sample_labels, value in parse(text).get(name, [])
+        if all(dict(sample_labels).get(k) == v for k, v in labels.items())
+    )
 
 
 def _rss_mib(pid: int) -> float:

@@ -64,11 +64,11 @@ class Goal:
 
     @classmethod
     def at_least(cls, figure: str, measured: str, value: float | None, target: float) -> Goal:
-        return cls(figure, measured, value, f"≥ {target:g}", verdict(value, target, True))
+        return cls(figure, measured, value, f"≥ {target:,g}", verdict(value, target, True))
 
     @classmethod
     def at_most(cls, figure: str, measured: str, value: float | None, target: float) -> Goal:
-        return cls(figure, measured, value, f"≤ {target:g}", verdict(value, target, False))
+        return cls(figure, measured, value, f"≤ {target:,g}", verdict(value, target, False))
 
     @classmethod
     def report(cls, figure: str, measured: str, value: float | None, note: str = "(report)") -> Goal:

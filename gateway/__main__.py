@@ -7,6 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from gateway import security
 from gateway.config import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MONITOR_URL, GatewayConfig
 from gateway.logs import configure_logging
 from gateway.server import check_providers, serve
@@ -62,6 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1,
         help="gateway processes sharing the port via SO_REUSEPORT (default 1)",
     )
+    security.add_arguments(parser)
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     parser.add_argument(
         "--log-format", choices=("json", "text"), default="json", help="log lines (default json)"
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             access_log_rate=args.access_log_rate,
             device=args.device,
             require_gpu=args.require_gpu,
+            **security.config_options(args),
         )
     except ValueError as exc:
         print(f"infergate-gateway: {exc}", file=sys.stderr)

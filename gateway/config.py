@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.security import validate as validate_security
+
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_MONITOR_URL = "ws://127.0.0.1:8090/v1/samples/stream"
 
@@ -31,6 +33,16 @@ class GatewayConfig:
     worker_index: int | None = None
     device: str | None = None
     require_gpu: bool = False
+    #: Security (README "Security"; gateway/security.py): TLS files (mTLS with ``tls_client_ca``), the
+    #: scoped token file (checked for changes every ``auth_reload_seconds``), reflection under auth, and the
+    #: monitor's ingest token. All off by default.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    auth_tokens: Path | None = None
+    auth_reflection: str = "open"
+    auth_reload_seconds: float = 1.0
+    monitor_token_file: Path | None = None
 
     def __post_init__(self) -> None:
         if self.sample_rate is not None and not 0.0 <= self.sample_rate <= 1.0:
@@ -53,6 +65,7 @@ class GatewayConfig:
             raise ValueError(f"max_message_bytes must be at least 1024, got {self.max_message_bytes}")
         if self.grace_seconds < 0:
             raise ValueError(f"grace_seconds must be >= 0, got {self.grace_seconds}")
+        validate_security(self)
 
     @property
     def address(self) -> str:

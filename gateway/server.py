@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import CollectorRegistry
 
+from gateway import security, tls
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.logs import AccessLog
@@ -58,7 +59,7 @@ class GatewayServer:
         self.shipper: Shipper | None = None
         if config.sampling:
             self.sampler = Sampler(rate_override=config.sample_rate, metrics=self.metrics)
-            self.shipper = Shipper(self.sampler, config.monitor_url)
+            self.shipper = Shipper(self.sampler, config.monitor_url, token_file=config.monitor_token_file)
         self.servicer = InferenceServicer(
             self.table, self.metrics, self.sampler, AccessLog(config.access_log_rate)
         )
@@ -74,6 +75,7 @@ class GatewayServer:
         await self.table.load_all()
         limit = self.config.max_message_bytes
         server = grpc.aio.server(
+            interceptors=security.interceptors(self.config),
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -92,7 +94,7 @@ class GatewayServer:
             server,
             pool=POOL,
         )
-        self.port = server.add_insecure_port(self.config.address)
+        self.port = tls.bind(server, self.config.address, security.certificate_files(self.config))
         await server.start()
         self._server = server
         if self.config.metrics_port is not None:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from pathlib import Path
 
 import aiohttp
 
@@ -43,6 +44,17 @@ def encode_batch(samples: list[Sample]) -> bytes:
     return batch.SerializeToString()
 
 
+def bearer_header(token_file: Path | None) -> dict[str, str]:
+    """The Authorization header carrying the token in ``token_file`` (none without a file); OSError when
+    the file is unreadable or empty, which the shipper treats as a failed connect."""
+    if token_file is None:
+        return {}
+    token = token_file.read_text().strip()
+    if not token:
+        raise OSError(f"monitor token file {token_file} is empty")
+    return {"Authorization": f"Bearer {token}"}
+
+
 class Shipper:
     """Owns the WebSocket to the monitor; ``start()`` it, ``await stop()`` it."""
 
@@ -56,6 +68,7 @@ class Shipper:
         flush_interval: float = 0.05,
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
+        token_file: Path | None = None,
     ) -> None:
         self.sampler = sampler
         self.url = url
@@ -64,6 +77,7 @@ class Shipper:
         self.flush_interval = flush_interval
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self.token_file = token_file  # the monitor's ingest token, read at each connect (rotation)
         self.connects = 0
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -91,7 +105,10 @@ class Shipper:
         async with aiohttp.ClientSession() as session:
             while True:
                 try:
-                    async with session.ws_connect(self.url, heartbeat=10.0, max_msg_size=0) as ws:
+                    headers = bearer_header(self.token_file)
+                    async with session.ws_connect(
+                        self.url, heartbeat=10.0, max_msg_size=0, headers=headers
+                    ) as ws:
                         self._ws = ws
                         self.connects += 1
                         self.sampler.connected = True

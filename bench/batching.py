@@ -75,9 +75,10 @@ def _limits(runs: dict[str, Measured], ort: dict[str, Any], cores: int | None) -
         f"- (b) Per-request overhead is spread over 32 rows; the gateway ran batches of {fmt(ort['mean'])} "
         f"rows and delivered {fmt(rb)} of the in-process rate at that batch size"
         + (": the model's own cost dominates" if rb is not None and rb >= 0.8 else "")
-        + f". The divisor is noisy here: the same session measured {ceil32} rows/s at batch 32 and "
-        f"{ceil64} at batch 64 at the start of the run, against {fmt(ort['rows_per_s'], 0)} at batch "
-        f"{ort['batch']} after it.",
+        + f". The same session measured {ceil32} rows/s at batch 32 and {ceil64} at batch 64 at the start "
+        f"of the run, against {fmt(ort['rows_per_s'], 0)} at batch {ort['batch']} after it"
+        + _divisor_spread(by_batch, ort)
+        + ".",
         f"- (c) One request in flight: the gateway adds {fmt(gap, 3)} ms of fixed Python work per "
         "request over the bare gRPC server's p50 (the event-loop hops to the batcher and back are part of "
         "it).",
@@ -101,6 +102,15 @@ def _limits(runs: dict[str, Measured], ort: dict[str, Any], cores: int | None) -
         "sides, so the same single-row load goes further over ModelStreamInfer.",
         "",
     ]
+
+
+def _divisor_spread(by_batch: dict[int, float], ort: dict[str, Any]) -> str:
+    """How far the in-process rates at the nearest measured batch sizes are from (b)'s divisor."""
+    near = [v for b, v in by_batch.items() if b >= 32]
+    if not near or not ort["rows_per_s"]:
+        return ""
+    spread = max(abs(v / ort["rows_per_s"] - 1) for v in near)
+    return f" (up to {spread:.0%} apart: the divisor {'is noisy' if spread > 0.1 else 'held steady'})"
 
 
 def _overload_notes(*runs: Measured) -> list[str]:

@@ -62,7 +62,7 @@ def _ceilings(ceilings: list[dict[str, Any]]) -> list[str]:
     lines = [
         "### Ceiling 1: onnxruntime in process (rows/s)",
         "",
-        "`infergate-load ceiling --registry bench-out/registry --model MODEL "
+        "`infergate-load ceiling --registry REGISTRY --model MODEL "
         f"--seconds {c.get('seconds', '?')}`: "
         f"the gateway runner's session options (intra_op_threads={c['intra_op_threads']}, 0 = onnxruntime's "
         f"default; {c['instances']} instance; sequential; all optimizations), no gRPC.",

@@ -88,6 +88,19 @@ def test_parse_frames_and_lines() -> None:
          "selector"),
         (f"{RUN};Batcher.submit (gateway/batcher.py:160);Batcher.predict.<locals>.<genexpr> "
          "(gateway/batcher.py:148) 1", "wait"),  # a comprehension counts as its function
+        (f"{SERVICER};DataPlane.infer (gateway/dataplane.py:120);ConcurrencyLimit.try_acquire "
+         "(gateway/concurrency.py:72) 1", "enqueue"),
+        (f"{SERVICER};DataPlane.infer (gateway/dataplane.py:139);DataPlane._count_failure "
+         "(gateway/dataplane.py:215) 1", "metrics"),
+        (f"{SERVICER};DataPlane.infer (gateway/dataplane.py:149);DataPlane._access (gateway/dataplane.py:230) 1",
+         "logging"),
+        (f"{SERVICER};DataPlane._run (gateway/dataplane.py:180);DataPlane._sample (gateway/dataplane.py:190) 1",
+         "sampling"),
+        (f"{LOOP};Batcher._work (gateway/batcher.py:250);Batcher._next_batch (gateway/batcher.py:270);"
+         "EntryQueue.take (gateway/queueing.py:140) 1", "wait"),
+        (f"{LOOP};Batcher._work (gateway/batcher.py:250);BatchExecutor.execute (gateway/execution.py:106);"
+         "BatchExecutor._run (gateway/execution.py:160) 1", "split"),
+        (f"{RUN};Batcher.submit (gateway/batcher.py:170);LoopClock.now (gateway/clock.py:34) 1", "enqueue"),
         (f"{LOOP};something (somewhere.py:1) 1", "other"),  # driver frames above it never claim it
     ],
 )  # fmt: skip

@@ -92,10 +92,10 @@ def test_parse_frames_and_lines() -> None:
          "(gateway/concurrency.py:72) 1", "enqueue"),
         (f"{SERVICER};DataPlane.infer (gateway/dataplane.py:139);DataPlane._count_failure "
          "(gateway/dataplane.py:215) 1", "metrics"),
-        (f"{SERVICER};DataPlane.infer (gateway/dataplane.py:149);DataPlane._access (gateway/dataplane.py:230) 1",
-         "logging"),
-        (f"{SERVICER};DataPlane._run (gateway/dataplane.py:180);DataPlane._sample (gateway/dataplane.py:190) 1",
-         "sampling"),
+        (f"{SERVICER};DataPlane.infer (gateway/dataplane.py:149);"
+         "DataPlane._access (gateway/dataplane.py:230) 1", "logging"),
+        (f"{SERVICER};DataPlane._run (gateway/dataplane.py:180);"
+         "DataPlane._sample (gateway/dataplane.py:190) 1", "sampling"),
         (f"{LOOP};Batcher._work (gateway/batcher.py:250);Batcher._next_batch (gateway/batcher.py:270);"
          "EntryQueue.take (gateway/queueing.py:140) 1", "wait"),
         (f"{LOOP};Batcher._work (gateway/batcher.py:250);BatchExecutor.execute (gateway/execution.py:106);"

@@ -41,6 +41,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--db", default="monitor.db", help="SQLite history file (default ./monitor.db; ':memory:' keeps none)"
     )
     parser.add_argument("--alert-webhook", default=None, metavar="URL", help="POST drift events here")
+    security = parser.add_argument_group("security (README: Security)")
+    security.add_argument(
+        "--monitor-token-file",
+        type=Path,
+        default=None,
+        help="file holding the ingest token the gateway sends (POST /v1/samples, /v1/samples/stream)",
+    )
+    security.add_argument(
+        "--read-token-file",
+        type=Path,
+        default=None,
+        help="file holding the token /v1/drift and its history need (default: reads are open)",
+    )
+    security.add_argument(
+        "--webhook-secret-file",
+        type=Path,
+        default=None,
+        help="key for the X-Infergate-Signature-256 HMAC header on webhook POSTs",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -56,7 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             db=None if args.db == ":memory:" else Path(args.db),
-            webhook=WebhookSettings(url=args.alert_webhook),
+            webhook=WebhookSettings(url=args.alert_webhook, secret_file=args.webhook_secret_file),
+            ingest_token_file=args.monitor_token_file,
+            read_token_file=args.read_token_file,
         )
     except ConfigError as exc:
         print(f"infergate-monitor: {exc}", file=sys.stderr)

@@ -4,17 +4,20 @@ This module owns the assembly of the drift sidecar: :func:`create_app` builds th
 :class:`~monitor.config.MonitorConfig` (typed ``web.AppKey`` entries for the config, the engine and the
 metrics), registers the routes of :mod:`monitor.handlers`, and ties the engine's background work to the
 application's life: started in a ``cleanup_ctx`` on startup, stopped (tasks cancelled and awaited,
-history closed) on cleanup; open WebSockets are closed with 1001 on shutdown.
+history closed) on cleanup; open WebSockets are closed with 1001 on shutdown. With a token file configured
+the :mod:`monitor.auth` middleware guards ingest and reads.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import WSCloseCode, web
 from prometheus_client import CollectorRegistry
 
+from monitor.auth import TokenFile, auth_middleware
 from monitor.config import MonitorConfig
 from monitor.engine import Engine
 from monitor.handlers import CONFIG, ENGINE, METRICS, SOCKETS, routes
@@ -25,8 +28,8 @@ __all__ = ["CONFIG", "ENGINE", "METRICS", "create_app"]
 
 def create_app(config: MonitorConfig, *, registry: CollectorRegistry | None = None) -> web.Application:
     """The monitor application; metrics go on ``registry`` (a fresh one when None, never the global)."""
-    app = web.Application(client_max_size=config.max_body_bytes)
     metrics = MonitorMetrics(registry if registry is not None else CollectorRegistry())
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=_auth(config, metrics))
     app[CONFIG] = config
     app[METRICS] = metrics
     app[ENGINE] = Engine(config, metrics)
@@ -35,6 +38,15 @@ def create_app(config: MonitorConfig, *, registry: CollectorRegistry | None = No
     app.cleanup_ctx.append(_engine_running)
     app.on_shutdown.append(_close_sockets)
     return app
+
+
+def _auth(config: MonitorConfig, metrics: MonitorMetrics) -> list[Any]:
+    """The token check on ingest and reads (monitor/auth.py), or no middleware when no token is set."""
+    if config.ingest_token_file is None and config.read_token_file is None:
+        return []
+    ingest = TokenFile(config.ingest_token_file) if config.ingest_token_file is not None else None
+    read = TokenFile(config.read_token_file) if config.read_token_file is not None else None
+    return [auth_middleware(ingest, read, lambda: metrics)]
 
 
 async def _engine_running(app: web.Application) -> AsyncIterator[None]:

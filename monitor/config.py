@@ -77,8 +77,12 @@ class WebhookSettings:
     max_backoff_s: float = 30.0
     timeout_s: float = 5.0
     queue_size: int = 1000
+    #: HMAC-SHA256 key for the ``X-Infergate-Signature-256`` header (monitor/webhook.py); None: unsigned.
+    secret_file: Path | None = None
 
     def __post_init__(self) -> None:
+        if self.secret_file is not None and not self.secret_file.is_file():
+            raise ConfigError(f"webhook secret_file: {self.secret_file} is not a file")
         if self.url is not None:
             parts = urlsplit(self.url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -108,6 +112,10 @@ class MonitorConfig:
     tick_s: float = 0.5
     unknown_ttl_s: float = 5.0
     history_limit: int = 10_000
+    #: Bearer tokens (monitor/auth.py): ingest needs ``ingest_token_file``'s token when set; reads need
+    #: ``read_token_file``'s when set, else they are open.
+    ingest_token_file: Path | None = None
+    read_token_file: Path | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.registry, Path):
@@ -123,3 +131,7 @@ class MonitorConfig:
         _positive("tick_s", self.tick_s)
         _positive("unknown_ttl_s", self.unknown_ttl_s)
         _int("history_limit", self.history_limit, 1)
+        for name in ("ingest_token_file", "read_token_file"):
+            path = getattr(self, name)
+            if path is not None and not (isinstance(path, Path) and path.is_file()):
+                raise ConfigError(f"{name}: {path!r} is not a file")

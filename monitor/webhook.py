@@ -10,6 +10,10 @@ status outside 2xx) is retried after ``backoff_s * 2**(attempt-1)`` seconds (cap
 The event body: ``{"event": "drift_started" | "drift_ended", "model", "version", "at" (ISO 8601 UTC),
 "features": [names of the drifting features in the deciding window], "report": <the version's entry of
 GET /v1/drift>}``.
+
+With ``secret_file`` set, each POST carries ``X-Infergate-Signature-256: sha256=<hex HMAC-SHA256 of the
+body keyed by the file's bytes>`` (as GitHub signs its webhooks), so a receiver can check that the event
+came from this monitor and was not altered; the file is read at each delivery (rotation).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from monitor.auth import SIGNATURE_HEADER, signature
 from monitor.config import WebhookSettings
 from monitor.metrics import MonitorMetrics
 
@@ -86,13 +91,14 @@ class AlertSender:
         assert settings.url is not None
         for attempt in range(1, settings.attempts + 1):
             try:
-                async with self._session.post(
-                    settings.url, data=body, headers={"Content-Type": "application/json"}
-                ) as response:
+                headers = {"Content-Type": "application/json"}
+                if settings.secret_file is not None:
+                    headers[SIGNATURE_HEADER] = signature(settings.secret_file.read_bytes().strip(), body)
+                async with self._session.post(settings.url, data=body, headers=headers) as response:
                     if 200 <= response.status < 300:
                         return True
                     problem = f"HTTP {response.status}"
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             log.warning("alert webhook attempt %d/%d failed: %s", attempt, settings.attempts, problem)
             if attempt < settings.attempts:

@@ -1,0 +1,133 @@
+"""Who may talk to the monitor: bearer tokens on ingest and (optionally) on reads, as aiohttp middleware.
+
+Contracts:
+- Ingest (``POST /v1/samples`` and the ``/v1/samples/stream`` WebSocket upgrade) needs the token in
+  ``ingest_token_file`` when one is configured; the gateway's sample shipper sends it
+  (``--monitor-token-file`` on both sides). The check runs before the body is read and before the
+  WebSocket upgrade, so a refused producer never reaches the windows.
+- Reads (``/v1/drift``, ``/v1/drift/history``) need the token in ``read_token_file`` when one is
+  configured, else they are open. ``/healthz`` and ``/metrics`` are always open.
+- A missing or wrong token gets 401 JSON ``{"error", "reason": "unauthorized"}`` with
+  ``WWW-Authenticate: Bearer``, counted in ``infergate_monitor_rejected_total{reason="unauthorized"}``.
+  The comparison is constant-time (:func:`hmac.compare_digest` of sha256 digests); tokens are never
+  logged.
+- A token file holds one token (surrounding whitespace ignored). It is read again when its size, mtime or
+  inode changes (a Kubernetes Secret update), checked at most once per ``check_interval`` seconds; an
+  empty or unreadable file at start is an error, later it keeps the previous token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from monitor.metrics import MonitorMetrics
+
+__all__ = ["INGEST_PATHS", "READ_PATHS", "SIGNATURE_HEADER", "TokenFile", "auth_middleware", "signature"]
+
+log = logging.getLogger(__name__)
+
+INGEST_PATHS = frozenset({"/v1/samples", "/v1/samples/stream"})
+READ_PATHS = frozenset({"/v1/drift", "/v1/drift/history"})
+
+#: The header of a signed webhook POST: ``sha256=<hex HMAC-SHA256 of the body>``.
+SIGNATURE_HEADER = "X-Infergate-Signature-256"
+
+#: Refusals are logged at most once per this many seconds.
+LOG_INTERVAL_S = 10.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class TokenFile:
+    """One shared token, kept as its sha256 digest and followed on disk."""
+
+    def __init__(
+        self, path: Path, *, check_interval: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.path = path
+        self.check_interval = check_interval
+        self.clock = clock
+        self._stamp = self._stat()
+        self._digest = self._read()
+        self._next_check = clock() + check_interval
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _read(self) -> bytes:
+        token = self.path.read_text().strip()
+        if not token:
+            raise ValueError(f"token file {self.path} is empty")
+        return hashlib.sha256(token.encode()).digest()
+
+    def matches(self, token: str) -> bool:
+        """Whether ``token`` is the file's token (constant-time on the digests)."""
+        now = self.clock()
+        if now >= self._next_check:
+            self._next_check = now + self.check_interval
+            stamp = self._stat()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                try:
+                    self._digest = self._read()
+                except (OSError, UnicodeDecodeError, ValueError) as exc:
+                    log.error("token file not reloaded, the previous token stays in force: %s", exc)
+        return hmac.compare_digest(hashlib.sha256(token.encode()).digest(), self._digest)
+
+
+def _presented(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() != "bearer ":
+        return None
+    return header[7:].strip() or None
+
+
+def auth_middleware(
+    ingest: TokenFile | None, read: TokenFile | None, metrics: Callable[[], MonitorMetrics]
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """The middleware enforcing the contracts above; ``metrics`` returns the app's metrics."""
+
+    last_logged = [-LOG_INTERVAL_S]
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        needed = ingest if path in INGEST_PATHS else read if path in READ_PATHS else None
+        if needed is not None:
+            token = _presented(request)
+            if token is None or not needed.matches(token):
+                metrics().rejected.labels("unauthorized").inc()
+                now = time.monotonic()
+                if now - last_logged[0] >= LOG_INTERVAL_S:  # at most one line per interval under a flood
+                    last_logged[0] = now
+                    log.warning(
+                        "refused %s %s from %s: missing or wrong token", request.method, path, request.remote
+                    )
+                return web.Response(
+                    status=401,
+                    body=orjson.dumps({"error": "missing or wrong bearer token", "reason": "unauthorized"}),
+                    content_type="application/json",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        return await handler(request)
+
+    return middleware
+
+
+def signature(secret: bytes, body: bytes) -> str:
+    """The value of :data:`SIGNATURE_HEADER` for ``body``; receivers compare it with
+    :func:`hmac.compare_digest`."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()

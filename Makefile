@@ -128,3 +128,23 @@ PROFILE_ARGS ?=
 profile: install-dev
 	$(PY) -m bench.profiling --scenario $(or $(SCENARIO),mlp-c64) $(PROFILE_ARGS)
 
+# infergate beside PyTriton 0.7.0 and MLServer 1.7.1 (bench/peers/, docs/loadtests.md "Peers"): builds one venv
+# per peer under $(PEER_VENVS) (git-ignored) from the hashed lock files bench/peers/*.lock (uv, Python 3.11;
+# rebuilt only when a lock changes), then runs the peers section: one server at a time (infergate as the
+# peers are, infergate with its defaults, PyTriton, MLServer with default and with 0 parallel_workers), the
+# same infergate-load scenarios on the same ONNX models, and rewrites the peers block of BENCHMARKS.md (and
+# the goals summary) with the plots in docs/bench/peers/. About 10 minutes on 2 cores, plus the first build
+# of the venvs (about 0.5 GB on disk). Not part of `make test`. Shorter or fewer:
+# `make bench-peers BENCH_ARGS="--duration 1 --peers-servers infergate,pytriton"` (`python -m bench --help`).
+# Regenerate a lock: .venv/bin/uv pip compile bench/peers/NAME.in --python-version 3.11
+#   --python-platform x86_64-manylinux_2_35 --generate-hashes --no-header -o bench/peers/NAME.lock
+PEER_VENVS ?= bench-out/peer-venvs
+.PHONY: bench-peers
+$(PEER_VENVS)/venv-%/.installed: bench/peers/%.lock $(VENV)/.dev
+	rm -rf $(PEER_VENVS)/venv-$*
+	$(VENV)/bin/uv venv -q --python $(PY) $(PEER_VENVS)/venv-$*
+	$(VENV)/bin/uv pip sync -q --require-hashes --python $(PEER_VENVS)/venv-$*/bin/python $<
+	touch $@
+
+bench-peers: install-dev $(PEER_VENVS)/venv-pytriton/.installed $(PEER_VENVS)/venv-mlserver/.installed
+	$(PY) -m bench peers --out BENCHMARKS.md --peers-venvs $(PEER_VENVS) $(BENCH_ARGS)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from loadtests import secure
 from loadtests.config import DEFAULT_DURATION_S, INPUT_SOURCES, REQUESTS_ONLY_CAP_S, LoadConfig
 
 __all__ = ["build_parser", "parse_load_args"]
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", default="", help="prefix for plot file names")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--quiet", action="store_true", help="no summary table")
+    secure.add_arguments(p)
     return p
 
 
@@ -147,7 +149,8 @@ def parse_load_args(argv: list[str] | None) -> tuple[LoadConfig, bool]:
             plot_dir=args.plot,
             progress=not args.no_progress,
             label=args.label,
+            security=secure.from_args(args),
         )
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         parser.error(str(exc))
     return config, args.quiet

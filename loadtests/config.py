@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from loadtests.secure import ClientSecurity
 from loadtests.spec import StepSpec, split_target
 
 __all__ = ["DEFAULT_DURATION_S", "REQUESTS_ONLY_CAP_S", "LoadConfig"]
@@ -56,6 +57,7 @@ class LoadConfig:
     plot_dir: Path | None = None
     progress: bool = True
     label: str = ""
+    security: ClientSecurity | None = None  # TLS and token (loadtests/secure.py)
 
     def __post_init__(self) -> None:
         split_target(self.target)
@@ -118,11 +120,14 @@ class LoadConfig:
             window_ns=self.window_ns,
             drain_s=self.drain_s,
             seed=self.seed,
+            security=self.security,
         )
 
     def parameters(self) -> dict[str, Any]:
         """Every parameter, JSON-ready (paths as strings)."""
-        return {
+        params = {
             k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
             for k, v in asdict(self).items()
         }
+        params["security"] = self.security.describe() if self.security is not None else None  # no token
+        return params

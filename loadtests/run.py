@@ -17,8 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import grpc
-
 from loadtests.config import LoadConfig
 from loadtests.environment import busy_fraction, cpu_times, environment
 from loadtests.figures import summary_figures, timeline
@@ -26,6 +24,7 @@ from loadtests.payload import Payloads, build_payloads, fetch_metadata, load_row
 from loadtests.pool import ClientPool, StepOutcome
 from loadtests.promscrape import Metrics, scrape, server_deltas
 from loadtests.recorder import Summary
+from loadtests.secure import open_channel
 from loadtests.worker import channel_options
 
 __all__ = ["SATURATION_CORES", "make_payloads", "run_load"]
@@ -40,7 +39,7 @@ ProgressFactory = Callable[[int, LoadConfig, float], Callable[[float, int], None
 
 def make_payloads(config: LoadConfig) -> Payloads:
     """ModelMetadata from the target, then ``config.payloads`` serialized requests."""
-    with grpc.insecure_channel(config.target, options=channel_options()) as channel:
+    with open_channel(config.target, channel_options(), config.security) as channel:
         inputs = fetch_metadata(channel, config.model, config.version)
     arrays = load_rows(
         inputs,

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from loadtests.schedule import split_quota
+from loadtests.secure import ClientSecurity
 
 __all__ = ["StepSpec", "WorkerTask", "split_target"]
 
@@ -51,6 +52,7 @@ class StepSpec:
     window_ns: int = 100_000_000
     drain_s: float = 5.0
     seed: int = 0
+    security: ClientSecurity | None = None
 
     def __post_init__(self) -> None:
         split_target(self.target)

@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 
 from loadtests.recorder import Recorder, Summary
+from loadtests.secure import open_channel
 from loadtests.spec import WorkerTask
 from loadtests.stream import run_stream
 from loadtests.unary import run_unary
@@ -59,7 +60,7 @@ def run_task(task: WorkerTask, progress: Any = None) -> WorkerResult:
     spec = task.spec
     window = max(spec.window_ns, 1)
     recorder = Recorder(measure_ns=task.measure_ns, window_ns=window, budget_ns=spec.budget_ns)
-    channel = grpc.insecure_channel(spec.target, options=channel_options())
+    channel = open_channel(spec.target, channel_options(), spec.security)
     try:
         grpc.channel_ready_future(channel).result(timeout=_CONNECT_TIMEOUT_S)
     except grpc.FutureTimeoutError:

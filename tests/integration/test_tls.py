@@ -4,7 +4,10 @@ and certificate rotation on disk that switches new connections while a stream in
 
 from __future__ import annotations
 
+import json
 import queue
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,8 @@ from tests.certs import Pki
 from tests.integration.test_auth import TOKENS, write_tokens
 from tests.onnx_models import build_registry, dtype_model
 from tests.servers import ServerThread
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -236,5 +241,41 @@ def test_rotation_switches_new_connections_and_keeps_calls_in_flight(registry: P
         requests.put(None)
         assert list(responses) == []
         channel.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_load_generator_speaks_mtls_with_a_token(registry: Path, tmp_path: Path) -> None:
+    tls = Tls(tmp_path)
+    tokens = write_tokens(tmp_path / "tokens.toml", TOKENS)
+    token_file = tmp_path / "client.token"
+    token_file.write_text("tok-all-93d4c6\n")
+    server = _serve(registry, tls, tls_client_ca=tls.ca, auth_tokens=tokens)
+    out = tmp_path / "report.json"
+    base = [sys.executable, "-m", "loadtests", "--target", server.target, "--model", "m", "--warmup", "0"]
+    base += ["--tls-ca", str(tls.ca), "--tls-cert", str(tls.jobs[0]), "--tls-key", str(tls.jobs[1])]
+    try:
+        for stream in ([], ["--stream"]):
+            command = [
+                *base,
+                "--requests",
+                "20",
+                "--token-file",
+                str(token_file),
+                "--json",
+                str(out),
+                *stream,
+            ]
+            done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+            assert done.returncode == 0, done.stderr
+            report = json.loads(out.read_text())
+            assert report["requests"] == report["ok"] == 20
+            assert report["parameters"]["security"] == {
+                "tls": True,
+                "client_certificate": True,
+                "token": True,
+            }
+            assert "tok-all-93d4c6" not in out.read_text() + done.stdout + done.stderr
     finally:
         server.stop()

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.markdown import TITLE, replace_section, section_body
-from bench.stages import GROUPS, IDLE, RULES, STAGES, Rule, Stack, classify
+from bench.stages import GROUPS, IDLE, RULES, STAGES, Rule, Stack, classify, thread_group
 
-__all__ = ["INTRO", "Summary", "render", "replace_block", "summarize", "write_block"]
+__all__ = ["INTRO", "Summary", "kernel_groups", "render", "replace_block", "summarize", "write_block"]
 
 INTRO = """## Profile: where a request's time goes (`make profile`)
 
@@ -37,8 +37,10 @@ with py-spy under a named closed-loop load and sorts every sample into a stage b
 (the innermost frame a rule of `bench/stages.py` claims decides). Samples are of threads that were not
 idle; a sample is 1/rate seconds of one thread. µs per request = samples x (1/rate) / requests answered
 in the profiled window (the load generator's rate x the profiled seconds). "busy cores" = thread-seconds
-per second. Without `--native`, C and Cython code shows as the Python frame that called it: `grpc`
-holds the loop callbacks whose innermost frame is the loop itself (grpc aio's Cython code, C task steps).
+per second; "kernel: busy cores" is the CPU time the kernel counted for those threads over the same
+window (`/proc`), a check on py-spy's view of which threads were at work. Without `--native`, C and
+Cython code shows as the Python frame that called it: `grpc` holds the loop callbacks whose innermost
+frame is the loop itself (grpc aio's Cython code, C task steps).
 """
 
 
@@ -130,6 +132,17 @@ def summarize(
     return summary
 
 
+def kernel_groups(cpu_s: dict[str, float], stacks: Iterable[Stack]) -> dict[str, float]:
+    """CPU seconds by thread group from CPU seconds by OS thread id; the thread ids py-spy printed name
+    the threads, and a thread py-spy never saw at work counts as ``other``."""
+    names = {stack.tid: stack.thread for stack in stacks if stack.tid}
+    out: dict[str, float] = {}
+    for tid, seconds in cpu_s.items():
+        group = thread_group(names[tid]) if tid in names else GROUPS[-1]
+        out[group] = out.get(group, 0.0) + seconds
+    return out
+
+
 _ORDER = {"before": 0, "after": 1}
 
 
@@ -176,20 +189,27 @@ def render(result: dict[str, Any], label: str) -> str:
         f"{seconds:g} s window ({_num(result['gateway_requests_in_window'], 0)} by the gateway's /metrics); "
         f"{total:,} samples at {1 / interval:g} Hz.",
         "",
-        "| thread group | samples | share of samples | busy cores | µs/request |",
-        "|---|---:|---:|---:|---:|",
+        "| thread group | samples | share of samples | busy cores | µs/request | kernel: busy cores |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
+    kernel = result.get("kernel_cpu") or {"seconds": 0.0, "groups": {}}
+
+    def kernel_cores(group: str | None) -> str:
+        cpu = kernel["groups"]
+        seconds = sum(cpu.values()) if group is None else cpu.get(group)
+        return _num(seconds / kernel["seconds"] if seconds is not None and kernel["seconds"] else None, 2)
+
     for group in GROUPS:
         g = groups.get(group)
         if g is None:
             continue
         lines.append(
             f"| {group} | {g['samples']:,} | {_pct(g['share_of_all'])} | {_num(g['busy_cores'], 2)} "
-            f"| {_num(g['us_per_request'])} |"
+            f"| {_num(g['us_per_request'])} | {kernel_cores(group)} |"
         )
     lines.append(
         f"| all | {total:,} | 100.0% | {_num(total * interval / seconds if seconds else None, 2)} "
-        f"| {_num(_us(total, interval, requests))} |"
+        f"| {_num(_us(total, interval, requests))} | {kernel_cores(None)} |"
     )
     present = [g for g in GROUPS if g in groups]
     lines += [

@@ -14,6 +14,8 @@ Contracts:
   record --format raw --threads`` samples the gateway for ``--seconds`` (``--nonblocking`` unless
   ``--blocking`` or ``--native``, which py-spy cannot do without pausing the process). The load runs
   ``--seconds`` + 1 measured seconds, so the profile lies inside its measured window.
+* The kernel's CPU time of each gateway thread (``/proc/<pid>/task/*/stat``) over the py-spy run is
+  recorded beside the samples, by thread group (py-spy's thread ids name the threads), to check them.
 * µs per request = samples x (1 / rate) / requests, with requests = the load JSON's ``throughput_rps`` x
   ``--seconds``; the gateway's own count over the window (``/metrics``) is recorded beside it.
 * The gateway, the load and py-spy each run in their own process group; every group is stopped (SIGTERM,
@@ -44,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.kit import add_model
-from bench.profile_table import render, summarize, write_block
+from bench.profile_table import kernel_groups, render, summarize, write_block
 from bench.servers import GATEWAY_READY, export_revision, gateway_command
 from bench.stages import parse_collapsed
 from loadtests.environment import environment
@@ -156,6 +158,18 @@ def _start_gateway(
     return gateway, f"127.0.0.1:{match[1]}", f"http://127.0.0.1:{match[2]}/metrics", command
 
 
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """utime + stime in seconds of each thread of ``pid``, by OS thread id (``/proc/<pid>/task``)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended
+            continue
+        out[task.name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def _requests_total(url: str) -> float:
     return sum(value for _, value in scrape(url).get("infergate_requests_total", []))
 
@@ -216,17 +230,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(args.warmup)
         spy_cmd = _py_spy(args, gateway.proc.pid, out / "raw.txt")
         counted = _requests_total(metrics_url)
+        cpu_before, began = _thread_cpu(gateway.proc.pid), time.monotonic()
         spy = Group(spy_cmd, out / "py-spy.log")
         stack.callback(spy.stop)
         if spy.proc.wait(args.seconds + 60) != 0:
             raise RuntimeError(f"py-spy failed: {(out / 'py-spy.log').read_text()[-2000:]}")
+        cpu_after, elapsed = _thread_cpu(gateway.proc.pid), time.monotonic() - began
         counted = _requests_total(metrics_url) - counted
         if load.proc.wait(args.seconds + args.warmup + 120) != 0:
             raise RuntimeError(f"the load generator failed: {(out / 'load.log').read_text()[-2000:]}")
     report = json.loads((out / "load.json").read_text())
     requests = float(report["throughput_rps"]) * args.seconds
+    stacks = parse_collapsed((out / "raw.txt").read_text().splitlines())
+    cpu = {tid: cpu_after[tid] - cpu_before.get(tid, 0.0) for tid in cpu_after}
     summary = summarize(
-        parse_collapsed((out / "raw.txt").read_text().splitlines()),
+        stacks,
         interval_s=1.0 / args.rate,
         seconds=args.seconds,
         requests=requests,
@@ -257,6 +275,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "requests_in_window": requests,
         "gateway_requests_in_window": counted,
         "profile": summary.to_json(),
+        "kernel_cpu": {"seconds": elapsed, "groups": kernel_groups(cpu, stacks)},
         "out": str(out),
     }
 

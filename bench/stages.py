@@ -205,6 +205,7 @@ class Stack:
     thread: str  # thread name ("" when the line has none)
     frames: tuple[tuple[str, str], ...]  # (function, location without line), outermost first
     count: int
+    tid: str = ""  # the OS thread id py-spy printed ("" when the line has none)
 
 
 def parse_frame(text: str) -> tuple[str, str]:
@@ -225,11 +226,11 @@ def parse_collapsed(lines: Iterable[str]) -> list[Stack]:
         parts = body.split(";")
         if parts and parts[0].startswith("process "):
             parts = parts[1:]
-        thread = ""
+        thread, tid = "", ""
         if parts and (match := _THREAD.match(parts[0])):
-            thread = (match["name"] or "").strip()
+            thread, tid = (match["name"] or "").strip(), match["tid"]
             parts = parts[1:]
-        stacks.append(Stack(thread, tuple(parse_frame(p) for p in parts if p), int(count)))
+        stacks.append(Stack(thread, tuple(parse_frame(p) for p in parts if p), int(count), tid))
     return stacks
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bench.profile_table import Summary, render, replace_block, summarize, write_block
+from bench.profile_table import Summary, kernel_groups, render, replace_block, summarize, write_block
 from bench.stages import RULES, Rule, classify, classify_frames, parse_collapsed, parse_frame
 
 LOOP = (
@@ -46,10 +46,10 @@ def test_parse_frames_and_lines() -> None:
             "garbage without a count",
         ]
     )
-    assert [(s.thread, s.frames, s.count) for s in stacks] == [
-        ("Thread-1 (_poll_wrapper)", (("Thread.run", "threading.py"),), 19),
-        ("MainThread", (("f", "a.py"),), 2),
-        ("", (("f", "a.py"), ("g", "b.py")), 3),
+    assert [(s.thread, s.frames, s.count, s.tid) for s in stacks] == [
+        ("Thread-1 (_poll_wrapper)", (("Thread.run", "threading.py"),), 19, "0x7f"),
+        ("MainThread", (("f", "a.py"),), 2, "7"),
+        ("", (("f", "a.py"), ("g", "b.py")), 3, ""),
     ]
 
 
@@ -267,6 +267,17 @@ def test_render_table() -> None:
     assert "| validate | 20.0% | 100.0 | - | - | 100.0 |" in table
     assert "| run | - | - | 400.0 | - | 400.0 |" in table
     assert "`something somewhere.py` 100" in table
+
+
+def test_kernel_cpu_by_thread_group() -> None:
+    stacks = parse_collapsed(sample_lines())  # thread ids: 101 MainThread, 102 ort-mlp, 7 the grpc poller
+    cpu = kernel_groups({"101": 4.0, "102": 2.0, "7": 1.0, "999": 0.5}, stacks)
+    assert cpu == {"event loop": 4.0, "onnxruntime executor": 2.0, "other": 1.5}  # 999: never seen at work
+    data = result()
+    data["kernel_cpu"] = {"seconds": 10.0, "groups": cpu}
+    table = render(data, "")
+    assert "| event loop | 500 | 50.0% | 0.25 | 500.0 | 0.40 |" in table
+    assert "| all | 1,000 | 100.0% | 0.50 | 1,000.0 | 0.75 |" in table
 
 
 def test_benchmarks_block_keeps_other_tables_and_text(tmp_path: Path) -> None:

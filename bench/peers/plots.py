@@ -1,8 +1,9 @@
 """Plots of the peers benchmark: throughput and p99 against concurrency, one line per server.
 
-Contract: :func:`plot_all` writes one PNG per closed-loop table (``tiny``, ``mlp``, ``mlp`` with multi-row
-requests) into ``directory``, each with two panels (req/s, and p99 in ms on a log axis), and returns
-``[(title, path)]``. matplotlib (the ``load`` extra) is imported only here, with the Agg backend.
+Contract: :func:`plot_all` writes one PNG per closed-loop table that has a measured cell (``tiny``,
+``mlp``, ``mlp`` with multi-row requests) into ``directory``, each with two panels (req/s, and p99 in ms
+on a log axis), and returns ``[(title, path)]``. matplotlib (the ``load`` extra) is imported only here,
+with the Agg backend.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ def plot_all(summary: dict[str, Any], directory: Path) -> list[tuple[str, Path]]
     directory.mkdir(parents=True, exist_ok=True)
     out = []
     for model, rows, concurrencies in groups:
+        if not any(c["model"] == model and c["rows"] == rows for s in summary["servers"] for c in s["cells"]):
+            continue
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
         for server in summary["servers"]:
             cells = {

@@ -10,6 +10,8 @@ Contracts:
 * A cell is one closed-loop :func:`loadtests.run.run_load` step at one concurrency, with the rows of the
   registry's ``reference.npz``. The server's metrics are scraped just before and after it for the mean
   batch (:func:`bench.peers.metrics.mean_batch`). Its JSON report goes to ``results/<server>/<cell>.json``.
+* :func:`run_all` raises when no server gave a single cell (nothing is written then); a server that failed
+  is a row with its error, and the others still run and are written.
 * Overload: with two or more usable cores, the server's process group is pinned to the first core and the
   load client to the others (``taskset``; restored afterwards). A closed-loop probe at
   ``probe_concurrency`` measures the server's capacity there; then Poisson arrivals at ``factor`` x that
@@ -303,6 +305,13 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             servers.append(measure_server(key, spec_for, plan, args.work / "logs"))
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if not any(s["cells"] for s in servers):
+        # Nothing to show: fail the command rather than write a section of errors.
+        raise RuntimeError(
+            "no server was measured: "
+            + "; ".join(f"{s['key']}: {s['error']}" for s in servers)
+            + f" (logs in {args.work / 'logs'})"
+        )
     results: dict[str, Any] = {
         "plan": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(plan).items()},
         "results": str(args.results),

@@ -81,6 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="server reflection under --auth-tokens: open, scoped (needs 'metadata') or off (default open)",
     )
     group.add_argument(
+        "--auth-reload-seconds",
+        type=float,
+        default=1.0,
+        help="how often the token file is checked for changes (default 1)",
+    )
+    group.add_argument(
         "--monitor-token-file",
         type=Path,
         default=None,
@@ -96,5 +102,6 @@ def config_options(args: argparse.Namespace) -> dict[str, Any]:
         "tls_client_ca": args.tls_client_ca,
         "auth_tokens": args.auth_tokens,
         "auth_reflection": args.auth_reflection,
+        "auth_reload_seconds": args.auth_reload_seconds,
         "monitor_token_file": args.monitor_token_file,
     }

@@ -63,6 +63,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1,
         help="gateway processes sharing the port via SO_REUSEPORT (default 1)",
     )
+    overload = parser.add_argument_group("overload protection (README: Overload)")
+    overload.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=512,
+        help="ceiling of the adaptive limit on inferences in flight (default 512; 0 = no limit)",
+    )
+    overload.add_argument(
+        "--no-adaptive-concurrency",
+        action="store_true",
+        help="use --max-concurrency as a fixed limit instead of adapting it to measured latency",
+    )
+    overload.add_argument(
+        "--max-concurrent-streams",
+        type=int,
+        default=0,
+        help="HTTP/2 streams per client connection; excess calls wait in the client (default 0: gRPC's)",
+    )
+    overload.add_argument(
+        "--max-pending-calls",
+        type=int,
+        default=64,
+        help="calls gRPC core holds before Python takes them; past it gRPC core refuses calls at once "
+        "(CANCELLED) without running Python (default 64; 0 = gRPC's own, 1000)",
+    )
     security.add_arguments(parser)
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     parser.add_argument(
@@ -99,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             require_gpu=args.require_gpu,
             **security.config_options(args),
+            max_concurrency=args.max_concurrency,
+            adaptive_concurrency=not args.no_adaptive_concurrency,
+            max_concurrent_streams=args.max_concurrent_streams,
+            max_pending_calls=args.max_pending_calls,
         )
     except ValueError as exc:
         print(f"infergate-gateway: {exc}", file=sys.stderr)

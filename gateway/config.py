@@ -33,6 +33,14 @@ class GatewayConfig:
     worker_index: int | None = None
     device: str | None = None
     require_gpu: bool = False
+    #: Overload protection (README "Overload"): the adaptive limit on inferences in flight (its ceiling,
+    #: or a fixed limit when ``adaptive_concurrency`` is off; 0 = no limit), HTTP/2 streams per
+    #: connection (0 = gRPC's default) and calls gRPC core may hold before Python takes them (0 = gRPC's
+    #: default); past the last, gRPC core refuses a call without running any Python.
+    max_concurrency: int = 512
+    adaptive_concurrency: bool = True
+    max_concurrent_streams: int = 0
+    max_pending_calls: int = 64
     #: Security (README "Security"; gateway/security.py): TLS files (mTLS with ``tls_client_ca``), the
     #: scoped token file (checked for changes every ``auth_reload_seconds``), reflection under auth, and the
     #: monitor's ingest token. All off by default.
@@ -63,6 +71,9 @@ class GatewayConfig:
             raise ValueError(f"metrics_port must be in 0..65535, got {self.metrics_port}")
         if self.max_message_bytes < 1024:
             raise ValueError(f"max_message_bytes must be at least 1024, got {self.max_message_bytes}")
+        for name in ("max_concurrency", "max_concurrent_streams", "max_pending_calls"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 = no limit), got {getattr(self, name)}")
         if self.grace_seconds < 0:
             raise ValueError(f"grace_seconds must be >= 0, got {self.grace_seconds}")
         validate_security(self)

@@ -87,6 +87,14 @@ class AccessLog:
 
     def record(self, fields: dict[str, Any], *, error: bool) -> None:
         """Logs one request (``fields`` as documented above) if it is an error or sampled."""
-        if not error and (self.sample_rate <= 0 or self._random.random() >= self.sample_rate):
-            return
+        if self.decide(error=error):
+            self.write(fields, error=error)
+
+    def decide(self, *, error: bool) -> bool:
+        """Whether a request with this outcome is logged (every error; ``sample_rate`` of successes).
+        Callers decide first so that a record nobody logs is never built."""
+        return error or (self.sample_rate > 0 and self._random.random() < self.sample_rate)
+
+    def write(self, fields: dict[str, Any], *, error: bool) -> None:
+        """Logs one request record unconditionally (after :meth:`decide` said yes)."""
         self._logger.log(logging.WARNING if error else logging.INFO, "request", extra={"fields": fields})

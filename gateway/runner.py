@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -66,6 +67,20 @@ class RunnerOptions:
         unknown = [p for p in self.providers if p not in PROVIDERS]
         if unknown or not self.providers:
             raise ValueError(f"unknown providers {unknown}; expected some of {sorted(PROVIDERS)}")
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (CPU affinity, so cpusets and ``taskset`` count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_intra_op_threads(workers: int = 1) -> int:
+    """onnxruntime threads per session when a model leaves ``intra_op_threads`` at 0: the cores left
+    after each worker's event loop (which runs gRPC, validation and batching), at least one."""
+    return max(1, usable_cores() // max(1, workers) - 1)
 
 
 def available_providers() -> list[str]:
@@ -124,8 +139,11 @@ class Runner:
                 f"{options.name}: none of the providers {list(options.providers)} is available"
             )
         session_options = ort.SessionOptions()
-        session_options.intra_op_num_threads = options.intra_op_threads
+        session_options.intra_op_num_threads = options.intra_op_threads or default_intra_op_threads()
         session_options.inter_op_num_threads = 1
+        # Spinning threads would take the cores the event loop and gRPC need between batches.
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session_options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:

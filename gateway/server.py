@@ -20,7 +20,9 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import CollectorRegistry
 
 from gateway import security, tls
+from gateway.concurrency import ConcurrencyLimit, LimitConfig
 from gateway.config import GatewayConfig
+from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError
 from gateway.logs import AccessLog
 from gateway.metrics import GatewayMetrics, MetricsHTTPServer
@@ -60,9 +62,11 @@ class GatewayServer:
         if config.sampling:
             self.sampler = Sampler(rate_override=config.sample_rate, metrics=self.metrics)
             self.shipper = Shipper(self.sampler, config.monitor_url, token_file=config.monitor_token_file)
-        self.servicer = InferenceServicer(
-            self.table, self.metrics, self.sampler, AccessLog(config.access_log_rate)
+        self.limit = concurrency_limit(config)
+        self.plane = DataPlane(
+            self.table, self.metrics, self.sampler, AccessLog(config.access_log_rate), self.limit
         )
+        self.servicer = InferenceServicer(self.table, self.plane)
         self.health = health_aio.HealthServicer()
         self.watcher = RegistryWatcher(self.table, config.poll_interval) if config.poll_interval > 0 else None
         self._server: grpc.aio.Server | None = None
@@ -73,14 +77,8 @@ class GatewayServer:
     async def start(self) -> None:
         """Loads every model, then binds and starts serving. Raises OSError if a port is taken."""
         await self.table.load_all()
-        limit = self.config.max_message_bytes
         server = grpc.aio.server(
-            interceptors=security.interceptors(self.config),
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-                ("grpc.so_reuseport", 1 if self.config.reuse_port else 0),
-            ]
+            options=server_options(self.config), interceptors=security.interceptors(self.config)
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -128,6 +126,33 @@ class GatewayServer:
             self._metrics_http.close()
             self._metrics_http = None
         log.info("stopped")
+
+
+def server_options(config: GatewayConfig) -> list[tuple[str, int]]:
+    """gRPC core channel arguments: message limits, SO_REUSEPORT, and the transport-level push-back."""
+    options = [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.so_reuseport", 1 if config.reuse_port else 0),
+    ]
+    if config.max_concurrent_streams:
+        options.append(("grpc.max_concurrent_streams", config.max_concurrent_streams))
+    if config.max_pending_calls:
+        options.append(("grpc.server.max_pending_requests", config.max_pending_calls))
+        options.append(("grpc.server.max_pending_requests_hard_limit", config.max_pending_calls))
+    return options
+
+
+def concurrency_limit(config: GatewayConfig) -> ConcurrencyLimit | None:
+    """The data plane's admission limit: adaptive up to ``max_concurrency``, fixed, or none."""
+    ceiling = config.max_concurrency
+    if not ceiling:
+        return None
+    if not config.adaptive_concurrency:
+        return ConcurrencyLimit(LimitConfig(initial=ceiling, min_limit=ceiling, max_limit=ceiling))
+    return ConcurrencyLimit(
+        LimitConfig(initial=ceiling, min_limit=min(LimitConfig.min_limit, ceiling), max_limit=ceiling)
+    )
 
 
 async def check_providers(config: GatewayConfig) -> int:

@@ -1,53 +1,29 @@
-"""The gRPC transport: GRPCInferenceService methods decode, validate, run, encode and map errors.
+"""The gRPC transport: a thin adapter from GRPCInferenceService calls to the data plane and the table.
 
-Everything else lives below it (model table, validation, runner). Error mapping happens in one place,
-:data:`STATUS_BY_ERROR`: a :class:`GatewayError` becomes its status code with its message; any other
-exception becomes INTERNAL "internal error", with the traceback in the log only.
+Inference (unary and streaming) goes to :class:`gateway.dataplane.DataPlane`; metadata and repository
+calls go to the model table. Error mapping happens in one place, :func:`status_of`: a
+:class:`GatewayError` becomes the status its class names, with its message; any other exception becomes
+INTERNAL "internal error", with the traceback in the log only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-import numpy.typing as npt
 
 from gateway import metadata
-from gateway.codec import encode_array
-from gateway.deadlines import request_deadline, request_priority
-from gateway.errors import (
-    DeadlineExceededError,
-    GatewayError,
-    InvalidArgumentError,
-    ModelLoadError,
-    NotFoundError,
-    ResourceExhaustedError,
-    UnavailableError,
-)
-from gateway.logs import AccessLog
-from gateway.metrics import GatewayMetrics
+from gateway.dataplane import DataPlane
+from gateway.errors import GatewayError, ModelLoadError
 from gateway.models import ModelTable
-from gateway.sampler import Sampler
-from gateway.validate import decode_request
-from gateway.version import LoadedVersion
 from protos import inference_pb2 as pb
 from protos import inference_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
-STATUS_BY_ERROR: dict[type[GatewayError], grpc.StatusCode] = {
-    InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
-    NotFoundError: grpc.StatusCode.NOT_FOUND,
-    UnavailableError: grpc.StatusCode.UNAVAILABLE,
-    ModelLoadError: grpc.StatusCode.UNAVAILABLE,
-    ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
 
 #: Requests one ModelStreamInfer stream may have in flight before the server stops reading from it.
 STREAM_MAX_INFLIGHT = 64
@@ -57,10 +33,7 @@ T = TypeVar("T")
 
 def status_of(error: BaseException) -> grpc.StatusCode:
     """The status code for an error (INTERNAL for anything outside the hierarchy)."""
-    for cls in type(error).__mro__:
-        if cls in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[cls]
-    return grpc.StatusCode.INTERNAL
+    return grpc.StatusCode[error.status] if isinstance(error, GatewayError) else grpc.StatusCode.INTERNAL
 
 
 def public_message(error: BaseException) -> str:
@@ -71,17 +44,9 @@ def public_message(error: BaseException) -> str:
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """KServe V2 / Open Inference Protocol service over a :class:`ModelTable`."""
 
-    def __init__(
-        self,
-        table: ModelTable,
-        metrics: GatewayMetrics | None = None,
-        sampler: Sampler | None = None,
-        access_log: AccessLog | None = None,
-    ) -> None:
+    def __init__(self, table: ModelTable, plane: DataPlane | None = None) -> None:
         self.table = table
-        self.metrics = metrics
-        self.sampler = sampler
-        self.access_log = access_log
+        self.plane = plane if plane is not None else DataPlane(table)
         self.ready = False
         self.draining = False
 
@@ -158,7 +123,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # -- inference -----------------------------------------------------------------------------
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        return await _guard(context, self.infer(request, context.time_remaining(), context.peer()))
+        try:
+            return await self.plane.infer(request, context.time_remaining(), context.peer)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await _abort(context, exc)
+            raise AssertionError("unreachable: context.abort raises") from exc
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
@@ -175,7 +146,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         async def answer(request: pb.ModelInferRequest) -> None:
             try:
-                response = await self.infer(request, context.time_remaining(), context.peer())
+                response = await self.plane.infer(request, context.time_remaining(), context.peer)
                 responses.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
             except Exception as exc:
                 if not isinstance(exc, GatewayError):
@@ -209,120 +180,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             for task in list(tasks):
                 task.cancel()
 
-    async def infer(
-        self, request: pb.ModelInferRequest, grpc_remaining: float | None = None, peer: str = ""
-    ) -> pb.ModelInferResponse:
-        """One inference: resolve the version, validate, batch, encode. Raises GatewayError subclasses.
-
-        ``grpc_remaining`` is the call's remaining gRPC deadline in seconds (None: no deadline). A request
-        without an ``id`` gets a generated one, echoed in the response and used in the access log.
-        """
-        started = time.perf_counter_ns()
-        loop = asyncio.get_running_loop()
-        if not request.id:
-            request.id = uuid.uuid4().hex
-        trace: dict[str, Any] = {"request_id": request.id, "model": request.model_name, "peer": peer}
-        try:
-            with self.table.lease(request.model_name, request.model_version) as loaded:
-                trace["version"] = str(loaded.version)
-                try:
-                    response = await self._run(request, loaded, started, loop.time(), grpc_remaining, trace)
-                except BaseException:
-                    loaded.stats.record_failure(time.perf_counter_ns() - started)
-                    raise
-        except Exception as exc:
-            code = status_of(exc)
-            self._count(request, code, started)
-            self._access(trace, code.name, started, error=True)
-            raise
-        self._access(trace, "OK", started, error=False)
-        return response
-
-    def _access(self, trace: dict[str, Any], status: str, started: int, *, error: bool) -> None:
-        if self.access_log is not None:
-            trace["status"] = status
-            trace["duration_ms"] = round((time.perf_counter_ns() - started) / 1e6, 3)
-            self.access_log.record(trace, error=error)
-
-    async def _run(
-        self,
-        request: pb.ModelInferRequest,
-        loaded: LoadedVersion,
-        started: int,
-        now: float,
-        grpc_remaining: float | None,
-        trace: dict[str, Any],
-    ) -> pb.ModelInferResponse:
-        batching = loaded.config.batching
-        decoded = decode_request(request, loaded.signature, max_batch_size=loaded.max_batch_size)
-        deadline = request_deadline(
-            request, now=now, grpc_remaining=grpc_remaining, budget_ms=batching.latency_budget_ms
-        )
-        priority = request_priority(request, batching.priority_levels)
-        decoded_at = time.perf_counter_ns()
-        result = await loaded.batcher.submit(decoded, deadline, priority)
-        answered_at = time.perf_counter_ns()
-        trace["queue_ms"] = round(result.queue_ns / 1e6, 3)
-        trace["compute_ms"] = round(result.compute_ns / 1e6, 3)
-        trace["batch_size"] = result.batch_rows
-        response = pb.ModelInferResponse(
-            model_name=loaded.model, model_version=str(loaded.version), id=request.id
-        )
-        for name, array in zip(decoded.output_names, result.outputs, strict=True):
-            datatype = loaded.output_datatypes[name]
-            response.outputs.add(name=name, datatype=datatype, shape=array.shape)
-            response.raw_output_contents.append(encode_array(array, datatype))
-        finished = time.perf_counter_ns()
-        self._sample(request, loaded, decoded.feeds, decoded.output_names, result.outputs)
-        loaded.stats.record_request(
-            finished - started,
-            result.queue_ns,
-            decoded_at - started,
-            result.compute_ns,
-            finished - answered_at,
-        )
-        if self.metrics is not None:
-            labels = (loaded.model, str(loaded.version))
-            self.metrics.queue_duration.labels(*labels).observe(result.queue_ns / 1e9)
-            self.metrics.request_duration.labels(*labels).observe((finished - started) / 1e9)
-            self.metrics.requests.labels(*labels, "OK").inc()
-        return response
-
-    def _sample(
-        self,
-        request: pb.ModelInferRequest,
-        loaded: LoadedVersion,
-        feeds: Mapping[str, npt.NDArray[Any]],
-        output_names: Sequence[str],
-        outputs: Sequence[npt.NDArray[Any]],
-    ) -> None:
-        """Offers the answered request to the sampler (O(1), never blocks; drops are counted there)."""
-        sampler = self.sampler
-        if sampler is None:
-            return
-        config = loaded.config.sampling
-        if not sampler.decide(request.id, sampler.rate(config.rate)):
-            return
-        inputs = {spec.name: (spec.datatype, feeds[spec.name]) for spec in loaded.signature.inputs}
-        answered = {
-            name: (loaded.output_datatypes[name], array)
-            for name, array in zip(output_names, outputs, strict=True)
-        }
-        sampler.offer(
-            loaded.model, str(loaded.version), request.id, inputs, answered, config.max_rows_per_request
-        )
-
-    def _count(self, request: pb.ModelInferRequest, code: grpc.StatusCode, started: int) -> None:
-        if self.metrics is None:
-            return
-        try:
-            loaded = self.table.resolve(request.model_name, request.model_version)
-            labels = (loaded.model, str(loaded.version))
-        except GatewayError:
-            labels = ("", "")
-        self.metrics.requests.labels(*labels, code.name).inc()
-        self.metrics.request_duration.labels(*labels).observe((time.perf_counter_ns() - started) / 1e9)
-
 
 async def _now(build: Callable[[], T]) -> T:
     return build()
@@ -335,8 +192,13 @@ async def _guard(context: Any, work: Awaitable[T]) -> T:
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        code = status_of(exc)
-        if code is grpc.StatusCode.INTERNAL:
-            log.exception("internal error")
-        await context.abort(code, public_message(exc))
+        await _abort(context, exc)
         raise AssertionError("unreachable: context.abort raises") from exc
+
+
+async def _abort(context: Any, exc: Exception) -> None:
+    """Aborts the call with the error's status and public message (raises, as ``context.abort`` does)."""
+    code = status_of(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        log.exception("internal error", exc_info=exc)
+    await context.abort(code, public_message(exc))

@@ -6,9 +6,10 @@ Contracts:
   picks a free port first and holds it (bound, not listening) until it exits.
 - Worker ``i`` serves ``/metrics`` on ``metrics_port + i`` (or a free port when ``metrics_port`` is 0):
   scrape every worker; each exports its own series (documented in docs/production.md).
-- When a model leaves ``intra_op_threads`` at 0 (onnxruntime's default: every core), each worker uses
-  ``max(1, cores // workers)`` threads, ``cores`` being the CPUs this process may run on (its affinity, which
-  follows cpusets; a CFS quota in a container is not seen: set ``intra_op_threads`` there).
+- When a model leaves ``intra_op_threads`` at 0, each worker uses ``max(1, cores // workers - 1)``
+  threads (a core per worker stays with its event loop, as a single gateway does), ``cores`` being the
+  CPUs this process may run on (its affinity, which follows cpusets; a CFS quota in a container is not
+  seen: set ``intra_op_threads`` there).
 - The parent restarts a worker that dies (at most ``MAX_RESTARTS`` in ``RESTART_WINDOW_S`` seconds, then it
   gives up and stops everything, exit 1). SIGTERM or SIGINT is forwarded as SIGTERM to every worker, which
   drains as a single gateway does; the parent exits 0 once all exited 0.
@@ -48,7 +49,7 @@ def worker_config(config: GatewayConfig, index: int, workers: int, port: int) ->
         port=port,
         metrics_port=metrics,
         reuse_port=True,
-        default_intra_op_threads=config.default_intra_op_threads or max(1, cores // workers),
+        default_intra_op_threads=config.default_intra_op_threads or max(1, cores // workers - 1),
         worker_index=index,
     )
 

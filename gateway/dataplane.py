@@ -1,0 +1,253 @@
+"""The data plane: one inference, from a decoded ``ModelInferRequest`` to its ``ModelInferResponse``.
+
+It owns every step between the transport and the batcher, for the unary and the streaming paths alike
+(and any later front end): lease the version -> admit (the adaptive concurrency limit) -> validate and
+decode -> deadline and priority -> ``batcher.submit`` -> encode -> statistics, metrics, sampling hand-off
+and the access log. The servicer only adapts gRPC calls to it and maps errors to status codes.
+
+Contracts:
+- :meth:`DataPlane.infer` returns a response or raises a :class:`GatewayError` (or, for a bug, any other
+  exception, which the transport answers INTERNAL). Every outcome is counted exactly once in
+  ``infergate_requests_total`` and ``infergate_request_duration_seconds``.
+- Per-request work is bounded and allocation-light: metric children, the version string and the
+  validation plan are resolved once per loaded version (:class:`_VersionHot`); request ids and access-log
+  records are built only when something will use them.
+- Admission never blocks: when the adaptive limit refuses, the call is answered RESOURCE_EXHAUSTED before
+  it costs validation or a queue slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.codec import encode_array
+from gateway.concurrency import ConcurrencyLimit
+from gateway.deadlines import request_deadline, request_priority
+from gateway.errors import DeadlineExceededError, GatewayError, ResourceExhaustedError
+from gateway.logs import AccessLog
+from gateway.metrics import GatewayMetrics
+from gateway.models import ModelTable
+from gateway.sampler import Sampler
+from gateway.validate import DecodedRequest, decode_request
+from gateway.version import LoadedVersion
+from protos import inference_pb2 as pb
+
+#: Status names as ``infergate_requests_total{code}`` and the access log spell them.
+OK = "OK"
+
+
+@dataclass(eq=False, slots=True)
+class _VersionHot:
+    """What the hot path needs of one loaded version, resolved once (label lookups take a lock)."""
+
+    version: str
+    queue_duration: Any
+    request_duration: Any
+    requests_ok: Any
+
+
+class DataPlane:
+    """Runs inferences against a :class:`ModelTable`; shared by every transport path."""
+
+    def __init__(
+        self,
+        table: ModelTable,
+        metrics: GatewayMetrics | None = None,
+        sampler: Sampler | None = None,
+        access_log: AccessLog | None = None,
+        limit: ConcurrencyLimit | None = None,
+    ) -> None:
+        self.table = table
+        self.metrics = metrics
+        self.sampler = sampler
+        self.access_log = access_log
+        self.limit = limit
+        self._hot: weakref.WeakKeyDictionary[LoadedVersion, _VersionHot] = weakref.WeakKeyDictionary()
+        # Generated request ids: 32 hex digits, a per-process random half and a counter (unique, cheap).
+        self._id_prefix = os.urandom(8).hex()
+        self._ids = itertools.count(1)
+
+    def _hot_of(self, loaded: LoadedVersion) -> _VersionHot:
+        hot = self._hot.get(loaded)
+        if hot is None:
+            version = str(loaded.version)
+            metrics = self.metrics
+            if metrics is None:
+                hot = _VersionHot(version, None, None, None)
+            else:
+                hot = _VersionHot(
+                    version,
+                    metrics.queue_duration.labels(loaded.model, version),
+                    metrics.request_duration.labels(loaded.model, version),
+                    metrics.requests.labels(loaded.model, version, OK),
+                )
+            self._hot[loaded] = hot
+        return hot
+
+    async def infer(
+        self,
+        request: pb.ModelInferRequest,
+        grpc_remaining: float | None = None,
+        peer: Callable[[], str] | None = None,
+    ) -> pb.ModelInferResponse:
+        """One inference: resolve the version, admit, validate, batch, encode. Raises GatewayError.
+
+        ``grpc_remaining`` is the call's remaining gRPC deadline in seconds (None: no deadline); ``peer``
+        names the client, called only when the access log records this request. A request without an
+        ``id`` gets a generated one, echoed in the response.
+        """
+        started = time.perf_counter_ns()
+        if not request.id:
+            request.id = f"{self._id_prefix}{next(self._ids):016x}"
+        limit = self.limit
+        budget_s = 0.0  # > 0 once admitted: the budget the concurrency limit judges the call against
+        late = False
+        loaded: LoadedVersion | None = None
+        try:
+            with self.table.lease(request.model_name, request.model_version) as loaded:
+                try:
+                    batching = loaded.config.batching
+                    decoded = decode_request(request, loaded.signature, max_batch_size=loaded.max_batch_size)
+                    now = asyncio.get_running_loop().time()
+                    deadline = request_deadline(
+                        request, now=now, grpc_remaining=grpc_remaining, budget_ms=batching.latency_budget_ms
+                    )
+                    priority = request_priority(request, batching.priority_levels)
+                    if limit is not None:
+                        if not limit.try_acquire():
+                            self._count_shed(loaded, "concurrency_limit")
+                            raise ResourceExhaustedError(
+                                f"server overloaded: {limit.inflight} inferences in flight "
+                                f"(adaptive limit {limit.limit}); retry with backoff"
+                            )
+                        budget_s = max(deadline - now, 1e-6)
+                    response, result_fields = await self._run(
+                        request, loaded, decoded, deadline, priority, started
+                    )
+                except BaseException as exc:
+                    late = isinstance(exc, DeadlineExceededError)
+                    loaded.stats.record_failure(time.perf_counter_ns() - started)
+                    raise
+        except Exception as exc:
+            self._count_failure(request, loaded, exc, started)
+            self._access(request, loaded, exc, started, None, peer)
+            raise
+        finally:
+            if budget_s and limit is not None:
+                held = (time.perf_counter_ns() - started) / 1e9
+                limit.release(max(held, budget_s) if late else held, budget_s)
+        access = self.access_log
+        if access is not None and access.decide(error=False):
+            self._access(request, loaded, None, started, result_fields, peer)
+        return response
+
+    async def _run(
+        self,
+        request: pb.ModelInferRequest,
+        loaded: LoadedVersion,
+        decoded: DecodedRequest,
+        deadline: float,
+        priority: int,
+        started: int,
+    ) -> tuple[pb.ModelInferResponse, tuple[int, int, int]]:
+        decoded_at = time.perf_counter_ns()
+        result = await loaded.batcher.submit(decoded, deadline, priority)
+        answered_at = time.perf_counter_ns()
+        hot = self._hot_of(loaded)
+        response = pb.ModelInferResponse(model_name=loaded.model, model_version=hot.version, id=request.id)
+        datatypes = loaded.output_datatypes
+        outputs = response.outputs
+        raw = response.raw_output_contents
+        for name, array in zip(decoded.output_names, result.outputs, strict=True):
+            datatype = datatypes[name]
+            outputs.add(name=name, datatype=datatype, shape=array.shape)
+            raw.append(encode_array(array, datatype))
+        finished = time.perf_counter_ns()
+        if self.sampler is not None:
+            self._sample(request, loaded, decoded, result.outputs)
+        loaded.stats.record_request(
+            finished - started,
+            result.queue_ns,
+            decoded_at - started,
+            result.compute_ns,
+            finished - answered_at,
+        )
+        if hot.requests_ok is not None:
+            hot.queue_duration.observe(result.queue_ns / 1e9)
+            hot.request_duration.observe((finished - started) / 1e9)
+            hot.requests_ok.inc()
+        return response, (result.queue_ns, result.compute_ns, result.batch_rows)
+
+    def _sample(
+        self, request: pb.ModelInferRequest, loaded: LoadedVersion, decoded: DecodedRequest, outputs: Any
+    ) -> None:
+        """Offers the answered request to the sampler (O(1), never blocks; drops are counted there)."""
+        sampler = self.sampler
+        assert sampler is not None
+        config = loaded.config.sampling
+        if not sampler.decide(request.id, sampler.rate(config.rate)):
+            return
+        feeds = decoded.feeds
+        inputs = {spec.name: (spec.datatype, feeds[spec.name]) for spec in loaded.signature.inputs}
+        answered = {
+            name: (loaded.output_datatypes[name], array)
+            for name, array in zip(decoded.output_names, outputs, strict=True)
+        }
+        sampler.offer(
+            loaded.model, str(loaded.version), request.id, inputs, answered, config.max_rows_per_request
+        )
+
+    def _count_shed(self, loaded: LoadedVersion, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.shed.labels(loaded.model, str(loaded.version), reason).inc()
+
+    def _count_failure(
+        self, request: pb.ModelInferRequest, loaded: LoadedVersion | None, exc: BaseException, started: int
+    ) -> None:
+        if self.metrics is None:
+            return
+        labels = (loaded.model, str(loaded.version)) if loaded is not None else ("", "")
+        self.metrics.requests.labels(*labels, status_name(exc)).inc()
+        self.metrics.request_duration.labels(*labels).observe((time.perf_counter_ns() - started) / 1e9)
+
+    def _access(
+        self,
+        request: pb.ModelInferRequest,
+        loaded: LoadedVersion | None,
+        exc: BaseException | None,
+        started: int,
+        result: tuple[int, int, int] | None,
+        peer: Callable[[], str] | None,
+    ) -> None:
+        """Builds and logs the access record (only called when the access log records this request)."""
+        access = self.access_log
+        if access is None:
+            return
+        fields: dict[str, Any] = {
+            "request_id": request.id,
+            "model": request.model_name,
+            "peer": peer() if peer is not None else "",
+        }
+        if loaded is not None:
+            fields["version"] = str(loaded.version)
+        if result is not None:
+            fields["queue_ms"] = round(result[0] / 1e6, 3)
+            fields["compute_ms"] = round(result[1] / 1e6, 3)
+            fields["batch_size"] = result[2]
+        fields["status"] = OK if exc is None else status_name(exc)
+        fields["duration_ms"] = round((time.perf_counter_ns() - started) / 1e6, 3)
+        access.write(fields, error=exc is not None)
+
+
+def status_name(error: BaseException) -> str:
+    """The gRPC status name for an error (INTERNAL outside the hierarchy), without importing grpc."""
+    if isinstance(error, GatewayError):
+        return error.status
+    return "INTERNAL"

@@ -46,16 +46,30 @@ from gateway.validate import DecodedRequest
 
 log = logging.getLogger(__name__)
 
-__all__ = ["INLINE_COMPUTE_S", "PROBE_INTERVAL_S", "BatchObserver", "BatchResult", "BatchRunner", "Batcher"]
+__all__ = [
+    "COMPANY_MIN",
+    "INLINE_COMPUTE_S",
+    "PROBE_INTERVAL_S",
+    "BatchObserver",
+    "BatchResult",
+    "BatchRunner",
+    "Batcher",
+]
 
 #: After this long without a batch, a request the profile would refuse is admitted as a probe.
 PROBE_INTERVAL_S = 1.0
 #: A batch predicted to compute in less than this runs on the event loop instead of the runner's executor
-#: thread. Handing work to a thread and back (run_in_executor, then call_soon_threadsafe and the loop's
-#: self-pipe wake-up) took 46-54 us per round trip for a no-op on the 2-core development machine (CPython
-#: 3.11); below this bound the hop costs more than the compute it moves off the loop, and the loop is
-#: blocked no longer than the hop would have kept it busy.
+#: thread (CPU provider only): below it, the thread hop costs more than the compute it moves off the loop,
+#: and the loop is blocked no longer than the hop would have kept it busy.
 INLINE_COMPUTE_S = 40e-6
+#: Handing work to a thread and back (run_in_executor, then call_soon_threadsafe and the loop's self-pipe
+#: wake-up): 46-54 us per round trip for a no-op, measured on the 2-core development machine (CPython
+#: 3.11). Profiles learn executor-path latency, which includes it (see gateway.execution).
+THREAD_HOP_S = 50e-6
+#: The former waits for more rows only while at least this share of recent arrivals found another request
+#: of the version pending; below it, arrivals are sequential (one closed-loop client) and waiting for a
+#: companion only adds ``max_queue_delay_ms`` to every call.
+COMPANY_MIN = 0.1
 _FOREVER = 3600.0
 
 
@@ -103,6 +117,7 @@ class Batcher:
             observer=observer,
             name=name,
             inline_compute_s=INLINE_COMPUTE_S if runner.provider == "cpu" else 0.0,
+            thread_hop_s=THREAD_HOP_S,
         )
         self._queue = EntryQueue(deadline_order=self._deadline_aware)
         self._sequence = itertools.count()
@@ -111,6 +126,8 @@ class Batcher:
         self._last_arrival = 0.0
         self._gap = 0.0  # EWMA of the time between arrivals, seconds (0: unknown)
         self._budget = 0.0  # EWMA of the budgets requests bring, seconds (0: unknown)
+        self._pending = 0  # requests submitted and not yet answered
+        self._company = 1.0  # EWMA of the share of arrivals that found another request pending
         n = runner.instances
         self._parked = [False] * n  # former waiting for an arrival with the queue empty
         self._claimed = [False] * n  # instance running a fast-path request
@@ -174,23 +191,28 @@ class Batcher:
         budget = deadline - now
         if budget < _FOREVER:
             self._budget = budget if not self._budget else self._budget + 0.05 * (budget - self._budget)
+        self._company += 0.1 * ((1.0 if self._pending else 0.0) - self._company)
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
         entry = Entry(request, deadline, priority, now, future, key, next(self._sequence), probe=probe)
-        if queue.rows == 0 and not self._closing:
-            instance = self._idle_instance()
-            if instance is not None and not self._waiting_helps(now, deadline, instance):
-                entry.queued = False
-                return await self._run_now(instance, entry)
-        queue.push(entry)
-        self._depth()
-        self._arrived.set()
+        self._pending += 1
         try:
-            return await future
-        except asyncio.CancelledError:
-            if queue.discard(entry):  # never computed
-                self._depth()
-                self._shed("cancelled")
-            raise
+            if queue.rows == 0 and not self._closing:
+                instance = self._idle_instance()
+                if instance is not None and not self._waiting_helps(now, deadline, instance):
+                    entry.queued = False
+                    return await self._run_now(instance, entry)
+            queue.push(entry)
+            self._depth()
+            self._arrived.set()
+            try:
+                return await future
+            except asyncio.CancelledError:
+                if queue.discard(entry):  # never computed
+                    self._depth()
+                    self._shed("cancelled")
+                raise
+        finally:
+            self._pending -= 1
 
     def _idle_instance(self) -> int | None:
         for instance, parked in enumerate(self._parked):
@@ -200,12 +222,17 @@ class Batcher:
 
     def _waiting_helps(self, now: float, deadline: float, instance: int) -> bool:
         """Whether a former would wait for more rows: another arrival is likely within the window."""
-        if not self._batchable or self._max_rows <= 1 or not self._gap:
+        if not self._batchable or self._max_rows <= 1:
             return False
         window = self._max_delay
         if self._deadline_aware:
             window = min(window, deadline - self.profiles[instance].predict(self._max_rows) - now)
-        return window >= self._gap
+        return self._arrival_likely(window)
+
+    def _arrival_likely(self, window: float) -> bool:
+        """Another arrival is likely within ``window`` seconds: arrivals come faster than that, and they
+        overlap (a lone closed-loop client never sends while its call is pending, however fast it is)."""
+        return bool(self._gap) and window >= self._gap and self._company >= COMPANY_MIN
 
     async def _run_now(self, instance: int, entry: Entry) -> BatchResult:
         """The idle fast path: runs ``entry`` alone on ``instance`` in the caller's task."""
@@ -260,7 +287,7 @@ class Batcher:
                     wait_until = min(wait_until, queue.head(key).deadline - profile.predict(self._max_rows))
                 # Wait only when another arrival is likely within the window (at low load waiting adds
                 # latency and batches nothing), and never while a queue stands (it only ages the queue).
-                if now < wait_until and self._gap and wait_until - now >= self._gap and not queue.lifo:
+                if now < wait_until and self._arrival_likely(wait_until - now) and not queue.lifo:
                     self._arrived.clear()
                     await clock.wait_until(self._arrived, wait_until)
                     if queue.key_rows(key) < self._max_rows and clock.now() < wait_until:

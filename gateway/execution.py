@@ -8,8 +8,11 @@ Contracts:
 - Statistics: ``queue_ns`` is from admission to the start of the batch, ``compute_ns`` is the run
   (collation to split) in :meth:`Clock.ns`, ``batch_rows`` the real rows (bucket padding excluded); the
   instance's latency profile learns (padded rows, compute seconds) and the observer gets ``on_batch``.
-- A batch whose predicted compute is in ``(0, inline_compute_s]`` runs with ``run_sync`` on the event
-  loop; any other runs on the runner's executor (``run``).
+- The profile predicts latency as the executor path sees it (compute plus the thread hop). A batch whose
+  prediction is in ``(0, inline_compute_s + thread_hop_s]`` runs with ``run_sync`` on the event loop, and
+  the profile then learns its compute plus ``thread_hop_s``, so inline and executor runs feed it the
+  same quantity and the choice does not flip-flop; any other batch runs on the runner's executor (``run``).
+  ``compute_ns`` and ``on_batch`` always report the measured compute.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class BatchExecutor:
         observer: BatchObserver | None,
         name: str,
         inline_compute_s: float,
+        thread_hop_s: float,
     ) -> None:
         self._runner = runner
         self._profiles = profiles
@@ -91,7 +95,8 @@ class BatchExecutor:
         self._clock = clock
         self._observer = observer
         self._name = name
-        self._inline_s = inline_compute_s
+        self._inline_s = inline_compute_s + thread_hop_s if inline_compute_s > 0 else 0.0
+        self._hop_s = thread_hop_s
         self.running = 0  # batches executing now
         self.last_batch = 0.0  # clock time when the last batch finished
 
@@ -131,7 +136,8 @@ class BatchExecutor:
         if padded > rows:
             feeds = pad(feeds, rows, padded)
         begin = clock.ns()
-        if self._inline_s and 0.0 < profile.predict(padded) <= self._inline_s:
+        inline = bool(self._inline_s) and 0.0 < profile.predict(padded) <= self._inline_s
+        if inline:
             outputs = self._runner.run_sync(instance, feeds, names)
         else:
             try:
@@ -146,7 +152,7 @@ class BatchExecutor:
             ]
         parts = split(outputs, offsets) if self._batchable else [outputs]
         compute_ns = clock.ns() - begin
-        profile.observe(padded, compute_ns / 1e9)
+        profile.observe(padded, compute_ns / 1e9 + (self._hop_s if inline else 0.0))
         if self._observer is not None:
             self._observer.on_batch(rows, compute_ns)
         index = {name: i for i, name in enumerate(names)}

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from gateway.batcher import INLINE_COMPUTE_S, Batcher, BatchResult
+from gateway.batcher import INLINE_COMPUTE_S, THREAD_HOP_S, Batcher, BatchResult
 from gateway.errors import (
     DeadlineExceededError,
     InvalidArgumentError,
@@ -84,6 +84,7 @@ class FakeRunner:
     instances: int = 1
     provider: str = "fake"
     compute_s: float = 0.001
+    hop_s: float = 0.0  # extra fake-clock time of an executor run: the thread hop
     gate: asyncio.Semaphore | None = None
     calls: list[Call] = field(default_factory=list)
     started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -106,6 +107,7 @@ class FakeRunner:
         self.started.set()
         if self.gate is not None:
             await self.gate.acquire()
+        self.clock.advance(self.hop_s)
         return self._compute(feeds, names)
 
     def allow(self, runs: int) -> None:
@@ -505,3 +507,42 @@ async def test_only_cpu_batches_predicted_shorter_than_a_thread_hop_run_on_the_l
     own_rows(await r.submit(1), 1)
     assert r.runner.calls[0].sync is inline
     assert r.observer.batches == [(1, 1_000_000)]
+
+
+@pytest.mark.parametrize(
+    ("compute_s", "inline"), [(INLINE_COMPUTE_S / 2, True), (INLINE_COMPUTE_S * 2, False)]
+)
+async def test_the_inline_choice_settles_by_compute_time(compute_s: float, inline: bool) -> None:
+    """Inline runs teach the profile their compute plus a thread hop, as executor runs do (the hop is in
+    their latency), so a fast model stays on the loop and a slower one leaves it for good."""
+    r = rig(gated=False, provider="cpu", seed_s=compute_s)
+    r.runner.compute_s = compute_s
+    r.runner.hop_s = THREAD_HOP_S
+    for ident in range(60):
+        r.clock.advance(0.001)
+        own_rows(await r.submit(ident), ident)
+    assert [call.sync for call in r.runner.calls[-20:]] == [inline] * 20
+    assert r.batcher.predict(1) >= compute_s + THREAD_HOP_S
+    assert (r.batcher.predict(1) <= INLINE_COMPUTE_S + THREAD_HOP_S) is inline
+    # Statistics report what was measured: the compute alone inline, the compute and the hop otherwise.
+    for call, (_, ns) in zip(r.runner.calls, r.observer.batches, strict=True):
+        assert ns == round((compute_s if call.sync else compute_s + THREAD_HOP_S) * 1e9)
+
+
+async def test_a_lone_sequential_client_never_waits_for_company() -> None:
+    """Arrivals faster than the queue delay, but never while another call is pending (one closed-loop
+    client): every request runs at once in its caller's task instead of waiting for rows that cannot come."""
+    r = rig(max_batch_size=8, max_queue_delay_ms=2.0, gated=False)
+    waited = []
+    for ident in range(40):
+        r.clock.advance(0.0001)
+        future = r.submit(ident)
+        await settle()
+        waited.append(not future.done())
+        if waited[-1]:  # still presumed to have company: the former waits out the delay
+            r.clock.advance(0.002)
+            await settle()
+        own_rows(await future, ident)
+    assert waited[:2] == [False, True]  # the first runs at once (no arrival seen yet), then it waits...
+    assert waited[-10:] == [False] * 10  # ...until the batcher has seen that arrivals never overlap
+    assert [call.task.startswith("batcher-") for call in r.runner.calls[-10:]] == [False] * 10

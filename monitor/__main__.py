@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="key for the X-Infergate-Signature-256 HMAC header on webhook POSTs",
     )
+    security.add_argument(
+        "--ingest-host",
+        default=None,
+        help="serve ingest only on this address (e.g. 127.0.0.1 in a pod), apart from reads and /metrics",
+    )
+    security.add_argument(
+        "--ingest-port", type=int, default=8091, help="port of --ingest-host (default 8091; 0: any)"
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -78,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             webhook=WebhookSettings(url=args.alert_webhook, secret_file=args.webhook_secret_file),
             ingest_token_file=args.monitor_token_file,
             read_token_file=args.read_token_file,
+            ingest_host=args.ingest_host,
+            ingest_port=args.ingest_port,
         )
     except ConfigError as exc:
         print(f"infergate-monitor: {exc}", file=sys.stderr)
@@ -98,7 +108,14 @@ async def _serve(config: MonitorConfig) -> None:
         site = web.TCPSite(runner, config.host, config.port)
         await site.start()
         host, port = runner.addresses[0][:2]
+        ingest = None
+        if config.ingest_host is not None:
+            from monitor.app import serve_ingest
+
+            ingest = await serve_ingest(runner, config.ingest_host, config.ingest_port)
         print(f"infergate-monitor listening on http://{host}:{port}", flush=True)
+        if ingest is not None:
+            print(f"infergate-monitor ingest on http://{config.ingest_host}:{ingest}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -17,36 +17,56 @@ from typing import Any
 from aiohttp import WSCloseCode, web
 from prometheus_client import CollectorRegistry
 
-from monitor.auth import TokenFile, auth_middleware
+from monitor.auth import TokenFile, auth_middleware, ingest_split_middleware
 from monitor.config import MonitorConfig
 from monitor.engine import Engine
 from monitor.handlers import CONFIG, ENGINE, METRICS, SOCKETS, routes
 from monitor.metrics import MonitorMetrics
 
-__all__ = ["CONFIG", "ENGINE", "METRICS", "create_app"]
+__all__ = ["CONFIG", "ENGINE", "INGEST_PORTS", "METRICS", "create_app", "serve_ingest"]
+
+#: The local ports of the separate ingest address (empty until :func:`serve_ingest` binds it).
+INGEST_PORTS: web.AppKey[set[int]] = web.AppKey("ingest_ports")
 
 
 def create_app(config: MonitorConfig, *, registry: CollectorRegistry | None = None) -> web.Application:
     """The monitor application; metrics go on ``registry`` (a fresh one when None, never the global)."""
     metrics = MonitorMetrics(registry if registry is not None else CollectorRegistry())
-    app = web.Application(client_max_size=config.max_body_bytes, middlewares=_auth(config, metrics))
+    ingest_ports: set[int] = set()
+    app = web.Application(
+        client_max_size=config.max_body_bytes, middlewares=_auth(config, metrics, ingest_ports)
+    )
     app[CONFIG] = config
     app[METRICS] = metrics
     app[ENGINE] = Engine(config, metrics)
     app[SOCKETS] = weakref.WeakSet()
+    app[INGEST_PORTS] = ingest_ports
     app.add_routes(routes())
     app.cleanup_ctx.append(_engine_running)
     app.on_shutdown.append(_close_sockets)
     return app
 
 
-def _auth(config: MonitorConfig, metrics: MonitorMetrics) -> list[Any]:
-    """The token check on ingest and reads (monitor/auth.py), or no middleware when no token is set."""
+def _auth(config: MonitorConfig, metrics: MonitorMetrics, ports: set[int]) -> list[Any]:
+    """The ingest address split and the token check (monitor/auth.py); none when neither is configured.
+    ``ports`` gets the ingest site's port once it is bound (:func:`serve_ingest`)."""
+    middlewares: list[Any] = []
+    if config.ingest_host is not None:
+        middlewares.append(ingest_split_middleware(ports))
     if config.ingest_token_file is None and config.read_token_file is None:
-        return []
+        return middlewares
     ingest = TokenFile(config.ingest_token_file) if config.ingest_token_file is not None else None
     read = TokenFile(config.read_token_file) if config.read_token_file is not None else None
-    return [auth_middleware(ingest, read, lambda: metrics)]
+    return [*middlewares, auth_middleware(ingest, read, lambda: metrics)]
+
+
+async def serve_ingest(runner: web.AppRunner, host: str, port: int) -> int:
+    """Binds the separate ingest address on a set-up ``runner``; returns the port bound."""
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = int(runner.addresses[-1][1])  # the site started last lists its sockets last
+    runner.app[INGEST_PORTS].add(bound)
+    return bound
 
 
 async def _engine_running(app: web.Application) -> AsyncIterator[None]:

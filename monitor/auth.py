@@ -11,6 +11,8 @@ Contracts:
   ``WWW-Authenticate: Bearer``, counted in ``infergate_monitor_rejected_total{reason="unauthorized"}``.
   The comparison is constant-time (:func:`hmac.compare_digest` of sha256 digests); tokens are never
   logged.
+- With ``ingest_host`` set, ingest is served only on its own address (``ingest_host:ingest_port``, e.g.
+  the pod's loopback) and only ingest is served there; elsewhere those paths are 404.
 - A token file holds one token (surrounding whitespace ignored). It is read again when its size, mtime or
   inode changes (a Kubernetes Secret update), checked at most once per ``check_interval`` seconds; an
   empty or unreadable file at start is an error, later it keeps the previous token.
@@ -31,7 +33,15 @@ from aiohttp import web
 
 from monitor.metrics import MonitorMetrics
 
-__all__ = ["INGEST_PATHS", "READ_PATHS", "SIGNATURE_HEADER", "TokenFile", "auth_middleware", "signature"]
+__all__ = [
+    "INGEST_PATHS",
+    "READ_PATHS",
+    "SIGNATURE_HEADER",
+    "TokenFile",
+    "auth_middleware",
+    "ingest_split_middleware",
+    "signature",
+]
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +132,28 @@ def auth_middleware(
                     content_type="application/json",
                     headers={"WWW-Authenticate": "Bearer"},
                 )
+        return await handler(request)
+
+    return middleware
+
+
+def ingest_split_middleware(
+    ingest_ports: set[int],
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """With a separate ingest address: ingest paths answer only on connections to one of
+    ``ingest_ports`` (filled in once that site is bound), and nothing else answers there (404)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
+        on_ingest = sockname is not None and sockname[1] in ingest_ports
+        if (request.path in INGEST_PATHS) != on_ingest:
+            where = "the ingest address" if not on_ingest else "the main address"
+            return web.Response(
+                status=404,
+                body=orjson.dumps({"error": f"{request.path} is served on {where}", "reason": "not_found"}),
+                content_type="application/json",
+            )
         return await handler(request)
 
     return middleware

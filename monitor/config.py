@@ -116,6 +116,9 @@ class MonitorConfig:
     #: ``read_token_file``'s when set, else they are open.
     ingest_token_file: Path | None = None
     read_token_file: Path | None = None
+    #: A separate address for ingest (monitor/auth.py); None serves it on ``host:port`` with the rest.
+    ingest_host: str | None = None
+    ingest_port: int = 8091
 
     def __post_init__(self) -> None:
         if not isinstance(self.registry, Path):
@@ -135,3 +138,6 @@ class MonitorConfig:
             path = getattr(self, name)
             if path is not None and not (isinstance(path, Path) and path.is_file()):
                 raise ConfigError(f"{name}: {path!r} is not a file")
+        _int("ingest_port", self.ingest_port, 0, 65535)
+        if self.ingest_host is not None and self.ingest_port != 0 and self.ingest_port == self.port:
+            raise ConfigError(f"ingest_port: must differ from port ({self.port})")

@@ -19,7 +19,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gateway.config import GatewayConfig
-from monitor.app import METRICS
+from monitor.app import METRICS, create_app, serve_ingest
 from monitor.auth import SIGNATURE_HEADER, TokenFile
 from monitor.config import MonitorConfig, WebhookSettings
 from monitor.metrics import MonitorMetrics
@@ -218,3 +218,34 @@ async def test_webhook_signature_verifies(
     assert hmac.compare_digest(header, expected)
     forged = "sha256=" + hmac.new(b"other-key", body, hashlib.sha256).hexdigest()
     assert not hmac.compare_digest(header, forged)
+
+
+async def test_ingest_on_its_own_address(demo: Path, tokens: tuple[Path, Path]) -> None:
+    config = MonitorConfig(
+        demo, port=0, db=None, ingest_token_file=tokens[0], ingest_host="127.0.0.1", ingest_port=0
+    )
+    app = create_app(config, registry=CollectorRegistry())
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        main = web.TCPSite(runner, "127.0.0.1", 0)
+        await main.start()
+        main_port = runner.addresses[0][1]
+        ingest_port = await serve_ingest(runner, "127.0.0.1", 0)
+        assert ingest_port != main_port
+        async with aiohttp.ClientSession() as http:
+            main_url, ingest_url = f"http://127.0.0.1:{main_port}", f"http://127.0.0.1:{ingest_port}"
+            post = {"data": _body(), "headers": _bearer(INGEST)}
+            async with http.post(f"{main_url}/v1/samples", **post) as response:
+                assert response.status == 404
+            async with http.post(f"{ingest_url}/v1/samples", **post) as response:
+                assert (response.status, await response.json()) == (200, {"rows": 8})
+            async with http.post(f"{ingest_url}/v1/samples", data=_body()) as response:
+                assert response.status == 401  # the token is still needed there
+            for path in ("/v1/drift", "/metrics", "/healthz"):
+                async with http.get(f"{main_url}{path}") as response:
+                    assert response.status == 200
+                async with http.get(f"{ingest_url}{path}") as response:
+                    assert response.status == 404
+    finally:
+        await runner.cleanup()

@@ -16,8 +16,8 @@ Contracts:
 - Standing queue (CoDel-style): once the queue has not been empty for ``codel_interval``, service turns
   newest-first (adaptive LIFO) and anything queued longer than ``codel_target`` is answered
   DEADLINE_EXCEEDED (shed reason ``codel``); the queue returns to deadline order once it drains. Both
-  default to fractions of the budgets requests bring (target 10%, at least twice the queue delay;
-  interval one budget).
+  default to fractions of the budgets requests bring (target 10%, at least twice the queue delay and one
+  full batch's predicted latency; interval one budget).
 - Idle fast path: a request that finds the queue empty, an instance idle and no arrival likely within
   the delay window runs at once in the caller's task, without the queue or a former wake-up.
 - A batch predicted to compute in under :data:`INLINE_COMPUTE_S` on a CPU runner runs on the event loop
@@ -307,7 +307,7 @@ class Batcher:
 
     def _police(self, now: float, profile: LatencyProfile) -> None:
         """Answers what can no longer be served in time; LIFO while the queue stands (see queueing)."""
-        target, interval = self._codel()
+        target, interval = self._codel(profile)
         shed = self._queue.police(now, profile.predict, target, interval)
         for entry, reason in shed:
             self._shed(reason)
@@ -324,12 +324,14 @@ class Batcher:
         if shed:
             self._depth()
 
-    def _codel(self) -> tuple[float, float]:
-        """(target, interval) in seconds: explicit, or derived from the budgets requests bring."""
+    def _codel(self, profile: LatencyProfile) -> tuple[float, float]:
+        """(target, interval) in seconds: explicit, or derived from the budgets requests bring. The target
+        is never below one full batch's predicted latency: what arrived during the last batch is what can
+        fill the next one, so a shorter target would starve batches under overload."""
         budget = self._budget or 0.1
         target = self._codel_target
         if target is None:
-            target = max(0.1 * budget, 2 * self._max_delay, 1e-3)
+            target = max(0.1 * budget, 2 * self._max_delay, profile.predict(self._max_rows), 1e-3)
         interval = self._codel_interval
         if interval is None:
             interval = max(budget, 2 * target)

@@ -209,9 +209,9 @@ async def release_all(r: Rig) -> None:
     await settle()
 
 
-async def occupy(r: Rig, ident: float = 0.0) -> asyncio.Future[BatchResult]:
+async def occupy(r: Rig, ident: float = 0.0, budget: float = 10.0) -> asyncio.Future[BatchResult]:
     """Puts a request on the (only) instance, held there by the gate."""
-    first = r.submit(ident)
+    first = r.submit(ident, budget=budget)
     await settle()
     assert r.runner.started.is_set()
     return first
@@ -546,3 +546,29 @@ async def test_a_lone_sequential_client_never_waits_for_company() -> None:
     assert waited[:2] == [False, True]  # the first runs at once (no arrival seen yet), then it waits...
     assert waited[-10:] == [False] * 10  # ...until the batcher has seen that arrivals never overlap
     assert [call.task.startswith("batcher-") for call in r.runner.calls[-10:]] == [False] * 10
+
+
+async def test_codel_defaults_follow_the_budgets_requests_bring() -> None:
+    """50 ms budgets: the queue stands after 50 ms without draining, then waits over 5 ms are shed."""
+    r = rig(seed_s=0.001)
+    first = await occupy(r, budget=0.05)
+    served, expired = r.submit(1, budget=0.05), r.submit(2, budget=0.05)
+    await settle()
+    r.clock.advance(0.045)
+    r.runner.allow(1)
+    await settle()  # 46 ms since the queue last drained: deadline order still
+    aged = r.submit(3, budget=0.05)
+    await settle()
+    r.clock.advance(0.006)
+    fresh = r.submit(4, budget=0.05)
+    await settle()
+    await release_all(r)
+    with pytest.raises(DeadlineExceededError, match="cannot be met"):
+        await expired
+    with pytest.raises(DeadlineExceededError, match=r"after 7\.0 ms in a standing queue \(limit 5\.0 ms"):
+        await aged
+    own_rows(await first, 0)
+    own_rows(await served, 1)
+    own_rows(await fresh, 4)
+    assert r.batches() == [[0], [1], [4]]
+    assert r.observer.shed == ["deadline_expired", "codel"]

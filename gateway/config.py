@@ -51,6 +51,9 @@ class GatewayConfig:
     auth_reflection: str = "open"
     auth_reload_seconds: float = 1.0
     monitor_token_file: Path | None = None
+    #: Who changes what serves (gateway/control.py): "poll" (the watcher), "explicit" (Repository RPCs
+    #: only) or "none" (load at start only).
+    model_control: str = "poll"
 
     def __post_init__(self) -> None:
         if self.sample_rate is not None and not 0.0 <= self.sample_rate <= 1.0:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.auth import REFLECTION_MODES, AuthInterceptor
+from gateway.control import MODES
 from gateway.grants import GrantStore
 from gateway.tls import CertificateFiles
 
@@ -34,6 +35,8 @@ def validate(config: GatewayConfig) -> None:
         raise ValueError(
             f"auth_reflection must be one of {', '.join(REFLECTION_MODES)}, got {config.auth_reflection!r}"
         )
+    if config.model_control not in MODES:
+        raise ValueError(f"model_control must be one of {', '.join(MODES)}, got {config.model_control!r}")
     if config.auth_reload_seconds < 0:
         raise ValueError(f"auth_reload_seconds must be >= 0, got {config.auth_reload_seconds}")
     if config.auth_reflection != "open" and config.auth_tokens is None:
@@ -87,6 +90,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how often the token file is checked for changes (default 1)",
     )
     group.add_argument(
+        "--model-control",
+        choices=MODES,
+        default="poll",
+        help="poll: the registry watcher decides what serves and RepositoryModelLoad/Unload are refused; "
+        "explicit: only those RPCs do (no watcher); none: load at start only (default poll)",
+    )
+    group.add_argument(
         "--monitor-token-file",
         type=Path,
         default=None,
@@ -104,4 +114,5 @@ def config_options(args: argparse.Namespace) -> dict[str, Any]:
         "auth_reflection": args.auth_reflection,
         "auth_reload_seconds": args.auth_reload_seconds,
         "monitor_token_file": args.monitor_token_file,
+        "model_control": args.model_control,
     }

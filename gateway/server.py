@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import CollectorRegistry
 
-from gateway import security, tls
+from gateway import control, security, tls
 from gateway.concurrency import ConcurrencyLimit, LimitConfig
 from gateway.config import GatewayConfig
 from gateway.dataplane import DataPlane
@@ -68,7 +68,8 @@ class GatewayServer:
         )
         self.servicer = InferenceServicer(self.table, self.plane)
         self.health = health_aio.HealthServicer()
-        self.watcher = RegistryWatcher(self.table, config.poll_interval) if config.poll_interval > 0 else None
+        polling = config.poll_interval > 0 and control.watcher_enabled(config.model_control)
+        self.watcher = RegistryWatcher(self.table, config.poll_interval) if polling else None
         self._server: grpc.aio.Server | None = None
         self._metrics_http: MetricsHTTPServer | None = None
         self.port = 0
@@ -80,7 +81,8 @@ class GatewayServer:
         server = grpc.aio.server(
             options=server_options(self.config), interceptors=security.interceptors(self.config)
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, server)  # type: ignore[no-untyped-call]
+        servicer = control.guarded(self.servicer, self.config.model_control)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         add_files(health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR)
         reflection.enable_server_reflection(

@@ -298,7 +298,11 @@ def test_unload_drains_queued_requests_first(tmp_path: Path) -> None:
 
     toml = "[batching]\nmax_batch_size = 4\nlatency_budget_ms = 30000.0\n[runtime]\nintra_op_threads = 1\n"
     root = build_registry(tmp_path / "registry", {"slow": slow_model()}, toml={"slow": toml})
-    running = ServerThread(GatewayConfig(root, sampling=False, port=0, metrics_port=None, poll_interval=0))
+    running = ServerThread(
+        GatewayConfig(
+            root, sampling=False, port=0, metrics_port=None, poll_interval=0, model_control="explicit"
+        )
+    )
     try:
         with grpcclient.InferenceServerClient(running.target) as client:
             answers: list[tuple[object, object]] = []

@@ -106,7 +106,9 @@ def test_repository_index(client: grpcclient.InferenceServerClient) -> None:
 def test_load_unload_and_half_written_versions(tmp_path: Path) -> None:
     """Unload makes a model unavailable; a version dir without READY is invisible until it is complete."""
     root = build_registry(tmp_path / "registry", {"m": dtype_model("FP32")})
-    server = ServerThread(GatewayConfig(root, sampling=False, port=0, metrics_port=None))
+    server = ServerThread(
+        GatewayConfig(root, sampling=False, port=0, metrics_port=None, model_control="explicit")
+    )
     try:
         with grpcclient.InferenceServerClient(server.target) as client:
             assert client.infer("m", _fp32(1)).get_response().model_version == "1"

@@ -44,6 +44,7 @@ def plot_all(summary: dict[str, Any], directory: Path) -> list[tuple[str, Path]]
         title = f"{model}, {rows} row{'s' if rows > 1 else ''} per request"
         for axis, ylabel in ((left, "requests/s"), (right, "p99 latency (ms)")):
             axis.set_xscale("log", base=2)
+            axis.set_xticks(concurrencies, [str(c) for c in concurrencies])
             axis.set_xlabel("concurrency (requests in flight)")
             axis.set_ylabel(ylabel)
             axis.grid(True, which="both", alpha=0.3)

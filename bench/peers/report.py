@@ -130,20 +130,23 @@ def _ratio_table(summary: dict[str, Any]) -> list[str]:
 
 
 def _overload_table(summary: dict[str, Any]) -> list[str]:
+    plan = summary["plan"]
+    unpinned_key = (plan["overload_model"], 1, plan["probe_concurrency"])
     lines = [
-        "| server | capacity req/s | offered req/s | goodput/s | goodput ÷ capacity | OK p99 ms "
-        "| errors | refusal p50 ms | latest call ms | send lag p99 ms | mean batch | load avg |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| server | capacity req/s | unpinned req/s | offered req/s | goodput/s | goodput ÷ capacity "
+        "| OK p99 ms | errors | refusal p50 ms | latest call ms | send lag p99 ms | mean batch | load avg |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for server in summary["servers"]:
         o = server.get("overload")
+        unpinned = fmt((_cell_map(server).get(unpinned_key) or {}).get("rps"), 0)
         if not o or "offered_rps" not in o:
-            lines.append(f"| {server['label']} |" + " - |" * 11)
+            lines.append(f"| {server['label']} | - | {unpinned} |" + " - |" * 11)
             continue
         errors = ", ".join(f"{k} {v}" for k, v in sorted(o["errors"].items())) or "0"
         latest = max((x for x in (o.get("max_ms"), o.get("error_max_ms")) if x is not None), default=None)
         lines.append(
-            f"| {server['label']} | {fmt(o['capacity_rps'], 0)} | {fmt(o['offered_rps'], 0)} "
+            f"| {server['label']} | {fmt(o['capacity_rps'], 0)} | {unpinned} | {fmt(o['offered_rps'], 0)} "
             f"| {fmt(o['goodput_rps'], 0)} | {fmt(o['goodput_fraction'])} | {fmt(o['p99_ms'])} | {errors} "
             f"| {fmt(o.get('error_p50_ms'))} | {fmt(latest)} | {fmt(o.get('send_lag_p99_ms'))} "
             f"| {fmt(o.get('mean_batch'), 1)} | {fmt(o.get('load_average'))} |"
@@ -231,8 +234,9 @@ def render(results: dict[str, Any]) -> str:
         "### Closed loop",
         "",
         "Each cell: **req/s** · p50 / p99 ms · mean batch in rows, from the server's own metrics (infergate "
-        "`infergate_batch_size`, Triton `nv_inference_count / nv_inference_exec_count`, MLServer a histogram "
-        "its runtime records through `mlserver.log`; warm-up included).",
+        "`infergate_batch_size`, Triton `nv_inference_count / nv_inference_exec_count`, MLServer the "
+        "`peer_batch_rows` histogram its runtime records, served on MLServer's metrics port; warm-up "
+        "included).",
         "",
         *_closed_tables(results),
         "### Ratios, infergate ÷ each peer (same run)",
@@ -243,7 +247,8 @@ def render(results: dict[str, Any]) -> str:
         f"### Overload: open-loop Poisson at {plan['factor']:g}x each server's capacity",
         "",
         f"Model {plan['overload_model']}; capacity is a closed-loop probe at C={plan['probe_concurrency']} "
-        f"under the same pinning; {plan['overload_s']:g} s measured; gRPC deadline and `timeout` = "
+        "under the same pinning (unpinned: the closed-loop cell at that C, for comparison); "
+        f"{plan['overload_s']:g} s measured; gRPC deadline and `timeout` = "
         f"{plan['budget_ms']:g} ms; goodput = OK within {plan['budget_ms']:g} ms per second; {pin_text}. "
         "Latest call: the longest any call took, OK or not, from its intended send time.",
         "",

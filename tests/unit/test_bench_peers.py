@@ -168,6 +168,7 @@ def test_render_shows_every_server_cell_ratio_failure_and_plot() -> None:
     assert "[mlp, 1 row per request](docs/bench/peers/mlp-rows1.png)" in text
     assert "1-minute load average before each one 1.50 to 1.50" in text
     assert "| MLSERVER-PW0 | - | - | - |" in text
+    assert "| INFERGATE | 1,000 | 1,600 | 2,000 | 850 | 0.85 | 40.00 | X 3 | 1.00 | 58.00 |" in text
 
 
 def test_cell_text_formats_and_marks_errors() -> None:

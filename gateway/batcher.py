@@ -36,6 +36,7 @@ import itertools
 import logging
 from collections.abc import Sequence
 
+from gateway.arrivals import Arrivals
 from gateway.clock import Clock, LoopClock
 from gateway.collate import BatchKey, batch_key
 from gateway.errors import DeadlineExceededError, ResourceExhaustedError, UnavailableError
@@ -47,9 +48,9 @@ from gateway.validate import DecodedRequest
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "COMPANY_MIN",
     "INLINE_COMPUTE_S",
     "PROBE_INTERVAL_S",
+    "THREAD_HOP_S",
     "BatchObserver",
     "BatchResult",
     "BatchRunner",
@@ -66,11 +67,6 @@ INLINE_COMPUTE_S = 40e-6
 #: wake-up): 46-54 us per round trip for a no-op, measured on the 2-core development machine (CPython
 #: 3.11). Profiles learn executor-path latency, which includes it (see gateway.execution).
 THREAD_HOP_S = 50e-6
-#: The former waits for more rows only while at least this share of recent arrivals found another request
-#: of the version pending; below it, arrivals are sequential (one closed-loop client) and waiting for a
-#: companion only adds ``max_queue_delay_ms`` to every call.
-COMPANY_MIN = 0.1
-_FOREVER = 3600.0
 
 
 class Batcher:
@@ -123,11 +119,8 @@ class Batcher:
         self._sequence = itertools.count()
         self._arrived = asyncio.Event()
         self._closing = False
-        self._last_arrival = 0.0
-        self._gap = 0.0  # EWMA of the time between arrivals, seconds (0: unknown)
-        self._budget = 0.0  # EWMA of the budgets requests bring, seconds (0: unknown)
+        self._arrivals = Arrivals()
         self._pending = 0  # requests submitted and not yet answered
-        self._company = 1.0  # EWMA of the share of arrivals that found another request pending
         n = runner.instances
         self._parked = [False] * n  # former waiting for an arrival with the queue empty
         self._claimed = [False] * n  # instance running a fast-path request
@@ -184,14 +177,7 @@ class Batcher:
                     f"{self.predict(request.rows) * 1000:.1f} ms for {request.rows} rows"
                 )
         key: BatchKey = batch_key(request.feeds) if self._batchable else ()
-        if self._last_arrival:
-            gap = now - self._last_arrival
-            self._gap = gap if not self._gap else self._gap + 0.1 * (gap - self._gap)
-        self._last_arrival = now
-        budget = deadline - now
-        if budget < _FOREVER:
-            self._budget = budget if not self._budget else self._budget + 0.05 * (budget - self._budget)
-        self._company += 0.1 * ((1.0 if self._pending else 0.0) - self._company)
+        self._arrivals.record(now, deadline - now, others_pending=self._pending > 0)
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
         entry = Entry(request, deadline, priority, now, future, key, next(self._sequence), probe=probe)
         self._pending += 1
@@ -227,12 +213,7 @@ class Batcher:
         window = self._max_delay
         if self._deadline_aware:
             window = min(window, deadline - self.profiles[instance].predict(self._max_rows) - now)
-        return self._arrival_likely(window)
-
-    def _arrival_likely(self, window: float) -> bool:
-        """Another arrival is likely within ``window`` seconds: arrivals come faster than that, and they
-        overlap (a lone closed-loop client never sends while its call is pending, however fast it is)."""
-        return bool(self._gap) and window >= self._gap and self._company >= COMPANY_MIN
+        return self._arrivals.likely(window)
 
     async def _run_now(self, instance: int, entry: Entry) -> BatchResult:
         """The idle fast path: runs ``entry`` alone on ``instance`` in the caller's task."""
@@ -287,7 +268,7 @@ class Batcher:
                     wait_until = min(wait_until, queue.head(key).deadline - profile.predict(self._max_rows))
                 # Wait only when another arrival is likely within the window (at low load waiting adds
                 # latency and batches nothing), and never while a queue stands (it only ages the queue).
-                if now < wait_until and self._arrival_likely(wait_until - now) and not queue.lifo:
+                if now < wait_until and self._arrivals.likely(wait_until - now) and not queue.lifo:
                     self._arrived.clear()
                     await clock.wait_until(self._arrived, wait_until)
                     if queue.key_rows(key) < self._max_rows and clock.now() < wait_until:
@@ -328,7 +309,7 @@ class Batcher:
         """(target, interval) in seconds: explicit, or derived from the budgets requests bring. The target
         is never below one full batch's predicted latency: what arrived during the last batch is what can
         fill the next one, so a shorter target would starve batches under overload."""
-        budget = self._budget or 0.1
+        budget = self._arrivals.budget or 0.1
         target = self._codel_target
         if target is None:
             target = max(0.1 * budget, 2 * self._max_delay, profile.predict(self._max_rows), 1e-3)

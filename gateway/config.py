@@ -54,6 +54,9 @@ class GatewayConfig:
     #: Who changes what serves (gateway/control.py): "poll" (the watcher), "explicit" (Repository RPCs
     #: only) or "none" (load at start only).
     model_control: str = "poll"
+    #: Directory of trusted Ed25519 public keys (registry/signing.py): when set, a version must be signed
+    #: by one of them to load.
+    trusted_keys: Path | None = None
 
     def __post_init__(self) -> None:
         if self.sample_rate is not None and not 0.0 <= self.sample_rate <= 1.0:

@@ -31,6 +31,7 @@ from registry.golden import golden_mismatches, load_golden
 from registry.layout import ModelInfo, VersionInfo, version_info
 from registry.manifest import load_manifest
 from registry.signature import Signature, breaking_changes
+from registry.signing import load_trusted_keys
 from registry.verify import verify_version
 
 log = logging.getLogger(__name__)
@@ -69,11 +70,16 @@ def load_version(
     default_intra_op_threads: int = 0,
     device: str | None = None,
     require_gpu: bool = False,
+    trusted_keys: Path | None = None,
 ) -> LoadedVersion:
     """Blocking: the whole load sequence for ``info.name`` version ``version``; ModelLoadError on failure."""
     where = version_info(registry, info.name, version)
     label = f"{info.name}:{version}"
-    problems = verify_version(where)
+    try:
+        trusted = load_trusted_keys(trusted_keys) if trusted_keys is not None else None
+    except RegistryError as exc:
+        raise ModelLoadError(f"{label}: {exc}") from exc
+    problems = verify_version(where, trusted=trusted)
     if problems:
         raise ModelLoadError(f"{label}: " + "; ".join(problems))
     try:

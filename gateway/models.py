@@ -69,8 +69,10 @@ class ModelTable:
         default_intra_op_threads: int = 0,
         device: str | None = None,
         require_gpu: bool = False,
+        trusted_keys: Path | None = None,
     ) -> None:
         self.registry = registry
+        self.trusted_keys = trusted_keys  # signed versions only (registry/signing.py)
         self.metrics = metrics
         self.default_intra_op_threads = default_intra_op_threads
         self.device = device
@@ -155,6 +157,7 @@ class ModelTable:
                 default_intra_op_threads=self.default_intra_op_threads,
                 device=self.device,
                 require_gpu=self.require_gpu,
+                trusted_keys=self.trusted_keys,
             )
         except GatewayError as exc:
             state.failures[version] = (str(exc), stamp)

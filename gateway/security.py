@@ -97,6 +97,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "explicit: only those RPCs do (no watcher); none: load at start only (default poll)",
     )
     group.add_argument(
+        "--trusted-keys",
+        type=Path,
+        default=None,
+        help="directory of Ed25519 public keys: refuse to load a version not signed by one of them",
+    )
+    group.add_argument(
         "--monitor-token-file",
         type=Path,
         default=None,
@@ -115,4 +121,5 @@ def config_options(args: argparse.Namespace) -> dict[str, Any]:
         "auth_reload_seconds": args.auth_reload_seconds,
         "monitor_token_file": args.monitor_token_file,
         "model_control": args.model_control,
+        "trusted_keys": args.trusted_keys,
     }

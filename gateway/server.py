@@ -56,6 +56,7 @@ class GatewayServer:
             default_intra_op_threads=config.default_intra_op_threads,
             device=config.device,
             require_gpu=config.require_gpu,
+            trusted_keys=config.trusted_keys,
         )
         self.sampler: Sampler | None = None
         self.shipper: Shipper | None = None

@@ -31,6 +31,7 @@ from registry.layout import (
 )
 from registry.manifest import load_manifest
 from registry.publish import pin, publish, unpin
+from registry.signing import generate_key
 
 __all__ = ["build_parser", "main"]
 
@@ -72,8 +73,15 @@ def cmd_publish(args: argparse.Namespace) -> int:
         metrics=_json_object(args.metrics, "--metrics") if args.metrics is not None else None,
         notes=args.notes,
         parent_version=args.parent_version,
+        sign_key=args.sign_key,
     )
     print(info.version)
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    private, public = generate_key(args.out)
+    print(f"{private}\n{public}")
     return 0
 
 
@@ -188,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=func)
-        if name != "demo":
+        if name not in ("demo", "keygen"):
             p.add_argument("--registry", type=Path, required=True, metavar="DIR", help="registry directory")
         return p
 
@@ -211,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", metavar="JSON", help="validation metrics, a JSON object of numbers")
     p.add_argument("--notes", default="", metavar="TEXT")
     p.add_argument("--parent-version", type=version_arg, metavar="N", help="default: the highest READY")
+    p.add_argument("--sign-key", type=Path, metavar="KEY", help="Ed25519 private key: sign the version")
+    p = command("keygen", cmd_keygen, "write a new Ed25519 signing key pair (signing.key, signing.pub)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
     p = command("list", cmd_list, "list models, READY and served versions, pin and default")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p = command(

@@ -6,7 +6,8 @@ arguments and maps errors to exit status 2):
 * ``rollback NAME``: stdout is the version now pinned, alone; stderr says what the default was and
   which damaged versions were passed over.
 * ``verify NAME [VERSION]``: one line per READY version, ``NAME/VERSION: ok`` or the problems joined by
-  ``; ``; runs the golden check (reference evaluator) where ``golden.npz`` exists. Exit 1 on any problem.
+  ``; ``; runs the golden check (reference evaluator) where ``golden.npz`` exists; with
+  ``--trusted-keys DIR`` an unsigned or wrongly signed version is a problem too. Exit 1 on any problem.
 * ``diff NAME V1 V2 [--json] [--columns N]``: text by default, the JSON document with ``--json``.
 * ``gc NAME --keep N [--dry-run]``: stdout lists the removed versions (would-be removed with
   ``--dry-run``), one number a line; stderr says what was kept and why.
@@ -18,12 +19,14 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from registry.diff import diff_versions
 from registry.difftext import render_diff
 from registry.layout import parse_version
 from registry.publish import rollback
 from registry.retention import gc
+from registry.signing import load_trusted_keys
 from registry.verify import verify_model
 
 __all__ = ["CommandFactory", "add_parsers", "cmd_diff", "cmd_gc", "cmd_rollback", "cmd_verify", "version_arg"]
@@ -50,7 +53,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    report = verify_model(args.registry, args.name, args.version, full=True)
+    trusted = load_trusted_keys(args.trusted_keys) if args.trusted_keys is not None else None
+    report = verify_model(args.registry, args.name, args.version, full=True, trusted=trusted)
     if not report:
         _note(f"{args.name}: no READY version to verify")
     for version, problems in report.items():
@@ -99,6 +103,9 @@ def add_parsers(command: CommandFactory) -> None:
     p = command("verify", cmd_verify, "re-hash stored files against their manifests; run golden checks")
     p.add_argument("name", metavar="NAME")
     p.add_argument("version", type=version_arg, nargs="?", metavar="VERSION")
+    p.add_argument(
+        "--trusted-keys", type=Path, metavar="DIR", help="also check signatures against these public keys"
+    )
     p = command("diff", cmd_diff, "compare two versions: lineage, signature, metrics, reference profile")
     p.add_argument("name", metavar="NAME")
     p.add_argument("v1", type=version_arg, metavar="V1")

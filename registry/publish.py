@@ -52,6 +52,7 @@ from registry.layout import (
 )
 from registry.manifest import Manifest, TrainingInfo, ValidationInfo, dump_manifest, sha256_file, utc_now
 from registry.signature import read_signature
+from registry.signing import sign_version
 from registry.verify import verify_version
 
 __all__ = ["Rollback", "pin", "publish", "rollback", "unpin"]
@@ -71,6 +72,7 @@ def publish(
     metrics: Mapping[str, float] | None = None,
     notes: str = "",
     parent_version: int | None = None,
+    sign_key: Path | None = None,
 ) -> VersionInfo:
     """Publish ``onnx_path`` as the next version of ``model`` under ``root``; return the READY version.
 
@@ -80,6 +82,7 @@ def publish(
     When it is an ``.npz`` holding the model inputs (:func:`registry.artifacts.training_inputs`), a
     deterministic subsample of them is stored as ``training.npz`` (keys ``input:<tensor>``) and recorded
     in the manifest's artifacts: the training profile of the monitor's skew check.
+    ``sign_key`` (an Ed25519 private key, :mod:`registry.signing`) signs the manifest before READY.
     ``parent_version`` defaults to the highest READY version, and must be READY when given. The version
     number is one above the highest numeric directory, READY or not. Creates ``root/model`` if needed.
     Raises PublishError (bad name, arrays, parent...), NotFoundError (missing input file) or
@@ -119,6 +122,8 @@ def publish(
             artifacts=hashes,
         )
         dump_manifest(manifest, tmp / MANIFEST_FILE)
+        if sign_key is not None:  # before READY: a signed version is never visible unsigned
+            sign_version(tmp, sign_key)
         write_durable(tmp / READY, b"")
         fsync_dir(tmp)
         version = _claim_version(tmp, model_dir)

@@ -27,16 +27,18 @@ from registry.layout import (
 )
 from registry.manifest import Manifest, load_manifest, sha256_file
 from registry.signature import read_signature
+from registry.signing import TrustedKeys, signature_problems
 
 __all__ = ["golden_problems", "verify_model", "verify_version"]
 
 
-def verify_version(info: VersionInfo, *, full: bool = False) -> list[str]:
+def verify_version(info: VersionInfo, *, full: bool = False, trusted: TrustedKeys | None = None) -> list[str]:
     """Problems found in the version at ``info`` (one line each); empty when it is intact.
 
     Without ``full``: manifest, SHA-256 of the model and recorded artifacts, signature (cheap enough for
     every load). With ``full``: also unrecorded artifact files and, when the hashes and signature are
-    sound and ``golden.npz`` exists, the golden check with the reference evaluator.
+    sound and ``golden.npz`` exists, the golden check with the reference evaluator. With ``trusted``:
+    also the version's Ed25519 signature (:func:`registry.signing.signature_problems`).
     """
     try:
         manifest = load_manifest(info.manifest_path)
@@ -60,6 +62,8 @@ def verify_version(info: VersionInfo, *, full: bool = False) -> list[str]:
     else:
         if signature != manifest.signature:
             problems.append(f"{info.onnx_path}: signature differs from the manifest's")
+    if trusted is not None:
+        problems.extend(signature_problems(info.path, trusted))
     if full:
         for name in (REFERENCE_FILE, GOLDEN_FILE, TRAINING_FILE):
             if name not in manifest.artifacts and (info.path / name).exists():
@@ -83,7 +87,12 @@ def golden_problems(info: VersionInfo, manifest: Manifest) -> list[str]:
 
 
 def verify_model(
-    root: Path, model: str, version: int | None = None, *, full: bool = False
+    root: Path,
+    model: str,
+    version: int | None = None,
+    *,
+    full: bool = False,
+    trusted: TrustedKeys | None = None,
 ) -> dict[int, list[str]]:
     """Problems per READY version of ``model`` (or of ``version`` alone); an empty list means intact.
 
@@ -91,11 +100,11 @@ def verify_model(
     the given version, is not READY in ``root``.
     """
     if version is not None:
-        return {version: verify_version(version_info(root, model, version), full=full)}
+        return {version: verify_version(version_info(root, model, version), full=full, trusted=trusted)}
     model_dir = root / check_model_name(model)
     if not model_dir.is_dir():
         raise NotFoundError(f"model {model!r} not found in {root}")
     return {
-        v: verify_version(VersionInfo(model, v, model_dir / str(v)), full=full)
+        v: verify_version(VersionInfo(model, v, model_dir / str(v)), full=full, trusted=trusted)
         for v in ready_versions(model_dir)
     }

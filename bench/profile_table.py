@@ -37,8 +37,10 @@ with py-spy under a named closed-loop load and sorts every sample into a stage b
 (the innermost frame a rule of `bench/stages.py` claims decides). Samples are of threads that were not
 idle; a sample is 1/rate seconds of one thread. µs per request = samples x (1/rate) / requests answered
 in the profiled window (the load generator's rate x the profiled seconds). "busy cores" = thread-seconds
-per second; "kernel: busy cores" is the CPU time the kernel counted for those threads over the same
-window (`/proc`), a check on py-spy's view of which threads were at work. Without `--native`, C and
+per second. py-spy counts a thread as at work while it is runnable, also while it waits for a core on a
+busy machine, so its figures are runnable time: "kernel" columns give the CPU time the kernel counted
+for the same threads over the same window (`/proc`); where they are much lower, the machine was short of
+cores. Stage shares are shares of runnable time. Without `--native`, C and
 Cython code shows as the Python frame that called it: `grpc` holds the loop callbacks whose innermost
 frame is the loop itself (grpc aio's Cython code, C task steps).
 """
@@ -189,15 +191,21 @@ def render(result: dict[str, Any], label: str) -> str:
         f"{seconds:g} s window ({_num(result['gateway_requests_in_window'], 0)} by the gateway's /metrics); "
         f"{total:,} samples at {1 / interval:g} Hz.",
         "",
-        "| thread group | samples | share of samples | busy cores | µs/request | kernel: busy cores |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| thread group | samples | share of samples | busy cores | µs/request | kernel: busy cores "
+        "| kernel: CPU µs/request |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     kernel = result.get("kernel_cpu") or {"seconds": 0.0, "groups": {}}
+    seconds_window = seconds
 
     def kernel_cores(group: str | None) -> str:
+        """Busy cores by the kernel's count, and CPU µs per request at that rate over the profiled window."""
         cpu = kernel["groups"]
         seconds = sum(cpu.values()) if group is None else cpu.get(group)
-        return _num(seconds / kernel["seconds"] if seconds is not None and kernel["seconds"] else None, 2)
+        if seconds is None or not kernel["seconds"]:
+            return "- | -"
+        cores = seconds / kernel["seconds"]
+        return f"{_num(cores, 2)} | {_num(cores * seconds_window * 1e6 / requests if requests > 0 else None)}"
 
     for group in GROUPS:
         g = groups.get(group)

@@ -261,7 +261,7 @@ def test_render_table() -> None:
     table = render(result(), "before")
     assert table.startswith("### mlp-c64 · before\n")
     assert "load average 1.00, 0.50, 0.25 before, 1.50, 0.75, 0.50 after" in table
-    assert "| event loop | 500 | 50.0% | 0.25 | 500.0 |" in table
+    assert "| event loop | 500 | 50.0% | 0.25 | 500.0 | - | - |" in table
     assert "| all | 1,000 | 100.0% | 0.50 | 1,000.0 |" in table
     assert "| grpc | 60.0% | 300.0 | - | 100.0 | 400.0 |" in table
     assert "| validate | 20.0% | 100.0 | - | - | 100.0 |" in table
@@ -276,8 +276,8 @@ def test_kernel_cpu_by_thread_group() -> None:
     data = result()
     data["kernel_cpu"] = {"seconds": 10.0, "groups": cpu}
     table = render(data, "")
-    assert "| event loop | 500 | 50.0% | 0.25 | 500.0 | 0.40 |" in table
-    assert "| all | 1,000 | 100.0% | 0.50 | 1,000.0 | 0.75 |" in table
+    assert "| event loop | 500 | 50.0% | 0.25 | 500.0 | 0.40 | 800.0 |" in table  # 0.4 x 10 s / 5000
+    assert "| all | 1,000 | 100.0% | 0.50 | 1,000.0 | 0.75 | 1,500.0 |" in table
 
 
 def test_benchmarks_block_keeps_other_tables_and_text(tmp_path: Path) -> None:

@@ -13,13 +13,16 @@ Contracts:
 from __future__ import annotations
 
 import argparse
+import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.auth import REFLECTION_MODES, AuthInterceptor
 from gateway.control import MODES
-from gateway.grants import GrantStore
-from gateway.tls import CertificateFiles
+from gateway.grants import GrantStore, parse_grants
+from gateway.tls import CertificateFiles, RotatingCertificates
+from registry.errors import RegistryError
+from registry.signing import load_trusted_keys
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -111,7 +114,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The GatewayConfig keyword arguments of the security group."""
+    """The GatewayConfig keyword arguments of the security group. Reads the files they name once, so a
+    bad token file, certificate pair or key directory stops the command line before any model loads:
+    ValueError naming the file."""
+    try:
+        if args.auth_tokens is not None:
+            parse_grants(args.auth_tokens.read_text(), str(args.auth_tokens))
+        if args.tls_cert is not None and args.tls_key is not None:
+            RotatingCertificates(CertificateFiles(args.tls_cert, args.tls_key, args.tls_client_ca))
+        if args.trusted_keys is not None:
+            load_trusted_keys(args.trusted_keys)
+        if args.monitor_token_file is not None and not args.monitor_token_file.read_text().strip():
+            raise ValueError(f"{args.monitor_token_file} is empty")
+    except (OSError, RegistryError, ssl.SSLError) as exc:
+        raise ValueError(str(exc)) from exc
     return {
         "tls_cert": args.tls_cert,
         "tls_key": args.tls_key,

@@ -13,15 +13,20 @@ Contracts:
   hits every side. Throughput sums both rounds; the cost is ``1 - secured / plaintext``.
 * Prints a Markdown table (throughput, p50 and p99, the cost next to the goal of <= 3 % for auth) and
   writes each run's JSON report under ``--results``. Nothing else is changed; run it on a quiet machine.
+* ``--micro``: only the auth interceptor's own cost, in process: ``intercept_service`` on a ModelInfer
+  call with a valid token against a continuation that returns at once, minus the continuation alone
+  (best of 5 rounds of ``--calls``), in microseconds per call. No server, no network.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bench.kit import Gateway, Measured, fresh_registry, measure, ratio, start_gateway
 from gateway.grants import hash_token
@@ -39,7 +44,49 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=16, help="closed-loop concurrency (default 16)")
     p.add_argument("--processes", type=int, default=1, help="client processes (default 1)")
     p.add_argument("--duration", type=float, default=5.0, help="seconds per run (default 5)")
+    p.add_argument("--micro", action="store_true", help="only the interceptor's cost per call, in process")
+    p.add_argument("--calls", type=int, default=100_000, help="--micro: calls per round (default 100000)")
     return p
+
+
+def micro(work: Path, calls: int) -> tuple[float, float]:
+    """(continuation alone, interceptor + continuation) in microseconds per call, best of 5 rounds."""
+    from gateway.auth import AuthInterceptor
+    from gateway.grants import GrantStore
+
+    work.mkdir(parents=True, exist_ok=True)
+    tokens = work / "micro-tokens.toml"
+    tokens.write_text(f'[[token]]\nname = "bench"\nsha256 = "{hash_token(TOKEN)}"\nscopes = ["infer"]\n')
+    interceptor = AuthInterceptor(GrantStore(tokens))
+    details: Any = _Details(  # what grpc.aio hands an interceptor: the method and the metadata
+        "/inference.GRPCInferenceService/ModelInfer",
+        (("user-agent", "grpc-python"), ("authorization", f"Bearer {TOKEN}")),
+    )
+    handler = object()
+
+    async def continuation(_: Any) -> Any:
+        return handler
+
+    async def rounds() -> tuple[float, float]:
+        base, full = [], []
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(calls):
+                await continuation(details)
+            base.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            for _ in range(calls):
+                if await interceptor.intercept_service(continuation, details) is not handler:
+                    raise AssertionError("the interceptor refused a valid token")
+            full.append(time.perf_counter() - started)
+        return min(base) / calls * 1e6, min(full) / calls * 1e6
+
+    return asyncio.run(rounds())
+
+
+class _Details(NamedTuple):
+    method: str
+    invocation_metadata: tuple[tuple[str, str], ...]
 
 
 def _files(work: Path) -> dict[str, Path]:
@@ -79,6 +126,13 @@ def _side(name: str, f: dict[str, Path]) -> tuple[list[str], ClientSecurity | No
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.micro:
+        base, full = micro(args.work, args.calls)
+        print(
+            f"auth interceptor: {full - base:.2f} us per call "
+            f"({full:.2f} with the continuation, {base:.2f} without)"
+        )
+        return 0
     registry = fresh_registry(
         args.work, args.results, [("tiny", "tiny", "[batching]\nmax_batch_size = 64\n")]
     )

@@ -12,8 +12,9 @@ Contracts:
   ``off`` (UNIMPLEMENTED). Any other method needs a known credential.
 - On the hot path: one dict lookup of the method, a scan of the call's few metadata pairs, one sha256
   and one dict lookup of the digest, a constant-time compare; no logging when the call is allowed.
-  Refusals are logged at most once per ``log_interval`` seconds per reason, with the method and the
-  peer, never the token.
+  Refusals are counted in ``infergate_auth_refused_total{reason}`` (missing, unknown_token,
+  unknown_certificate, scope) and logged at most once per ``log_interval`` seconds per reason, with the
+  method, never the token.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
 
 import grpc
+from prometheus_client import CollectorRegistry, Counter
 
 from gateway.grants import METHOD_SCOPES, Grant, GrantStore
 
@@ -62,6 +64,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         reflection: str = "open",
         log_interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         if reflection not in REFLECTION_MODES:
             raise ValueError(f"reflection must be one of {', '.join(REFLECTION_MODES)}, got {reflection!r}")
@@ -71,6 +74,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self.clock = clock
         self.denied: dict[str, int] = {}
         self._logged_at: dict[str, float] = {}
+        self._counter = Counter(
+            "infergate_auth_refused",
+            "Calls refused by the auth check, by reason (missing, unknown_token, unknown_certificate, scope)",
+            ["reason"],
+            registry=registry if registry is not None else CollectorRegistry(),
+        )
 
     async def intercept_service(  # type: ignore[override]  # the stubs omit that a handler may be None
         self,
@@ -104,7 +113,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     def _decide(self, grant: Grant | None, scope: str | None, method: str, kind: str) -> Denial | None:
         if grant is None:
-            return self._refuse(f"unknown {kind}", method, grpc.StatusCode.UNAUTHENTICATED, f"unknown {kind}")
+            return self._refuse(f"unknown_{kind}", method, grpc.StatusCode.UNAUTHENTICATED, f"unknown {kind}")
         if scope is None or scope in grant.scopes:
             return None
         short = method.rsplit("/", 1)[-1]
@@ -123,6 +132,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def _refuse(self, reason: str, method: str, code: grpc.StatusCode, message: str) -> Denial:
         """Counts a refusal and logs it at most once per ``log_interval`` per reason (never the token)."""
         self.denied[reason] = self.denied.get(reason, 0) + 1
+        self._counter.labels(reason).inc()
         now = self.clock()
         if now - self._logged_at.get(reason, -self.log_interval) >= self.log_interval:
             self._logged_at[reason] = now
@@ -188,8 +198,3 @@ def _checked(handler: Handler | None, check: Callable[[Any], Denial | None]) -> 
     if handler.request_streaming:
         return grpc.stream_stream_rpc_method_handler(streaming, **serde)
     return grpc.unary_stream_rpc_method_handler(streaming, **serde)
-
-
-def interceptors(store: GrantStore | None, reflection: str = "open") -> list[Any]:
-    """The interceptors to pass to ``grpc.aio.server``: none when no token file is configured."""
-    return [] if store is None else [AuthInterceptor(store, reflection=reflection)]

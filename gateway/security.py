@@ -17,6 +17,8 @@ import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CollectorRegistry
+
 from gateway.auth import REFLECTION_MODES, AuthInterceptor
 from gateway.control import MODES
 from gateway.grants import GrantStore, parse_grants
@@ -46,13 +48,13 @@ def validate(config: GatewayConfig) -> None:
         raise ValueError("auth_reflection other than 'open' needs auth_tokens")
 
 
-def interceptors(config: GatewayConfig) -> list[Any] | None:
+def interceptors(config: GatewayConfig, registry: CollectorRegistry | None = None) -> list[Any] | None:
     """The server interceptors: the auth check when a token file is configured, else None (no chain).
     Raises :class:`gateway.grants.GrantFileError` or OSError when the token file does not load."""
     if config.auth_tokens is None:
         return None
     store = GrantStore(config.auth_tokens, check_interval=config.auth_reload_seconds)
-    return [AuthInterceptor(store, reflection=config.auth_reflection)]
+    return [AuthInterceptor(store, reflection=config.auth_reflection, registry=registry)]
 
 
 def certificate_files(config: GatewayConfig) -> CertificateFiles | None:

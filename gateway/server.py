@@ -80,7 +80,8 @@ class GatewayServer:
         """Loads every model, then binds and starts serving. Raises OSError if a port is taken."""
         await self.table.load_all()
         server = grpc.aio.server(
-            options=server_options(self.config), interceptors=security.interceptors(self.config)
+            options=server_options(self.config),
+            interceptors=security.interceptors(self.config, self.metrics.registry),
         )
         servicer = control.guarded(self.servicer, self.config.model_control)
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]

@@ -226,7 +226,7 @@ def test_token_file_reloads_without_restart(auth_registry: Path, tmp_path: Path)
 
 
 def test_tokens_never_logged_nor_echoed(
-    stub: pb_grpc.GRPCInferenceServiceStub, caplog: pytest.LogCaptureFixture
+    secured: ServerThread, stub: pb_grpc.GRPCInferenceServiceStub, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     messages = []
@@ -237,6 +237,9 @@ def test_tokens_never_logged_nor_echoed(
             except grpc.RpcError as exc:
                 messages.append(exc.details() or "")
     assert messages
+    counted = secured.registry.get_sample_value
+    assert (counted("infergate_auth_refused_total", {"reason": "unknown_token"}) or 0) >= len(RPCS)
+    assert (counted("infergate_auth_refused_total", {"reason": "scope"}) or 0) >= 2
     for token in [WRONG, *TOKENS]:
         assert token not in caplog.text
         assert all(token not in message for message in messages)

@@ -3,7 +3,6 @@ reflection modes, the token file reloaded without a restart, and tokens absent f
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,28 +22,10 @@ from protos import inference_pb2 as pb
 from protos import inference_pb2_grpc as pb_grpc
 from tests.onnx_models import build_registry, dtype_model
 from tests.servers import ServerThread
+from tests.tokens import TOKENS, WRONG, write_tokens
 
 UNAUTH = grpc.StatusCode.UNAUTHENTICATED
 DENIED = grpc.StatusCode.PERMISSION_DENIED
-
-#: token -> (name, scopes); the token strings are what must never show up in logs or messages.
-TOKENS = {
-    "tok-infer-8c1f0e": ("infer-only", ["infer"]),
-    "tok-meta-51aa9d": ("metadata-only", ["metadata"]),
-    "tok-repo-0b77e2": ("repo", ["repository"]),
-    "tok-all-93d4c6": ("all", ["infer", "metadata", "repository"]),
-}
-WRONG = "tok-wrong-7f2e11"
-
-
-def write_tokens(path: Path, tokens: dict[str, tuple[str, list[str]]]) -> Path:
-    path.write_text(
-        "".join(
-            f'[[token]]\nname = "{name}"\nsha256 = "{hash_token(token)}"\nscopes = {json.dumps(scopes)}\n'
-            for token, (name, scopes) in tokens.items()
-        )
-    )
-    return path
 
 
 @pytest.fixture(scope="module")

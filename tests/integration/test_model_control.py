@@ -13,9 +13,9 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from gateway.config import GatewayConfig
-from tests.integration.test_auth import TOKENS, write_tokens
 from tests.onnx_models import build_registry, dtype_model
 from tests.servers import ServerThread
+from tests.tokens import TOKENS, write_tokens
 
 
 def _fp32() -> list[grpcclient.InferInput]:

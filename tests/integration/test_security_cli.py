@@ -19,7 +19,7 @@ from gateway import health
 from registry.cli import main as registry_main
 from registry.publish import publish
 from tests.certs import Pki
-from tests.integration.test_auth import TOKENS, write_tokens
+from tests.tokens import TOKENS, write_tokens
 from tests.unit.test_registry_verify import adder
 
 pytestmark = pytest.mark.slow

@@ -24,9 +24,9 @@ from gateway.config import GatewayConfig
 from protos import inference_pb2 as pb
 from protos import inference_pb2_grpc as pb_grpc
 from tests.certs import Pki
-from tests.integration.test_auth import TOKENS, write_tokens
 from tests.onnx_models import build_registry, dtype_model
 from tests.servers import ServerThread
+from tests.tokens import TOKENS, write_tokens
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -34,15 +34,16 @@ INTRO = """## Profile: where a request's time goes (`make profile`)
 
 `make profile SCENARIO=...` (`python -m bench.profiling`, docs/loadtests.md) samples the running gateway
 with py-spy under a named closed-loop load and sorts every sample into a stage by the frames of its stack
-(the innermost frame a rule of `bench/stages.py` claims decides). Samples are of threads that were not
-idle; a sample is 1/rate seconds of one thread. µs per request = samples x (1/rate) / requests answered
-in the profiled window (the load generator's rate x the profiled seconds). "busy cores" = thread-seconds
-per second. py-spy counts a thread as at work while it is runnable, also while it waits for a core on a
-busy machine, so its figures are runnable time: "kernel" columns give the CPU time the kernel counted
-for the same threads over the same window (`/proc`); where they are much lower, the machine was short of
-cores. Stage shares are shares of runnable time. Without `--native`, C and
-Cython code shows as the Python frame that called it: `grpc` holds the loop callbacks whose innermost
-frame is the loop itself (grpc aio's Cython code, C task steps).
+(the innermost frame a rule of `bench/stages.py` claims decides). A sample is 1/rate seconds of one
+thread that py-spy judged at work. µs per request = samples x (1/rate) / requests answered in the
+profiled window (the load generator's rate x the profiled seconds); "busy cores" = thread-seconds per
+second. py-spy's judgement is a heuristic in its default non-blocking mode: a runnable thread waiting for
+a core counts as at work, and so can a thread that was about to block (in `selector`, the event loop's
+epoll, or an executor's queue wait in `thread-hop`). The "kernel" columns give the CPU time the kernel
+counted for the same threads over the same window (`/proc`); where a group's samples give more than
+that, the excess is waiting, not work. Without `--native`, C and Cython code shows as the Python
+frame that called it: `grpc` holds the loop callbacks whose innermost frame is the loop itself (grpc
+aio's Cython code, C task steps).
 """
 
 

@@ -37,8 +37,7 @@ def stack(requests: Sequence[Feeds]) -> tuple[dict[str, npt.NDArray[Any]], npt.N
         raise ValueError("stack needs at least one request")
     first = requests[0]
     rows = [len(next(iter(feeds.values()))) for feeds in requests]
-    offsets = np.zeros(len(requests) + 1, dtype=np.int64)
-    np.cumsum(rows, out=offsets[1:])
+    offsets = np.array([0, *itertools.accumulate(rows)], dtype=np.int64)
     if len(requests) == 1:
         return dict(first), offsets
     return {name: np.concatenate([feeds[name] for feeds in requests], axis=0) for name in first}, offsets
@@ -63,13 +62,17 @@ def bucket_for(rows: int, buckets: Sequence[int]) -> int:
     return rows
 
 
+def check_rows(outputs: Sequence[npt.NDArray[Any]], total: int) -> None:
+    """Raises :class:`CollationError` unless every output has ``total`` rows along axis 0."""
+    for index, output in enumerate(outputs):
+        if output.ndim == 0 or output.shape[0] != total:
+            raise CollationError(f"output {index} has shape {output.shape}, expected {total} rows")
+
+
 def split(
     outputs: Sequence[npt.NDArray[Any]], offsets: npt.NDArray[np.int64]
 ) -> list[list[npt.NDArray[Any]]]:
     """Per-request views of each output: ``result[i][k]`` is output ``k`` for request ``i``."""
-    total = int(offsets[-1])
-    for index, output in enumerate(outputs):
-        if output.ndim == 0 or output.shape[0] != total:
-            raise CollationError(f"output {index} has shape {output.shape}, expected {total} rows")
+    check_rows(outputs, int(offsets[-1]))
     bounds = offsets.tolist()
     return [[output[start:end] for output in outputs] for start, end in itertools.pairwise(bounds)]

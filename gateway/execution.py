@@ -8,11 +8,16 @@ Contracts:
 - Statistics: ``queue_ns`` is from admission to the start of the batch, ``compute_ns`` is the run
   (collation to split) in :meth:`Clock.ns`, ``batch_rows`` the real rows (bucket padding excluded); the
   instance's latency profile learns (padded rows, compute seconds) and the observer gets ``on_batch``.
-- The profile predicts latency as the executor path sees it (compute plus the thread hop). A batch whose
-  prediction is in ``(0, inline_compute_s + thread_hop_s]`` runs with ``run_sync`` on the event loop, and
-  the profile then learns its compute plus ``thread_hop_s``, so inline and executor runs feed it the
-  same quantity and the choice does not flip-flop; any other batch runs on the runner's executor (``run``).
-  ``compute_ns`` and ``on_batch`` always report the measured compute.
+- The profile predicts latency as the executor path costs it: the session's own run time (measured on the
+  executor thread when the runner offers ``last_compute_ns``, so the event loop's delay in resuming the
+  batch never inflates predictions) plus ``thread_hop_s``. A batch whose typical cost (the profile's
+  mean, :meth:`LatencyProfile.typical`) is in ``(0, inline_compute_s + thread_hop_s]`` runs with
+  ``run_sync`` on the event loop, and the profile then learns its run plus ``thread_hop_s`` too, so both
+  paths feed it the same quantity and the choice does not flip-flop; any other batch runs on the runner's
+  executor (``run``). ``compute_ns`` and ``on_batch`` always report the span from collation to split, as
+  seen by the batch.
+- A batch of one request is not collated: its own feeds go to the session and its outputs (checked to
+  hold its rows) come back as they are.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any, Protocol
 import numpy.typing as npt
 
 from gateway.clock import Clock
-from gateway.collate import bucket_for, pad, split, stack
+from gateway.collate import bucket_for, check_rows, pad, split, stack
 from gateway.errors import GatewayError
 from gateway.profile import LatencyProfile
 from gateway.queueing import Entry
@@ -96,7 +101,7 @@ class BatchExecutor:
         self._observer = observer
         self._name = name
         self._inline_s = inline_compute_s + thread_hop_s if inline_compute_s > 0 else 0.0
-        self._hop_s = thread_hop_s
+        self._hop_ns = int(thread_hop_s * 1e9)
         self.running = 0  # batches executing now
         self.last_batch = 0.0  # clock time when the last batch finished
 
@@ -128,17 +133,25 @@ class BatchExecutor:
         clock = self._clock
         profile = self._profiles[instance]
         started = clock.now()
-        wanted = {name for entry in batch for name in entry.request.output_names}
-        names = [name for name in self._output_names if name in wanted]
-        feeds, offsets = stack([entry.request.feeds for entry in batch])
-        rows = int(offsets[-1])
+        single = len(batch) == 1
+        if single:  # nothing to collate: the request's own feeds and outputs, in its own order
+            names: list[str] = list(batch[0].request.output_names)
+            feeds: Mapping[str, npt.NDArray[Any]] = batch[0].request.feeds
+            rows = batch[0].request.rows
+            offsets = None
+        else:
+            wanted = {name for entry in batch for name in entry.request.output_names}
+            names = [name for name in self._output_names if name in wanted]
+            feeds, offsets = stack([entry.request.feeds for entry in batch])
+            rows = int(offsets[-1])
         padded = bucket_for(rows, self._buckets)
         if padded > rows:
             feeds = pad(feeds, rows, padded)
         begin = clock.ns()
-        inline = bool(self._inline_s) and 0.0 < profile.predict(padded) <= self._inline_s
+        inline = bool(self._inline_s) and 0.0 < profile.typical(padded) <= self._inline_s
         if inline:
             outputs = self._runner.run_sync(instance, feeds, names)
+            run_ns = clock.ns() - begin + self._hop_ns
         else:
             try:
                 outputs = await self._runner.run(instance, feeds, names)
@@ -146,15 +159,33 @@ class BatchExecutor:
                 if self._observer is not None:  # the rows still run on the executor: count the batch
                     self._observer.on_batch(rows, clock.ns() - begin)
                 raise
+            run_ns = self._executor_ns(instance, begin)
         if padded > rows:  # padded rows never reach a response
             outputs = [
                 output[:rows] if output.ndim and output.shape[0] == padded else output for output in outputs
             ]
-        parts = split(outputs, offsets) if self._batchable else [outputs]
+        if single:
+            if self._batchable:
+                check_rows(outputs, rows)
+            parts = [outputs]
+        elif self._batchable:
+            assert offsets is not None
+            parts = split(outputs, offsets)
+        else:
+            parts = [outputs]
         compute_ns = clock.ns() - begin
-        profile.observe(padded, compute_ns / 1e9 + (self._hop_s if inline else 0.0))
+        # The profile learns the run as the executor path costs it: the session's own time (measured on its
+        # thread, so the event loop's delay in resuming us never inflates predictions) plus the hop.
+        profile.observe(padded, run_ns / 1e9)
         if self._observer is not None:
             self._observer.on_batch(rows, compute_ns)
+        if single:
+            entry = batch[0]
+            if not entry.future.done():
+                entry.future.set_result(
+                    BatchResult(outputs, int((started - entry.enqueued) * 1e9), compute_ns, rows)
+                )
+            return
         index = {name: i for i, name in enumerate(names)}
         for entry, part in zip(batch, parts, strict=True):
             if entry.future.done():  # cancelled while computing
@@ -162,6 +193,14 @@ class BatchExecutor:
             chosen = [part[index[name]] for name in entry.request.output_names]
             queue_ns = int((started - entry.enqueued) * 1e9)
             entry.future.set_result(BatchResult(chosen, queue_ns, compute_ns, rows))
+
+    def _executor_ns(self, instance: int, begin: int) -> int:
+        """What an executor run costs: its own duration measured on the runner's thread plus the hop, when
+        the runner measures it (``last_compute_ns``); else the span the caller saw, which includes both."""
+        measured = getattr(self._runner, "last_compute_ns", None)
+        if measured is not None:
+            return int(measured[instance]) + self._hop_ns
+        return self._clock.ns() - begin
 
     def _fail(self, entry: Entry, exc: Exception) -> None:
         if not isinstance(exc, GatewayError):

@@ -83,6 +83,18 @@ class LatencyProfile:
             return lo_est
         return lo_est + (hi_est - lo_est) * (rows - lo_size) / (hi_size - lo_size)
 
+    def typical(self, rows: int, *, fallback: bool = True) -> float:
+        """The mean seconds of the smallest bucket holding ``rows`` rows: the expected cost, without the
+        spread :meth:`predict` adds for deadline safety. When that bucket has no observation it falls back
+        to :meth:`predict`, or returns 0 with ``fallback=False``. The batcher uses it to choose between
+        running inline and the executor, and whether waiting to batch can pay."""
+        for index, size in enumerate(self.sizes):
+            if size >= rows:
+                if self._count[index]:
+                    return self._mean[index]
+                break
+        return self.predict(rows) if fallback else 0.0
+
     def snapshot(self) -> list[ProfilePoint]:
         """Every bucket with at least one observation."""
         counts = list(self._count)

@@ -39,13 +39,43 @@ def is_batchable(signature: Signature) -> bool:
     return all(spec.shape and spec.shape[0] == -1 for spec in specs)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What validation needs of a signature, derived once: specs by name, the names for messages, and
+    the default outputs."""
+
+    specs: dict[str, TensorSpec]
+    expected_names: str
+    outputs: tuple[str, ...]
+
+
+#: Plans by ``id(signature)``; the signature is kept beside its plan so that a recycled id is detected.
+_PLANS: dict[int, tuple[Signature, _Plan]] = {}
+
+
+def _plan(signature: Signature) -> _Plan:
+    cached = _PLANS.get(id(signature))
+    if cached is not None and cached[0] is signature:
+        return cached[1]
+    specs = {spec.name: spec for spec in signature.inputs}
+    plan = _Plan(
+        specs,
+        ", ".join(f"'{name}'" for name in specs),
+        tuple(spec.name for spec in signature.outputs),
+    )
+    if len(_PLANS) > 1024:  # signatures come and go with versions: never grow without bound
+        _PLANS.clear()
+    _PLANS[id(signature)] = (signature, plan)
+    return plan
+
+
 def decode_request(
     request: pb.ModelInferRequest, signature: Signature, *, max_batch_size: int
 ) -> DecodedRequest:
     """Validates and decodes ``request``; ``max_batch_size`` 0 means the model does not batch."""
-    specs = {spec.name: spec for spec in signature.inputs}
-    expected_names = ", ".join(f"'{name}'" for name in specs)
-    _check_names([tensor.name for tensor in request.inputs], specs, expected_names)
+    plan = _plan(signature)
+    specs = plan.specs
+    _check_names([tensor.name for tensor in request.inputs], specs, plan.expected_names)
     uses_raw = len(request.raw_input_contents) > 0
     if uses_raw and len(request.raw_input_contents) != len(request.inputs):
         raise InvalidArgumentError(
@@ -82,7 +112,8 @@ def decode_request(
                     "all inputs must share the batch dimension"
                 )
             rows = shape[0]
-    return DecodedRequest(feeds, rows if rows is not None else 1, _output_names(request, signature))
+    outputs = plan.outputs if not request.outputs else _output_names(request, plan.outputs)
+    return DecodedRequest(feeds, rows if rows is not None else 1, outputs)
 
 
 def _check_names(names: Sequence[str], specs: dict[str, TensorSpec], expected: str) -> None:
@@ -139,10 +170,7 @@ def _check_shape(name: str, shape: list[int], spec: TensorSpec, max_batch_size: 
     return shape
 
 
-def _output_names(request: pb.ModelInferRequest, signature: Signature) -> tuple[str, ...]:
-    known = [spec.name for spec in signature.outputs]
-    if not request.outputs:
-        return tuple(known)
+def _output_names(request: pb.ModelInferRequest, known: tuple[str, ...]) -> tuple[str, ...]:
     names: list[str] = []
     for output in request.outputs:
         if output.name not in known:

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from gateway.batcher import INLINE_COMPUTE_S, THREAD_HOP_S, Batcher, BatchResult
+from gateway.batcher import INLINE_COMPUTE_S, QUEUED_PATH_S, THREAD_HOP_S, Batcher, BatchResult
 from gateway.errors import (
     DeadlineExceededError,
     InvalidArgumentError,
@@ -88,8 +88,10 @@ class FakeRunner:
     gate: asyncio.Semaphore | None = None
     calls: list[Call] = field(default_factory=list)
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    last_feeds: Mapping[str, npt.NDArray[Any]] | None = None
 
     def _record(self, feeds: Mapping[str, npt.NDArray[Any]], sync: bool) -> None:
+        self.last_feeds = feeds
         task = asyncio.current_task()
         self.calls.append(Call(feeds["x"][:, 0].tolist(), sync, task.get_name() if task else ""))
 
@@ -572,3 +574,58 @@ async def test_codel_defaults_follow_the_budgets_requests_bring() -> None:
     own_rows(await fresh, 4)
     assert r.batches() == [[0], [1], [4]]
     assert r.observer.shed == ["deadline_expired", "codel"]
+
+
+async def test_profile_learns_the_thread_measured_run_plus_the_hop_not_the_loop_delay() -> None:
+    """A runner that times its own runs (``last_compute_ns``, as the real one does on its executor thread):
+    the profile learns that time plus the hop, however long the caller waited to be resumed."""
+    r = rig(max_batch_size=4, gated=False)
+    r.runner.hop_s = 0.010  # the caller sees 10 ms of hop and loop delay on top of the 1 ms run
+    r.runner.last_compute_ns = [250_000]  # type: ignore[attr-defined]  # 0.25 ms measured on the thread
+    result = await r.submit(1)
+    own_rows(result, 1)
+    assert result.compute_ns >= 11_000_000  # what the batch saw, as before
+    predicted = r.batcher.profiles[0].predict(1)
+    assert abs(predicted - (0.00025 + THREAD_HOP_S)) < 1e-9
+
+
+async def test_a_batch_of_one_goes_to_the_session_uncollated_in_its_own_output_order() -> None:
+    r = rig(max_batch_size=4, gated=False)
+    decoded = request(7, rows=3)
+    result = await r.batcher.submit(decoded, r.clock.now() + 10.0, 1)
+    assert result.batch_rows == 3
+    own_rows(result, 7, rows=3)
+    assert r.runner.calls[0].ids == [7.0, 7.0, 7.0]
+    assert r.runner.last_feeds is decoded.feeds  # not copied, not concatenated
+
+
+async def test_no_waiting_to_batch_when_batching_saves_less_than_the_queued_path_costs() -> None:
+    """The same arrivals as above, but a model whose full batch costs barely more than one row (the
+    profile has seen both): every request runs at once instead of waiting for company."""
+    r = rig(max_batch_size=4, max_queue_delay_ms=2.0, gated=False)
+    profile = r.batcher.profiles[0]
+    profile.observe(1, 20e-6)
+    profile.observe(4, 30e-6)  # batching 4 saves 12.5 us a request, far below QUEUED_PATH_S
+    assert profile.typical(1) - profile.typical(4) / 4 < QUEUED_PATH_S
+    r.runner.compute_s = 20e-6
+    await r.submit(0)
+    r.clock.advance(0.0001)
+    second = r.submit(1)
+    await settle()
+    assert r.clock.sleepers == 0  # nobody waits for the queue delay
+    own_rows(await second, 1)
+    assert r.batches() == [[0], [1]]
+
+
+async def test_waiting_to_batch_stays_when_batching_saves_more_than_the_queued_path_costs() -> None:
+    r = rig(max_batch_size=4, max_queue_delay_ms=2.0, gated=False)
+    profile = r.batcher.profiles[0]
+    profile.observe(1, 1e-3)
+    profile.observe(4, 1.2e-3)  # 0.7 ms a request saved by a full batch
+    await r.submit(0)
+    r.clock.advance(0.0001)
+    second = r.submit(1)
+    await settle()
+    assert r.clock.sleepers == 1  # the former waits for more rows
+    r.clock.advance(0.002)
+    own_rows(await second, 1)

@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import re
+import selectors
 import shlex
 import shutil
 import signal
@@ -100,6 +101,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="no new run: re-sort DIR's saved stacks (after a rule change)",
     )
     args = p.parse_args(argv)
+    if args.rate < 1 or args.seconds <= 0 or args.warmup < 0:
+        p.error("--rate must be at least 1, --seconds above 0 and --warmup not negative")
     if (args.out is None) != (args.label is None):
         p.error("--out and --label go together")
     if args.label is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", args.label):
@@ -151,7 +154,10 @@ def _start_gateway(
     gateway = Group(command, out / "gateway.log", stdout=subprocess.PIPE, cwd=source)
     stack.callback(gateway.stop)
     assert gateway.proc.stdout is not None
-    line = gateway.proc.stdout.readline().decode(errors="replace")  # the gateway prints only this line
+    with selectors.DefaultSelector() as selector:  # the gateway prints only its ready line
+        selector.register(gateway.proc.stdout, selectors.EVENT_READ)
+        ready = selector.select(timeout=120.0)
+    line = gateway.proc.stdout.readline().decode(errors="replace") if ready else ""
     match = re.search(GATEWAY_READY, line)
     if match is None:
         raise RuntimeError(f"gateway did not start (see {out / 'gateway.log'}); stdout: {line!r}")

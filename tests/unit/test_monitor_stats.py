@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import numpy.typing as npt
@@ -202,10 +203,16 @@ def test_exact_ks_statistic_and_pvalue_match_scipy(samples: tuple[F64, F64]) -> 
     assert (n[0], m[0]) == (cur.size, ref.size)
     if cur.size == 0 or ref.size == 0:
         return
-    expect = sps.ks_2samp(cur, ref)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        expect = sps.ks_2samp(cur, ref)
+    # scipy warns "Exact calculation unsuccessful" and answers its asymptotic p-value for some tied
+    # samples: then it is no oracle for the exact p-value, only for the statistic.
+    exact_oracle = not any("Exact calculation unsuccessful" in str(w.message) for w in caught)
     d, p = ks_2samp_pvalue(int(imax[0]), int(n[0]), int(m[0]))
     assert d == pytest.approx(expect.statistic, abs=1e-12)
-    assert p == pytest.approx(expect.pvalue, abs=1e-6)
+    if exact_oracle:
+        assert p == pytest.approx(expect.pvalue, abs=1e-6)
 
 
 @pytest.mark.parametrize(("n", "m", "shift"), [(10001, 300, 0.1), (12000, 15000, 0.02), (20000, 20000, 0.5)])

@@ -33,10 +33,12 @@ Results = dict[str, Any]
 #: Section name -> module defining ``SECTION``, in the order of BENCHMARKS.md.
 REGISTRY: dict[str, str] = {
     "load": "bench.load",
+    "hotpath": "bench.hotpath",
     "batching": "bench.batching",
     "swap": "bench.swap",
     "sampling": "bench.sampling",
     "workers": "bench.workers",
+    "auth": "bench.auth",
     "drift": "bench.drift",
     "gpu": "bench.gpu",
     "peers": "bench.peers",

@@ -13,7 +13,8 @@ Contracts (the JSON keys of DESIGN.md §8 are produced here):
   the intended send time to the error: how fast the server refused.
 * ``send_lag_ms``: how late the client sent compared with its schedule (a client-saturation signal).
 * ``timeline``: per window of the intended send time: OK and error counts, p50 / p99 / max latency.
-* ``cdf``: latency (ms) at a fixed grid of quantiles, for plots.
+* ``cdf``: latency (ms) at a fixed grid of quantiles, for plots; ``error_cdf``: the same over non-OK outcomes
+  (how much of the refusals came back within a given time).
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ def summary_figures(
         "cdf": {
             "quantile": list(CDF_QUANTILES),
             "latency_ms": [_ms(summary.latency.percentile(q)) for q in CDF_QUANTILES],
+        },
+        "error_cdf": {
+            "quantile": list(CDF_QUANTILES),
+            "latency_ms": [_ms(summary.error_latency.percentile(q)) for q in CDF_QUANTILES],
         },
     }
 

@@ -1,0 +1,246 @@
+"""Section ``hotpath`` (``make bench-hotpath``): issue 13's benchmark goals (a), (b), (d), (e) and (f),
+measured side by side in one run; (g) is the ``sampling`` section's, (c) the ``peers`` section's.
+
+Contracts:
+
+* Fresh registries under ``--work``, one per gateway configuration, each holding ``tiny`` and ``mlp``
+  (:mod:`bench.models`): ``defaults`` (no model.toml), ``peers`` (max batch 128, 0.5 ms queue delay, one
+  onnxruntime thread, sampling off), ``threads2`` and ``delay2`` (the peers' settings with two
+  onnxruntime threads, or a 2 ms queue delay). Every gateway runs with ``--no-sampling``; the echo server
+  (``infergate-load echo-server``) is the Python gRPC ceiling. Servers are subprocesses on loopback, each
+  stopped by an ``ExitStack`` (SIGTERM, then SIGKILL), also on failure; the other configurations run one
+  at a time.
+* (a)/(b): tiny, one row, closed loop at C=64 and C=1, echo and the defaults gateway interleaved.
+  (d): mlp, ``--hotpath-rows`` rows per request at C=16 on the defaults gateway; its mean batch (rows) is
+  the ``infergate_batch_size`` sum/count delta of that step; then in-process onnxruntime
+  (:func:`loadtests.ortceiling.measure`) at that batch size with the gateway's own ``intra_op_threads``
+  (:func:`gateway.runner.default_intra_op_threads`, written into a model.toml of a ceiling registry).
+  (f): tiny C=64 and mlp C=64 on every configuration.
+* (e): with two or more usable cores the server's every thread is pinned to the first one (``taskset -a
+  -p``) and this process, hence the load client it spawns, to the others; otherwise nothing is pinned and
+  the results say why. Per server: a closed-loop probe at C=64 (tiny) measures its capacity there, then
+  Poisson arrivals at 2x and 4x that capacity with ``timeout`` = gRPC deadline = goodput budget = 50 ms.
+  Servers: echo (reference, its own capacity), the defaults gateway, then a gateway with
+  ``--max-pending-calls 32`` (tuned) offered the same rates as the defaults gateway (a closed loop at C=64
+  would only measure its own refusals). A server's RSS (``VmRSS`` of ``/proc/PID/status``) is read
+  before the 2x step, between, and after 4x.
+* Results: every load run as :meth:`bench.kit.Measured.to_json` under ``runs``, plus ``ceiling``,
+  ``overload``, ``configs`` and ``commands``; :mod:`bench.hotpath_md` renders them and states the goals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.hotpath_md import BUDGET_MS, CONFIGS, FACTORS, PROBE_CONCURRENCY, TITLE, goals, render
+from bench.kit import Gateway, Measured, add_model, measure, start_gateway
+from bench.sections import Results, Section
+
+__all__ = ["SECTION", "pin", "rss_kib"]
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hotpath-processes", type=int, default=1, help="hotpath: load client processes (1)")
+    p.add_argument("--hotpath-rows", type=int, default=32, help="hotpath: rows per request of goal (d)")
+    p.add_argument(
+        "--hotpath-ceiling-seconds", type=float, default=1.0, help="hotpath: in-process onnxruntime seconds"
+    )
+    p.add_argument(
+        "--hotpath-overload-duration", type=float, default=None, help="hotpath: overload step s (--duration)"
+    )
+
+
+def rss_kib(pid: int) -> int | None:
+    """``VmRSS`` of process ``pid`` in KiB; None once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def pin(pid: int, cpus: list[int]) -> None:
+    """Pins every thread of ``pid`` to ``cpus`` with ``taskset -a -p`` (CalledProcessError if it fails)."""
+    subprocess.run(
+        ["taskset", "-a", "-p", "-c", ",".join(map(str, cpus)), str(pid)],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+
+
+def _cpu_plan() -> dict[str, Any]:
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2:
+        why = f"not pinned: only {len(usable)} usable core(s)"
+        return {"pinned": False, "server_cpus": usable, "client_cpus": usable, "why": why}
+    if shutil.which("taskset") is None:
+        return {
+            "pinned": False,
+            "server_cpus": usable,
+            "client_cpus": usable,
+            "why": "not pinned: no taskset",
+        }
+    return {"pinned": True, "server_cpus": usable[:1], "client_cpus": usable[1:], "why": ""}
+
+
+@dataclass(frozen=True)
+class _Server:
+    key: str
+    target: str
+    metrics_url: str | None
+    pid: int
+
+
+class _Bench:
+    """One run's state: where things go, and the load runs measured so far."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.runs: dict[str, Any] = {}
+        self.commands: dict[str, str] = {}
+        self.registries: dict[str, Path] = {}
+
+    def registry(self, key: str, toml: str | None) -> Path:
+        root: Path = self.args.work / f"registry-{key}"
+        for name in ("tiny", "mlp"):
+            add_model(root, name, name, toml or "")
+            if toml is None:
+                (root / name / "model.toml").unlink()
+        self.registries[key] = root
+        return root
+
+    def gateway(self, stack: ExitStack, key: str, registry: Path, *flags: str) -> tuple[_Server, Gateway]:
+        gw = start_gateway(stack, registry, self.args.work / f"gateway-{key}.log", "--no-sampling", *flags)
+        self.commands[f"gateway {key}"] = gw.command
+        assert gw.process.proc is not None
+        return _Server(key, gw.target, gw.metrics_url, gw.process.proc.pid), gw
+
+    def load(self, label: str, server: _Server, model: str, **config: Any) -> Measured:
+        config.setdefault("duration_s", self.args.duration)
+        config.setdefault("processes", self.args.hotpath_processes)
+        run = measure(
+            label, self.args.results, port_var="ECHO_PORT" if server.key == "echo" else "GATEWAY_PORT",
+            target=server.target, metrics_url=server.metrics_url, model=model,
+            registry=self.registries["defaults"], warmup_s=self.args.warmup, **config,
+        )  # fmt: skip
+        self.runs[label] = run.to_json()
+        return run
+
+    def closed(
+        self, server: _Server, model: str, concurrency: int, rows: int = 1, label: str = ""
+    ) -> Measured:
+        label = label or f"{server.key}-{model}{f'-r{rows}' if rows > 1 else ''}-c{concurrency}"
+        return self.load(label, server, model, levels=(float(concurrency),), rows=rows)
+
+    def overload(
+        self, server: _Server, plan: dict[str, Any], capacity_of: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Capacity probe (or ``capacity_of``'s), then 2x and 4x (see the module contract)."""
+        if plan["pinned"]:
+            pin(server.pid, plan["server_cpus"])
+        mine = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, set(plan["client_cpus"]))
+        try:
+            if capacity_of is None:
+                probe = self.closed(server, "tiny", PROBE_CONCURRENCY, label=f"{server.key}-probe")
+                capacity, source = float(probe.report["throughput_rps"]), probe.label
+            else:
+                capacity, source = float(capacity_of["capacity_rps"]), str(capacity_of["capacity_from"])
+            out: dict[str, Any] = {"capacity_rps": capacity, "capacity_from": source, "steps": {}}
+            out["rss_kib"] = [rss_kib(server.pid)]
+            duration = self.args.hotpath_overload_duration or self.args.duration
+            for factor in FACTORS if capacity > 0 else ():
+                label = f"{server.key}-{factor}x"
+                self.load(
+                    label, server, "tiny", mode="open", poisson=True, levels=(round(factor * capacity, 1),),
+                    duration_s=duration, timeout_us=int(BUDGET_MS * 1000), deadline_s=BUDGET_MS / 1000,
+                    budget_ms=BUDGET_MS, drain_s=1.0,
+                )  # fmt: skip
+                out["steps"][str(factor)] = label
+                out["rss_kib"].append(rss_kib(server.pid))
+        finally:
+            os.sched_setaffinity(0, mine)
+        return out
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> Results:
+    """Every step of the section (see the module contract); SIGTERM stops the servers too."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> Results:
+    from bench.servers import ECHO_READY, ServerProcess, echo_command
+    from gateway.runner import default_intra_op_threads
+    from loadtests.ortceiling import measure as ceiling
+
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.results.mkdir(parents=True, exist_ok=True)
+    b = _Bench(args)
+    for key, (_, toml) in CONFIGS.items():
+        b.registry(key, toml)
+    threads = default_intra_op_threads()
+    ceiling_registry = args.work / "registry-ceiling"
+    add_model(ceiling_registry, "mlp", "mlp", f"[runtime]\nintra_op_threads = {threads}\n")
+    plan = _cpu_plan()
+    overload: dict[str, Any] = {}
+    rows = args.hotpath_rows
+    with ExitStack() as stack:
+        registry = b.registries["defaults"]
+        echo_proc = stack.enter_context(
+            ServerProcess(echo_command(registry), ECHO_READY, args.work / "echo.log", "echo")
+        )
+        port = echo_proc.start()[0]
+        assert echo_proc.proc is not None
+        echo = _Server("echo", f"127.0.0.1:{port}", None, echo_proc.proc.pid)
+        b.commands["echo"] = f"infergate-load echo-server --registry {registry} --port 0"
+        gw, gw_process = b.gateway(stack, "defaults", registry)
+        for c in (64, 1):  # (a), (b): echo and gateway interleaved
+            b.closed(echo, "tiny", c)
+            b.closed(gw, "tiny", c)
+        b.closed(gw, "mlp", 64)
+        run_d = b.closed(gw, "mlp", 16, rows=rows)
+        mean = ((run_d.step.get("server") or {}).get("batch_size") or {}).get("mean")
+        batch = max(1, round(mean)) if mean else rows
+        print(f"== ceiling: onnxruntime in-process, mlp, batch {batch}, {threads} thread(s)", flush=True)
+        result = ceiling(ceiling_registry, "mlp", batch_sizes=(batch,), seconds=args.hotpath_ceiling_seconds)
+        for key in CONFIGS:  # (f): the other configurations, one at a time
+            if key != "defaults":
+                with ExitStack() as inner:
+                    other, _ = b.gateway(inner, key, b.registries[key])
+                    b.closed(other, "tiny", 64)
+                    b.closed(other, "mlp", 64)
+        overload["echo"] = b.overload(echo, plan)
+        echo_proc.stop()
+        overload["defaults"] = b.overload(gw, plan)
+        gw_process.process.stop()
+        tuned, _ = b.gateway(stack, "pending32", registry, "--max-pending-calls", "32")
+        overload["pending32"] = b.overload(tuned, plan, capacity_of=overload["defaults"])
+    return {
+        "runs": b.runs,
+        "ceiling": {**result, "gateway_mean_batch": mean, "rows_per_request": rows},
+        "overload": overload,
+        "pinning": plan,
+        "budget_ms": BUDGET_MS,
+        "configs": {k: {"label": label, "toml": toml} for k, (label, toml) in CONFIGS.items()},
+        "commands": b.commands,
+    }
+
+
+SECTION = Section("hotpath", TITLE, run, render, goals, _add_arguments, duration_s=4.0)

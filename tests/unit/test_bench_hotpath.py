@@ -1,0 +1,203 @@
+"""The hotpath benchmark section's goals and markdown, from a hand-written results dict (no server runs):
+every ratio comes from the runs it names, overload figures from the client's latencies and the server's
+RSS, and the section is registered right after ``load``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench import hotpath_md
+from bench.hotpath_md import beyond_deadline, fast_share, goals, render
+from bench.kit import Measured
+from bench.runner import build_parser
+from bench.sections import REGISTRY, load_section
+from loadtests.figures import summary_figures
+from loadtests.recorder import Recorder
+from loadtests.status import OK
+
+MS = 1_000_000
+RESOURCE_EXHAUSTED = 8
+
+
+def _step(
+    rps: float,
+    *,
+    ok_ms: tuple[int, ...] = (1, 2),
+    error_ms: tuple[int, ...] = (),
+    rows: int = 1,
+    goodput: float | None = None,
+    batch: float | None = None,
+    offered: float = 64,
+    lag_ms: int = 0,
+) -> dict[str, Any]:
+    rec = Recorder(measure_ns=0, window_ns=100 * MS, budget_ns=50 * MS)
+    for i, ms in enumerate(ok_ms):
+        rec.add(i * MS, (i + lag_ms) * MS, (i + ms) * MS, OK)
+    for i, ms in enumerate(error_ms):
+        rec.add(i * MS, i * MS, (i + ms) * MS, RESOURCE_EXHAUSTED)
+    rec.fold()
+    step = summary_figures(rec.summary, measure_ns=0, rows=rows, budget_ms=50.0)
+    step.update(
+        throughput_rps=rps,
+        rows_per_s=rps * rows,
+        goodput_rps=rps if goodput is None else goodput,
+        offered=offered,
+        client={"cpu_cores": [0.75], "machine_cpu_busy": 0.5},
+        server={"batch_size": {"mean": batch}, "shed": {"concurrency_limit": len(error_ms)}},
+    )
+    return step
+
+
+def _run(label: str, step: dict[str, Any]) -> dict[str, Any]:
+    keys = ("throughput_rps", "rows_per_s", "goodput_rps", "errors")
+    report = {"steps": [step], **{k: step[k] for k in keys}, "parameters": {"duration_s": 4, "warmup_s": 1}}
+    return Measured(label, report, f"infergate-load {label}", (1.0, 0.5, 0.25)).to_json()
+
+
+def _results() -> dict[str, Any]:
+    steps = {
+        "echo-tiny-c64": _step(1000),
+        "defaults-tiny-c64": _step(850),
+        "echo-tiny-c1": _step(500, ok_ms=(1, 1, 1)),
+        "defaults-tiny-c1": _step(300, ok_ms=(2, 2, 2)),
+        "defaults-mlp-c64": _step(600, batch=12.0),
+        "defaults-mlp-r32-c16": _step(100, rows=32, batch=48.0),
+        "peers-tiny-c64": _step(800),
+        "peers-mlp-c64": _step(700, batch=20.0),
+        "threads2-tiny-c64": _step(700),
+        "threads2-mlp-c64": _step(500),
+        "echo-probe": _step(1200),
+        "echo-2x": _step(400, error_ms=(60, 70)),
+        "echo-4x": _step(300, ok_ms=(30,), error_ms=(80,), lag_ms=25),
+        "defaults-probe": _step(700),
+        "defaults-2x": _step(600, goodput=600, ok_ms=(10, 40), error_ms=(1, 2, 3, 55), offered=1400),
+        "defaults-4x": _step(550, goodput=500, ok_ms=(20, 30), error_ms=(1, 1), offered=2800),
+        "pending32-2x": _step(300, goodput=300, error_ms=(1,)),
+        # pending32-4x never ran: its figures are None, its verdicts "-"
+    }
+    return {
+        "runs": {label: _run(label, step) for label, step in steps.items()},
+        "ceiling": {
+            "model": "mlp",
+            "onnxruntime": "1.x",
+            "intra_op_threads": 1,
+            "seconds": 1.0,
+            "batches": [{"batch": 48, "rows_per_s": 4000.0, "latency_ms": {"p50": 10.0, "p99": 11.0}}],
+            "gateway_mean_batch": 48.0,
+            "rows_per_request": 32,
+        },
+        "overload": {
+            "echo": {
+                "capacity_rps": 1200.0,
+                "capacity_from": "echo-probe",
+                "steps": {"2": "echo-2x", "4": "echo-4x"},
+                "rss_kib": [1, 2, 3],
+            },
+            "defaults": {
+                "capacity_rps": 700.0,
+                "capacity_from": "defaults-probe",
+                "steps": {"2": "defaults-2x", "4": "defaults-4x"},
+                "rss_kib": [102400, 110592, 133120],
+            },
+            "pending32": {
+                "capacity_rps": 700.0,
+                "capacity_from": "defaults-probe",
+                "steps": {"2": "pending32-2x"},
+                "rss_kib": [100000, None],
+            },
+        },
+        "pinning": {"pinned": True, "server_cpus": [0], "client_cpus": [1], "why": ""},
+        "budget_ms": 50.0,
+        "configs": {
+            "defaults": {"label": "defaults (no model.toml)", "toml": None},
+            "peers": {"label": "as the peers", "toml": "[batching]\n"},
+            "threads2": {"label": "2 threads", "toml": "[runtime]\n"},
+        },
+        "commands": {"echo": "infergate-load echo-server", "gateway defaults": "python -m gateway"},
+    }
+
+
+def _by_figure(results: dict[str, Any]) -> dict[str, tuple[float | None, str, str]]:
+    return {g.figure: (g.value, g.goal, g.verdict) for g in goals(results)}
+
+
+def _find(found: dict[str, tuple[float | None, str, str]], start: str) -> tuple[float | None, str, str]:
+    (match,) = [v for k, v in found.items() if k.startswith(start)]
+    return match
+
+
+def test_ratio_goals_a_b_d_f_come_from_the_named_runs() -> None:
+    found = _by_figure(_results())
+    assert _find(found, "(a) tiny, C=64") == (pytest.approx(0.85), "≥ 0.8", "met")
+    value, goal, verdict = _find(found, "(b) tiny, C=1")
+    assert value is not None
+    assert value > 1.3
+    assert (goal, verdict) == ("≤ 1.3", "missed")
+    assert _find(found, "(d) mlp, 32 rows") == (pytest.approx(3200 / 4000), "≥ 0.8", "met")
+    assert _find(found, "(f) tiny, C=64: defaults ÷ best configuration (defaults)") == (1.0, "≥ 0.9", "met")
+    assert _find(found, "(f) mlp, 1 row, C=64: defaults ÷ best configuration (peers)") == (
+        pytest.approx(600 / 700),
+        "≥ 0.9",
+        "missed",
+    )
+
+
+def test_overload_goals_per_gateway_and_a_step_that_never_ran() -> None:
+    found = _by_figure(_results())
+    assert _find(found, "(e) gateway, defaults: goodput at 2x") == (pytest.approx(600 / 700), "≥ 0.8", "met")
+    assert _find(found, "(e) gateway, defaults: goodput at 4x") == (pytest.approx(500 / 700), "≥ 0.7", "met")
+    # the worst latency past the deadline: an error answered 55 ms after its intended send, 5 ms late
+    assert _find(found, "(e) gateway, defaults: largest latency past") == (pytest.approx(5.0), "≤ 10", "met")
+    assert _find(found, "(e) gateway, defaults: RSS growth") == (pytest.approx(30.0), "≤ 20", "missed")
+    tuned = "(e) gateway, tuned: --max-pending-calls 32"
+    assert _find(found, f"{tuned}: goodput at 2x") == (pytest.approx(300 / 700), "≥ 0.8", "missed")
+    assert _find(found, f"{tuned}: goodput at 4x") == (None, "≥ 0.7", "-")
+    assert _find(found, f"{tuned}: RSS growth") == (None, "≤ 20", "-")
+    echo = [g for g in goals(_results()) if g.figure.startswith("(e) echo")]
+    assert [g.counted for g in echo] == [False, False]
+    assert echo[0].value == pytest.approx(400 / 1200)
+
+
+def test_fast_refusals_and_lateness_read_the_client_figures() -> None:
+    fast = _step(10, error_ms=(1, 2, 3, 55))
+    share = fast_share(fast)
+    assert share is not None
+    assert 0.74 <= share <= 0.76
+    assert fast_share(_step(10)) is None  # no errors: no share
+    assert fast_share(_step(10, error_ms=(20,))) == 0.0
+    assert beyond_deadline(_step(10, ok_ms=(70,)), 50.0) == pytest.approx(20.0)
+    assert beyond_deadline(_step(10, ok_ms=(5,)), 50.0) == pytest.approx(-45.0)  # all within it
+    assert beyond_deadline(None, 50.0) is None
+
+
+def test_render_shows_every_part_from_the_results_only() -> None:
+    text = render(_results())
+    assert text.startswith(f"## {hotpath_md.TITLE}")
+    assert "| (a) tiny, C=64: gateway ÷ echo (req/s) | 850 ÷ 1,000 | 0.85 | ≥ 0.8 | met |" in text
+    assert "(g), sampling at 5 % and 100 % against sampling off, is the `sampling` section's" in text
+    assert "| defaults (no model.toml) | 850 | 600 | 12.00 |" in text
+    assert "| threads2-mlp-c64 | 500 |" in text  # the runs table
+    assert "pinned to CPU [0] and the load client to CPU [1]" in text
+    assert "| gateway, defaults | 2x | 1,400 | 600 | 0.86 | 2 | RESOURCE_EXHAUSTED 4 | 75% |" in text
+    assert "| concurrency_limit 4 | 108.0 |" in text
+    assert "48 rows: 4,000 rows/s" in text
+    assert (
+        "| gateway, tuned: --max-pending-calls 32 | capacity: defaults-probe | - | - | - | 700 req/s |"
+        in text
+    )
+    assert "fell behind its schedule (send lag p99 > 10 ms) in: echo (reference, no goal) at 4x" in text
+    unpinned = _results()
+    unpinned["pinning"] = {"pinned": False, "server_cpus": [0], "client_cpus": [0], "why": "not pinned: x"}
+    assert "not pinned: x: server and client share CPU [0]" in render(unpinned)
+
+
+def test_hotpath_and_auth_are_registered_in_place_with_their_options() -> None:
+    names = list(REGISTRY)
+    assert names.index("hotpath") == names.index("load") + 1
+    assert names.index("auth") == names.index("workers") + 1
+    sections = [load_section(n) for n in ("hotpath", "auth")]
+    assert [s.name for s in sections] == ["hotpath", "auth"]
+    args = build_parser(sections).parse_args(["hotpath", "--hotpath-rows", "16", "--auth-concurrency", "4"])
+    assert (args.hotpath_rows, args.auth_concurrency, args.hotpath_processes) == (16, 4, 1)

@@ -13,6 +13,7 @@ Contracts:
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ class LatencyProfile:
         self._count = [0] * len(sizes)
         self._lock = threading.Lock()  # observe() may run on an executor thread during warm-up
         self._cached: list[tuple[int, float]] | None = None
+        self._known_sizes: list[int] = []
 
     def observe(self, rows: int, seconds: float) -> None:
         """Adds one batch's measured latency."""
@@ -71,16 +73,16 @@ class LatencyProfile:
         known = self._estimates()
         if not known:
             return 0.0
-        below = [(size, est) for size, est in known if size <= rows]
-        above = [(size, est) for size, est in known if size >= rows]
-        if not below:
-            return above[0][1]
-        if not above:
-            size, est = below[-1]
-            return est * rows / size
-        (lo_size, lo_est), (hi_size, hi_est) = below[-1], above[0]
-        if hi_size == lo_size:
-            return lo_est
+        sizes = self._known_sizes
+        above = bisect.bisect_left(sizes, rows)  # first known size >= rows
+        if above < len(sizes) and sizes[above] == rows:
+            return known[above][1]
+        if above == 0:
+            return known[0][1]
+        lo_size, lo_est = known[above - 1]
+        if above == len(sizes):
+            return lo_est * rows / lo_size
+        hi_size, hi_est = known[above]
         return lo_est + (hi_est - lo_est) * (rows - lo_size) / (hi_size - lo_size)
 
     def typical(self, rows: int, *, fallback: bool = True) -> float:
@@ -112,6 +114,7 @@ class LatencyProfile:
                 if count:
                     running = max(running, mean + self._spread * math.sqrt(var))
                     out.append((size, running))
+            self._known_sizes = [size for size, _ in out]
             self._cached = out
         return out
 

@@ -58,20 +58,26 @@ class VersionObserver:
         self._metrics = metrics
         self._labels = (model, str(version))
         self._provider = provider
+        # Children resolved once: a labels() lookup takes a lock and a dict probe on every batch otherwise.
+        self._batch_size = metrics.batch_size.labels(*self._labels) if metrics is not None else None
+        self._compute = (
+            metrics.compute_duration.labels(*self._labels, provider) if metrics is not None else None
+        )
+        self._queue_depth = metrics.queue_depth.labels(*self._labels) if metrics is not None else None
 
     def on_batch(self, rows: int, compute_ns: int) -> None:
         self._stats.record_batch(rows, compute_ns)
-        if self._metrics is not None:
-            self._metrics.batch_size.labels(*self._labels).observe(rows)
-            self._metrics.compute_duration.labels(*self._labels, self._provider).observe(compute_ns / 1e9)
+        if self._batch_size is not None and self._compute is not None:
+            self._batch_size.observe(rows)
+            self._compute.observe(compute_ns / 1e9)
 
     def on_shed(self, reason: str) -> None:
         if self._metrics is not None:
             self._metrics.shed.labels(*self._labels, reason).inc()
 
     def on_queue_depth(self, rows: int) -> None:
-        if self._metrics is not None:
-            self._metrics.queue_depth.labels(*self._labels).set(rows)
+        if self._queue_depth is not None:
+            self._queue_depth.set(rows)
 
 
 def batching_limit(signature: Signature, config: ModelConfig) -> int:

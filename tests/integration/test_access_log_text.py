@@ -4,7 +4,6 @@ field as ``key=value``, and never tensor contents."""
 from __future__ import annotations
 
 import io
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from gateway.config import GatewayConfig
-from gateway.logs import ACCESS_LOGGER, TextFormatter
+from gateway.logs import TextFormatter
+from tests.logcapture import captured_access_log
 from tests.servers import ServerThread
 
 FIELDS = ("request_id", "model", "version", "status", "queue_ms", "compute_ms", "batch_size", "peer")
@@ -21,16 +21,8 @@ FIELDS = ("request_id", "model", "version", "status", "queue_ms", "compute_ms", 
 
 @pytest.fixture
 def access_text() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(TextFormatter())
-    logger = logging.getLogger(ACCESS_LOGGER)
-    logger.addHandler(handler)
-    old_level = logger.level
-    logger.setLevel(logging.INFO)
-    yield stream
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
+    with captured_access_log(TextFormatter()) as stream:
+        yield stream
 
 
 def test_text_access_lines_carry_the_fields(fixture_registry: Path, access_text: io.StringIO) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,8 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from gateway.config import GatewayConfig
-from gateway.logs import ACCESS_LOGGER, JsonFormatter
+from gateway.logs import JsonFormatter
+from tests.logcapture import captured_access_log
 from tests.servers import ServerThread
 
 FIELDS = {
@@ -32,14 +32,8 @@ FIELDS = {
 
 @pytest.fixture
 def access_lines() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger(ACCESS_LOGGER)
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield stream
-    logger.removeHandler(handler)
+    with captured_access_log(JsonFormatter()) as stream:
+        yield stream
 
 
 def test_access_log_lines(fixture_registry: Path, access_lines: io.StringIO) -> None:

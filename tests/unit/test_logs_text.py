@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.logs import ACCESS_LOGGER, AccessLog, TextFormatter
+from gateway.logs import AccessLog, TextFormatter
+from tests.logcapture import captured_access_log
 
 
 def record(msg: str, fields: dict[str, object] | None = None, *, exc: bool = False) -> logging.LogRecord:
@@ -61,16 +62,8 @@ def test_without_fields_and_with_a_traceback() -> None:
 
 @pytest.fixture
 def access_text() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(TextFormatter())
-    logger = logging.getLogger(ACCESS_LOGGER)
-    logger.addHandler(handler)
-    old_level = logger.level
-    logger.setLevel(logging.INFO)
-    yield stream
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
+    with captured_access_log(TextFormatter()) as stream:
+        yield stream
 
 
 def test_access_log_lines_carry_their_fields(access_text: io.StringIO) -> None:

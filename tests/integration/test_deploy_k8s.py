@@ -1,15 +1,18 @@
 """The Kubernetes and KServe manifests (deploy/k8s, deploy/kserve) render and keep their invariants.
 
-Every overlay under deploy/k8s/overlays is rendered with ``kubectl kustomize`` and read back as JSON
-(tests/kube.py; no cluster, no YAML library). Checked on each: the gateway and the monitor are two
-containers of one pod, the sample stream goes over the pod's loopback to the monitor's port, the probes hit
-the ports the programs listen on (gRPC health on 8001, the monitor's /healthz on 8090), the grace period
-outlasts the preStop sleep plus the gateway's --grace-seconds drain, the registry is mounted read-only where
---registry points, the Service, PodMonitor, PDB and HPA reach the pod, the security context matches the
-image's user and leaves writable exactly what the programs write, and the PrometheusRule carries every rule
-of deploy/prometheus/alerts.yml (and is what scripts/render-prometheusrule.py renders now). The gpu overlay
-requests a GPU and puts the models on CUDA. The components (queue-depth HPA, object-storage sync) are
-rendered on top of an overlay, and the KServe runtime is checked against its example InferenceService.
+The base (deploy/k8s/base, the unsecured pod for local trials) and every overlay under deploy/k8s/overlays
+(secure by default: components/security, checked in tests/integration/test_deploy_security.py) are rendered
+with ``kubectl kustomize`` and read back as JSON (tests/kube.py; no cluster, no YAML library). Checked on
+each: the gateway and the monitor are two containers of one pod, the sample stream goes over the pod's
+loopback to the monitor's ingest port, the probes hit the ports the programs listen on (gRPC health on 8001,
+the monitor's /healthz on 8090), the grace period outlasts the preStop sleep plus the gateway's
+--grace-seconds drain, the registry is mounted read-only where --registry points, the Service, PodMonitor,
+PDB and HPA reach the pod, the security context matches the image's user and leaves writable exactly what
+the programs write, and the PrometheusRule carries every rule of deploy/prometheus/alerts.yml (and is what
+scripts/render-prometheusrule.py renders now). The base alone keeps the kubelet's native gRPC probes and
+ingest on 8090, with no TLS, tokens or NetworkPolicy. The gpu overlay requests a GPU and puts the models on
+CUDA. The components (queue-depth HPA, object-storage sync) are rendered on top of an overlay, and the
+KServe runtime is checked against its example InferenceService (plaintext h2c, as KServe routes it).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from tests.prometheus import promtool
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 RENDER = ROOT / "scripts" / "render-prometheusrule.py"
 OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
+TARGETS = ["base", *OVERLAYS]  # what a user applies: the base for trials, an overlay in production
 GATEWAY_GRPC, GATEWAY_METRICS, MONITOR_HTTP = 8001, 8002, 8090
 WORKERS_DRAIN_MARGIN_S = 10.0
 
@@ -53,7 +57,9 @@ WORKERS_DRAIN_MARGIN_S = 10.0
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, list[Manifest]]:
     kubectl()
-    return {name: kustomize(K8S / "overlays" / name) for name in OVERLAYS}
+    targets = {"base": kustomize(K8S / "base")}
+    targets.update({name: kustomize(K8S / "overlays" / name) for name in OVERLAYS})
+    return targets
 
 
 def _compose(tmp_path: Path, overlay: str, *components: str) -> list[Manifest]:
@@ -73,6 +79,19 @@ def _pod(manifests: list[Manifest]) -> Manifest:
     return pod
 
 
+def _gateway_probe_port(probe: Manifest) -> int:
+    """The port a gateway probe checks: the kubelet's native gRPC probe, or an exec of infergate-health on
+    the pod's loopback (the only way to probe over TLS)."""
+    if "grpc" in probe:
+        return int(probe["grpc"]["port"])
+    command = probe["exec"]["command"]
+    assert command[0] == "infergate-health", command
+    target = urlsplit(f"//{flag(command, '--target')}")
+    assert target.hostname == "127.0.0.1", command
+    assert target.port is not None, command
+    return target.port
+
+
 def _rule_names(kind: str) -> list[str]:
     """Alert or record names of alerts.yml, read as text (no YAML parser)."""
     return re.findall(rf"^\s*-?\s*{kind}:\s*(\S+)\s*$", ALERTS.read_text(), flags=re.MULTILINE)
@@ -82,7 +101,7 @@ def test_the_cpu_and_gpu_overlays_exist() -> None:
     assert {"cpu", "gpu"} <= set(OVERLAYS)
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", TARGETS)
 def test_gateway_and_monitor_share_one_pod_and_talk_over_loopback(
     rendered: dict[str, list[Manifest]], overlay: str
 ) -> None:
@@ -92,13 +111,19 @@ def test_gateway_and_monitor_share_one_pod_and_talk_over_loopback(
     assert gateway["command"] == ["infergate-gateway"]
     assert monitor["command"] == ["infergate-monitor"]
     assert gateway["image"] == monitor["image"]  # one image, two commands
+    assert len([a for a in gateway["args"] if a.startswith("--monitor-url")]) == 1, gateway["args"]
     url = urlsplit(flag(gateway["args"], "--monitor-url") or "")
     assert (url.scheme, url.hostname, url.path) == ("ws", "127.0.0.1", "/v1/samples/stream")
-    assert url.port == int(flag(monitor["args"], "--port") or 0) == ports(monitor)["monitor"] == MONITOR_HTTP
+    assert int(flag(monitor["args"], "--port") or 0) == ports(monitor)["monitor"] == MONITOR_HTTP
+    # Ingest is on the monitor's own ingest address when it has one (loopback), else on its main port.
+    ingest_host = flag(monitor["args"], "--ingest-host")
+    assert ingest_host in (None, "127.0.0.1"), "ingest is never exposed beyond the pod"
+    expected = MONITOR_HTTP if ingest_host is None else int(flag(monitor["args"], "--ingest-port") or 0)
+    assert url.port == expected
     assert "--no-sampling" not in gateway["args"]
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", TARGETS)
 def test_probes_hit_the_ports_the_programs_listen_on(
     rendered: dict[str, list[Manifest]], overlay: str
 ) -> None:
@@ -108,11 +133,26 @@ def test_probes_hit_the_ports_the_programs_listen_on(
     assert int(flag(gateway["args"], "--metrics-port") or 0) == ports(gateway)["metrics"] == GATEWAY_METRICS
     assert flag(gateway["args"], "--host") == flag(monitor["args"], "--host") == "0.0.0.0"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert gateway[probe]["grpc"] == {"port": GATEWAY_GRPC}, probe  # grpc.health.v1, service ""
+        assert _gateway_probe_port(gateway[probe]) == GATEWAY_GRPC, probe  # grpc.health.v1, service ""
         assert monitor[probe]["httpGet"] == {"path": "/healthz", "port": MONITOR_HTTP}, probe
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_base_is_the_plaintext_pod_for_local_trials(rendered: dict[str, list[Manifest]]) -> None:
+    manifests = rendered["base"]
+    pod = _pod(manifests)["spec"]
+    gateway, monitor = container(pod, "gateway"), container(pod, "monitor")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert gateway[probe]["grpc"] == {"port": GATEWAY_GRPC}, probe  # the kubelet's own, plaintext
+    assert flag(gateway["args"], "--monitor-url") == f"ws://127.0.0.1:{MONITOR_HTTP}/v1/samples/stream"
+    for option in ("--tls-cert", "--tls-key", "--auth-tokens", "--monitor-token-file"):
+        assert flag(gateway["args"], option) is None, option
+    for option in ("--monitor-token-file", "--ingest-host"):
+        assert flag(monitor["args"], option) is None, option
+    assert {v["name"] for v in pod["volumes"]} == {"registry", "tmp", "monitor-data"}
+    assert find(manifests, "NetworkPolicy") == find(manifests, "Certificate") == []
+
+
+@pytest.mark.parametrize("overlay", TARGETS)
 def test_grace_period_outlasts_the_drain(rendered: dict[str, list[Manifest]], overlay: str) -> None:
     pod = _pod(rendered[overlay])["spec"]
     gateway, monitor = container(pod, "gateway"), container(pod, "monitor")
@@ -125,7 +165,7 @@ def test_grace_period_outlasts_the_drain(rendered: dict[str, list[Manifest]], ov
     assert pod["terminationGracePeriodSeconds"] > pre_stop_seconds(monitor)
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", TARGETS)
 def test_registry_is_mounted_read_only_where_the_programs_look(
     rendered: dict[str, list[Manifest]], overlay: str
 ) -> None:
@@ -142,7 +182,7 @@ def test_registry_is_mounted_read_only_where_the_programs_look(
         assert flag(spec["args"], "--registry") == mount["mountPath"], spec["name"]
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", TARGETS)
 def test_non_root_read_only_root_and_writable_paths_are_volumes(
     rendered: dict[str, list[Manifest]], overlay: str
 ) -> None:
@@ -169,7 +209,7 @@ def test_non_root_read_only_root_and_writable_paths_are_volumes(
         assert resources["limits"]["memory"], spec["name"]
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", TARGETS)
 def test_service_pdb_hpa_and_podmonitor_reach_the_pod(
     rendered: dict[str, list[Manifest]], overlay: str
 ) -> None:
@@ -206,7 +246,7 @@ def test_service_pdb_hpa_and_podmonitor_reach_the_pod(
     assert jobs == {"infergate-gateway": GATEWAY_METRICS, "infergate-monitor": MONITOR_HTTP}
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", TARGETS)
 def test_prometheusrule_carries_every_rule_of_alerts_yml(
     rendered: dict[str, list[Manifest]], overlay: str
 ) -> None:
@@ -278,6 +318,14 @@ def test_gpu_overlay_requests_a_gpu_and_runs_the_models_on_cuda(rendered: dict[s
     assert gpu["tolerations"]
     assert gpu["nodeSelector"]
     assert gateway["image"].endswith("-gpu")
+    # The gpu patches and the security component both edit the gateway: the longer CUDA start-up stays on
+    # the TLS exec probe, and the security flags stay beside --device.
+    cpu_gateway = container(_pod(rendered["cpu"])["spec"], "gateway")
+    assert gateway["startupProbe"]["exec"] == cpu_gateway["startupProbe"]["exec"]
+    assert gateway["startupProbe"]["failureThreshold"] > cpu_gateway["startupProbe"]["failureThreshold"]
+    assert [a for a in gateway["args"] if a not in ("--device=cuda:0", "--require-gpu")] == cpu_gateway[
+        "args"
+    ]
     cpu = _pod(rendered["cpu"])["spec"]
     for spec in cpu["containers"]:
         assert "nvidia.com/gpu" not in json.dumps(spec["resources"])
@@ -335,6 +383,9 @@ def test_kserve_runtime_serves_onnx_over_v2_grpc_from_the_model_mount() -> None:
     assert int(flag(main["args"], "--port") or 0) == GATEWAY_GRPC
     assert main["ports"] == [{"name": "h2c", "containerPort": GATEWAY_GRPC, "protocol": "TCP"}]
     assert main["readinessProbe"]["grpc"] == {"port": GATEWAY_GRPC}
+    # KServe routes cleartext HTTP/2 (h2c) to the runtime and probes it natively: TLS belongs to KServe's
+    # ingress or mesh, so the runtime must not serve TLS itself (the probe and the routing would both fail).
+    assert flag(main["args"], "--tls-cert") is None
     assert spec["annotations"]["prometheus.kserve.io/port"] == str(flag(main["args"], "--metrics-port"))
     model = service["spec"]["predictor"]["model"]
     assert model["runtime"] == runtime["metadata"]["name"]

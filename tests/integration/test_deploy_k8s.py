@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from gateway.__main__ import parse_args
+from monitor.__main__ import build_parser
 from tests.kube import (
     K8S,
     KSERVE,
@@ -135,6 +137,19 @@ def test_probes_hit_the_ports_the_programs_listen_on(
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert _gateway_probe_port(gateway[probe]) == GATEWAY_GRPC, probe  # grpc.health.v1, service ""
         assert monitor[probe]["httpGet"] == {"path": "/healthz", "port": MONITOR_HTTP}, probe
+
+
+@pytest.mark.parametrize("overlay", TARGETS)
+def test_every_rendered_flag_is_one_the_programs_accept(
+    rendered: dict[str, list[Manifest]], overlay: str
+) -> None:
+    """The args replayed through the programs' own parsers (an unknown flag exits 2, failing the test).
+    infergate-health's probe commands are replayed in test_deploy_security against a real gateway."""
+    pod = _pod(rendered[overlay])["spec"]
+    gateway = parse_args(container(pod, "gateway")["args"])
+    monitor = build_parser().parse_args(container(pod, "monitor")["args"])
+    assert (gateway.port, gateway.metrics_port, monitor.port) == (GATEWAY_GRPC, GATEWAY_METRICS, MONITOR_HTTP)
+    assert gateway.model_control != "explicit", "load and unload stay refused unless an operator opts in"
 
 
 def test_base_is_the_plaintext_pod_for_local_trials(rendered: dict[str, list[Manifest]]) -> None:
@@ -386,6 +401,9 @@ def test_kserve_runtime_serves_onnx_over_v2_grpc_from_the_model_mount() -> None:
     # KServe routes cleartext HTTP/2 (h2c) to the runtime and probes it natively: TLS belongs to KServe's
     # ingress or mesh, so the runtime must not serve TLS itself (the probe and the routing would both fail).
     assert flag(main["args"], "--tls-cert") is None
+    parsed = parse_args(main["args"])  # every flag is one infergate-gateway accepts
+    assert parsed.no_sampling
+    assert parsed.model_control != "explicit", "no caller may load or unload models through KServe's route"
     assert spec["annotations"]["prometheus.kserve.io/port"] == str(flag(main["args"], "--metrics-port"))
     model = service["spec"]["predictor"]["model"]
     assert model["runtime"] == runtime["metadata"]["name"]

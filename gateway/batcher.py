@@ -13,8 +13,8 @@ Contracts:
   the largest batch (same batch key, at most ``max_batch_size`` rows) whose predicted completion meets
   every deadline in it, and waits for more rows only within ``max_queue_delay_ms``, the head's slack, and
   only when another arrival is likely in that window.
-- Standing queue (CoDel-style): once the queue has not been empty for ``codel_interval``, service turns
-  newest-first (adaptive LIFO) and anything queued longer than ``codel_target`` is answered
+- Standing queue (CoDel-style): once the queue has not been empty for ``codel_interval`` and its head has
+  waited ``codel_target``, service turns newest-first (adaptive LIFO) and anything queued longer than ``codel_target`` is answered
   DEADLINE_EXCEEDED (shed reason ``codel``); the queue returns to deadline order once it drains. Both
   default to fractions of the budgets requests bring (target half a budget, at least twice the queue delay
   and one full batch's predicted latency; interval one budget). A tighter target shed requests that would

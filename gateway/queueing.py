@@ -211,12 +211,17 @@ class EntryQueue:
 
     def police(self, now: float, predict: Predict, target: float, interval: float) -> list[tuple[Entry, str]]:
         """Removes what can no longer be served in time, with the shed reason of each: infeasible heads
-        (``deadline_expired``); and, once the queue has not been empty for ``interval`` (it stands), turns
-        LIFO on and also removes every entry queued longer than ``target`` (``codel``) or unable to meet
-        its deadline wherever it sits (``deadline_expired``)."""
+        (``deadline_expired``); and, once the queue has not been empty for ``interval`` (it stands) and its
+        head has waited ``target`` (the standing queue has gone stale: a queue that stands but moves, as a
+        closed loop of clients keeps one, is not overload), turns LIFO on until the queue drains, and also
+        removes every entry queued longer than ``target`` (``codel``) or unable to meet its deadline
+        wherever it sits (``deadline_expired``)."""
         shed = [(entry, "deadline_expired") for entry in self.shed_heads(now, predict)]
         since = self.nonempty_since
-        self.set_lifo(since is not None and now - since >= interval)
+        if not self.lifo and since is not None and now - since >= interval:
+            key = self.head_key()
+            if key is not None and now - self.head(key).enqueued >= target:
+                self.set_lifo(True)
         if self.lifo:
             stale, infeasible = self.sweep(now, target, predict)
             shed += [(entry, "codel") for entry in stale]

@@ -629,3 +629,30 @@ async def test_waiting_to_batch_stays_when_batching_saves_more_than_the_queued_p
     assert r.clock.sleepers == 1  # the former waits for more rows
     r.clock.advance(0.002)
     own_rows(await second, 1)
+
+
+async def test_a_queue_that_stands_but_moves_keeps_deadline_order() -> None:
+    """A closed loop of clients keeps a queue from ever draining, yet each request waits less than the
+    target: that is not overload, so no LIFO (which would starve the oldest) and nothing is shed."""
+    r = rig(codel_target_ms=60.0, codel_interval_ms=50.0)
+    await occupy(r)
+    first = r.submit(1, budget=1.0)
+    await settle()
+    r.clock.advance(0.030)
+    second = r.submit(2, budget=1.0)
+    await settle()
+    r.clock.advance(0.010)
+    r.runner.allow(1)
+    await settle()
+    assert r.batches() == [[0], [1]]
+    r.clock.advance(0.030)
+    third = r.submit(3, budget=1.0)
+    await settle()
+    r.clock.advance(0.010)  # non-empty for 80 ms (it stands), but its head has waited 50 ms < 60 ms
+    r.runner.allow(1)
+    await settle()
+    assert r.batches() == [[0], [1], [2]]  # oldest first: deadline order, not newest first
+    await release_all(r)
+    for ident, future in zip([1, 2, 3], [first, second, third], strict=True):
+        own_rows(await future, ident)
+    assert r.observer.shed == []

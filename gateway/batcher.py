@@ -13,13 +13,14 @@ Contracts:
   the largest batch (same batch key, at most ``max_batch_size`` rows) whose predicted completion meets
   every deadline in it, and waits for more rows only within ``max_queue_delay_ms``, the head's slack, and
   only when another arrival is likely in that window.
-- Standing queue (CoDel-style): once the queue has not been empty for ``codel_interval`` and its head has
-  waited ``codel_target``, service turns newest-first (adaptive LIFO) and anything queued longer than ``codel_target`` is answered
-  DEADLINE_EXCEEDED (shed reason ``codel``); the queue returns to deadline order once it drains. Both
-  default to fractions of the budgets requests bring (target half a budget, at least twice the queue delay
-  and one full batch's predicted latency; interval one budget). A tighter target shed requests that would
-  have met their deadlines: a closed loop of 16 clients sending 32-row requests keeps a queue standing by
-  design, each request waiting ~30 ms of a 100 ms budget, and a 10% target refused a fifth of them.
+- Standing queue (CoDel-style): once the queue has not been empty for ``codel_interval`` and its head
+  has waited ``codel_target``, service turns newest-first (adaptive LIFO) and anything queued longer
+  than ``codel_target`` is answered DEADLINE_EXCEEDED (shed reason ``codel``); the queue returns to
+  deadline order once it drains. Both default to fractions of the budgets requests bring (target half a
+  budget, at least twice the queue delay and one full batch's predicted latency; interval one budget).
+  A tighter target shed requests that would have met their deadlines: a closed loop of 16 clients
+  sending 32-row requests keeps a queue standing by design, each request waiting ~30 ms of a 100 ms
+  budget, and a 10% target refused a fifth of them.
 - Idle fast path: a request that finds the queue empty, an instance idle and no arrival likely within
   the delay window runs at once in the caller's task, without the queue or a former wake-up.
 - A batch predicted to compute in under :data:`INLINE_COMPUTE_S` on a CPU runner runs on the event loop

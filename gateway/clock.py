@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -28,10 +29,17 @@ class Clock(Protocol):
 
 
 class LoopClock:
-    """The running loop's monotonic clock, with a high-resolution counter for durations."""
+    """The running loop's monotonic clock, with a high-resolution counter for durations. The loop's
+    ``time`` is looked up on first use and kept (a batcher lives on one loop)."""
+
+    def __init__(self) -> None:
+        self._time: Callable[[], float] | None = None
 
     def now(self) -> float:
-        return asyncio.get_running_loop().time()
+        read = self._time
+        if read is None:
+            read = self._time = asyncio.get_running_loop().time
+        return read()
 
     def ns(self) -> int:
         return time.perf_counter_ns()

@@ -28,6 +28,9 @@ class CollationError(RuntimeError):
 
 def batch_key(feeds: Feeds) -> BatchKey:
     """Identity of the batch a request may join: (name, dtype, non-batch dims) per input, sorted by name."""
+    if len(feeds) == 1:  # the common case, without the sort and the generator
+        ((name, array),) = feeds.items()
+        return ((name, array.dtype.str, array.shape[1:]),)
     return tuple(sorted((name, array.dtype.str, tuple(array.shape[1:])) for name, array in feeds.items()))
 
 

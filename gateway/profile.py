@@ -6,7 +6,8 @@ Contracts:
   bound for its size.
 - Each bucket keeps an exponentially weighted mean and variance of winsorized observations (an
   observation counts at most ``max(3 std, mean)`` above the mean); its estimate is ``mean + k * std``
-  (k = 2 by default): a robust upper estimate that one stall cannot blow up.
+  (k = 2 by default): a robust upper estimate that one stall cannot blow up. Predictions follow
+  observations with a lag of fewer than :data:`REFRESH_EVERY` batches (a new bucket counts at once).
 - :meth:`predict` interpolates linearly in rows between known buckets, extrapolates proportionally past the
   largest known one, and is non-decreasing in rows. With no observation at all it predicts 0 (admit all).
 """
@@ -26,6 +27,11 @@ class ProfilePoint:
     batch_size: int
     predicted_s: float
     observations: int
+
+
+#: Estimates are re-derived (a pass over the buckets) at most every this many observations, and at once
+#: when a bucket sees its first: a prediction lags the EWMA by fewer batches than it averages over anyway.
+REFRESH_EVERY = 8
 
 
 class LatencyProfile:
@@ -48,6 +54,7 @@ class LatencyProfile:
         self._lock = threading.Lock()  # observe() may run on an executor thread during warm-up
         self._cached: list[tuple[int, float]] | None = None
         self._known_sizes: list[int] = []
+        self._stale = 0  # observations since the estimates were last derived
 
     def observe(self, rows: int, seconds: float) -> None:
         """Adds one batch's measured latency."""
@@ -66,7 +73,9 @@ class LatencyProfile:
                 self._mean[index] += alpha * diff
                 self._var[index] = (1 - alpha) * (self._var[index] + alpha * diff * diff)
             self._count[index] += 1
-            self._cached = None
+            self._stale += 1
+            if self._count[index] == 1 or self._stale >= REFRESH_EVERY:
+                self._cached = None  # re-derived on the next prediction
 
     def predict(self, rows: int) -> float:
         """Predicted seconds for a batch of ``rows`` rows (0 when nothing was observed yet)."""
@@ -116,6 +125,7 @@ class LatencyProfile:
                     out.append((size, running))
             self._known_sizes = [size for size, _ in out]
             self._cached = out
+            self._stale = 0
         return out
 
     def _bucket(self, rows: int) -> int:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.profile import LatencyProfile
+from gateway.profile import REFRESH_EVERY, LatencyProfile
 
 
 def test_empty_profile_predicts_zero_and_has_power_of_two_buckets() -> None:
@@ -67,3 +67,15 @@ def test_one_stall_cannot_blow_up_the_prediction() -> None:
     for _ in range(50):  # a genuine, lasting slowdown is still learned
         profile.observe(4, 0.050)
     assert profile.predict(4) > 0.045
+
+
+def test_predictions_follow_observations_within_refresh_every_batches() -> None:
+    profile = LatencyProfile(8, smoothing=1.0, spread=0.0)  # smoothing 1: the mean is the last observation
+    profile.observe(1, 0.001)
+    assert profile.predict(1) == 0.001  # a bucket's first observation counts at once
+    for _ in range(REFRESH_EVERY - 1):
+        profile.observe(1, 0.002)
+    assert profile.predict(1) == 0.001  # not yet re-derived
+    assert profile.typical(1) == 0.002  # the mean itself is current
+    profile.observe(1, 0.002)
+    assert profile.predict(1) == 0.002

@@ -11,7 +11,8 @@ Contracts:
 - ``grpc.health.v1`` is always open (probes). Reflection is ``open``, ``scoped`` (needs ``metadata``) or
   ``off`` (UNIMPLEMENTED). Any other method needs a known credential.
 - On the hot path: one dict lookup of the method, a scan of the call's few metadata pairs, one sha256
-  and one dict lookup of the digest, a constant-time compare; no logging when the call is allowed.
+  and one dict lookup of the digest, a constant-time compare; no logging when the call is allowed. The
+  service's handler of each scoped method is looked up once and kept.
   Refusals are counted in ``infergate_auth_refused_total{reason}`` (missing, unknown_token,
   unknown_certificate, scope) and logged at most once per ``log_interval`` seconds per reason, with the
   method, never the token.
@@ -73,6 +74,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self.log_interval = log_interval
         self.clock = clock
         self.denied: dict[str, int] = {}
+        self._handlers: dict[str, Handler] = {}
         self._logged_at: dict[str, float] = {}
         self._counter = Counter(
             "infergate_auth_refused",
@@ -102,7 +104,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 scope = "metadata"
         store = self.store
         store.maybe_reload()
-        handler = await continuation(handler_call_details)
+        handler = self._handlers.get(method)
+        if handler is None:  # the service's handler of a method never changes: look it up once
+            handler = await continuation(handler_call_details)
+            if handler is not None:
+                self._handlers[method] = handler
         token = bearer_token(handler_call_details.invocation_metadata)
         if token is not None:
             denial = self._decide(store.lookup(token) if token else None, scope, method, "token")

@@ -31,12 +31,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from registry.fsutil import FileStamp, file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -169,12 +170,8 @@ class GrantStore:
         self.grants = parse_grants(path.read_text(), str(path))  # a bad file at start is fatal
         self._next_check = clock() + check_interval
 
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
+    def _stat(self) -> FileStamp | None:
+        return file_stamp(self.path)
 
     def maybe_reload(self) -> None:
         """Reloads the file if ``check_interval`` has passed and it changed; keeps the old grants on error."""

@@ -15,13 +15,14 @@ Contracts:
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+
+from registry.fsutil import FileStamp, file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class CertificateFiles:
     client_ca: Path | None = None
 
 
-Stamp = tuple[tuple[int, int, int] | None, ...]
+Stamp = tuple[FileStamp | None, ...]
 
 
 class RotatingCertificates:
@@ -53,15 +54,7 @@ class RotatingCertificates:
         return [files.cert, files.key] + ([files.client_ca] if files.client_ca is not None else [])
 
     def _stat(self) -> Stamp:
-        stamps: list[tuple[int, int, int] | None] = []
-        for path in self._paths():
-            try:
-                st = os.stat(path)
-            except OSError:
-                stamps.append(None)
-            else:
-                stamps.append((st.st_ino, st.st_size, st.st_mtime_ns))
-        return tuple(stamps)
+        return tuple(file_stamp(path) for path in self._paths())
 
     def _load(self) -> grpc.ServerCertificateConfiguration:
         files = self.files

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -32,6 +31,7 @@ import orjson
 from aiohttp import web
 
 from monitor.metrics import MonitorMetrics
+from registry.fsutil import FileStamp, file_stamp
 
 __all__ = [
     "INGEST_PATHS",
@@ -70,12 +70,8 @@ class TokenFile:
         self._digest = self._read()
         self._next_check = clock() + check_interval
 
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
+    def _stat(self) -> FileStamp | None:
+        return file_stamp(self.path)
 
     def _read(self) -> bytes:
         token = self.path.read_text().strip()

@@ -1,4 +1,5 @@
-"""Durable file operations for publishing: write, copy, atomic replace, directory fsync.
+"""Durable file operations for publishing (write, copy, atomic replace, directory fsync), and the stamp by
+which a file followed on disk (token files, certificates) is seen to change.
 
 The registry's crash-safety rests on two facts this module provides: a file's bytes reach the disk before
 the step that makes it visible (``fsync`` then ``rename``/``os.replace``), and the directory entry of a
@@ -12,9 +13,21 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["copy_durable", "fsync_dir", "replace_atomic", "write_durable"]
+__all__ = ["FileStamp", "copy_durable", "file_stamp", "fsync_dir", "replace_atomic", "write_durable"]
 
 _CHUNK = 1 << 20
+
+#: (inode, size, mtime in ns): differs after a rewrite in place or an atomic replace (a new inode).
+FileStamp = tuple[int, int, int]
+
+
+def file_stamp(path: Path) -> FileStamp | None:
+    """The file's change stamp, or None when it cannot be read (missing, no permission)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def write_durable(path: Path, data: bytes) -> None:

@@ -82,7 +82,14 @@ class ModelTable:
     async def load_all(self) -> None:
         """Loads the policy's versions of every model in the registry (failures are recorded, not raised)."""
         infos = await asyncio.to_thread(scan_registry, self.registry)
-        await asyncio.gather(*(self.load_model(name, infos[name]) for name in sorted(infos)))
+        results = await asyncio.gather(
+            *(self.load_model(name, infos[name]) for name in sorted(infos)), return_exceptions=True
+        )
+        for result in results:
+            # A model whose config or every version failed was logged and counted by load_model and shows
+            # in RepositoryIndex; it must not keep the other models from serving. Anything else is a bug.
+            if isinstance(result, BaseException) and not isinstance(result, GatewayError):
+                raise result
 
     async def load_model(self, name: str, info: ModelInfo | None = None, *, force: bool = False) -> None:
         """(Re)loads one model per its version policy, pin and config; the serving versions keep serving.
@@ -316,4 +323,6 @@ def _state_of(state: ModelState, version: int) -> tuple[str, str]:
         return "UNAVAILABLE", state.failures[version][0]
     if state.unloaded:
         return "UNAVAILABLE", "unloaded"
+    if state.config_error:  # the policy could not even be read
+        return "UNAVAILABLE", state.config_error
     return "UNAVAILABLE", "not selected by the version policy"

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "INLINE_COMPUTE_S",
+    "PIPELINE_DEPTH",
     "PROBE_INTERVAL_S",
     "QUEUED_PATH_S",
     "THREAD_HOP_S",
@@ -77,6 +78,10 @@ THREAD_HOP_S = 50e-6
 #: with the batcher bypassed, 2,240 with every request queued). Waiting to batch pays only when batching
 #: saves more compute per request than this (:meth:`Batcher._waiting_helps`).
 QUEUED_PATH_S = 75e-6
+#: Batches one instance may have in flight: the running one and the next, handed over while a full batch
+#: waits (see :meth:`Batcher._work`). On mlp, 32-row requests at 16 concurrent calls: 0.61-0.65 of the
+#: in-process onnxruntime rows/s with one in flight, the session idling while the loop handed over.
+PIPELINE_DEPTH = 2
 #: The CoDel target as a share of the budgets requests bring (module docstring: why not less).
 CODEL_TARGET_SHARE = 0.5
 
@@ -137,6 +142,7 @@ class Batcher:
         self._parked = [False] * n  # former waiting for an arrival with the queue empty
         self._claimed = [False] * n  # instance running a fast-path request
         self._released = [asyncio.Event() for _ in range(n)]
+        self._busy_until = [0.0] * n  # predicted end of the batches in flight on each instance (pipelined)
         self._workers: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -247,14 +253,41 @@ class Batcher:
         return entry.future.result()
 
     async def _work(self, instance: int) -> None:
-        while True:
-            batch = await self._next_batch(instance)
-            if batch is None:
-                return
-            try:
-                await self._executor.execute(instance, batch)
-            except Exception:  # pragma: no cover - execute answers every future itself
-                log.exception("%s: batch former %d failed", self._name, instance)
+        """Forms and runs batches on ``instance``. While a full batch is already waiting, the next one is
+        handed to the runner before the running one finishes (at most :data:`PIPELINE_DEPTH` at once; the
+        runner's one thread per instance runs them in order), so the session never idles through the event
+        loop's hand-off; with less than a full batch waiting the former waits for the running one, which
+        lets more rows gather."""
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                if running and (
+                    len(running) >= PIPELINE_DEPTH or self._max_rows < 2 or self._queue.rows < self._max_rows
+                ):
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                batch = await self._next_batch(instance)
+                if batch is None:
+                    return
+                task = asyncio.create_task(
+                    self._run_batch(instance, batch, running), name=f"batcher-{self._name}-{instance}-batch"
+                )
+                running.add(task)
+                task.add_done_callback(running.discard)
+        finally:
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
+    async def _run_batch(self, instance: int, batch: list[Entry], running: set[asyncio.Task[None]]) -> None:
+        predicted = self.profiles[instance].predict(sum(entry.rows for entry in batch))
+        self._busy_until[instance] = max(self._busy_until[instance], self._clock.now()) + predicted
+        try:
+            await self._executor.execute(instance, batch)
+        except Exception:  # pragma: no cover - execute answers every future itself
+            log.exception("%s: batch former %d failed", self._name, instance)
+        finally:
+            if len(running) <= 1:  # nothing else in flight on this instance
+                self._busy_until[instance] = 0.0
 
     async def _next_batch(self, instance: int) -> list[Entry] | None:
         """Waits for, then forms, the next batch; None once closing with nothing left."""
@@ -301,7 +334,8 @@ class Batcher:
                         if queue.key_rows(key) == 0:
                             continue
             limit = self._max_rows if self._batchable else 0  # unbatchable: one request per run
-            batch = queue.take(key, now, profile.predict, limit, check_deadlines=self._deadline_aware)
+            start = max(now, self._busy_until[instance])  # a pipelined batch starts after those in flight
+            batch = queue.take(key, start, profile.predict, limit, check_deadlines=self._deadline_aware)
             self._depth()
             if batch:
                 return batch

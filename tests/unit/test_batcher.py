@@ -656,3 +656,32 @@ async def test_a_queue_that_stands_but_moves_keeps_deadline_order() -> None:
     for ident, future in zip([1, 2, 3], [first, second, third], strict=True):
         own_rows(await future, ident)
     assert r.observer.shed == []
+
+
+async def test_a_full_batch_waiting_is_handed_over_while_the_running_one_computes() -> None:
+    r = rig(max_batch_size=2)
+    await occupy(r)  # request 0 holds the instance (fast path, gated)
+    futures = [r.submit(ident) for ident in (1, 2, 3, 4)]
+    await settle()
+    r.runner.allow(1)  # 0 finishes; the former takes [1, 2]; [3, 4] is a full batch waiting
+    await settle()
+    assert r.batches() == [[0], [1, 2], [3, 4]]  # [3, 4] handed over while [1, 2] is still running
+    await release_all(r)
+    for ident, future in zip((1, 2, 3, 4), futures, strict=True):
+        own_rows(await future, ident)
+
+
+async def test_less_than_a_full_batch_waits_for_the_running_one() -> None:
+    r = rig(max_batch_size=2)
+    await occupy(r)
+    futures = [r.submit(ident) for ident in (1, 2, 3)]
+    await settle()
+    r.runner.allow(1)
+    await settle()
+    assert r.batches() == [[0], [1, 2]]  # one row waiting: it may still gain company
+    r.runner.allow(1)
+    await settle()
+    assert r.batches() == [[0], [1, 2], [3]]
+    await release_all(r)
+    for ident, future in zip((1, 2, 3), futures, strict=True):
+        own_rows(await future, ident)

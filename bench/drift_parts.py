@@ -182,6 +182,7 @@ def _rss_mib(pid: int) -> float:
 def bench_service(seconds: float, window_rows: int = 1000) -> dict[str, Any]:
     from registry.demo import build_demo
     from tests.monitor_oracles import sample_batch
+    from tests.monitor_servers import MonitorProcess
 
     with tempfile.TemporaryDirectory(prefix="bench-drift-") as tmp:
         registry = Path(tmp) / "registry"
@@ -194,29 +195,9 @@ def bench_service(seconds: float, window_rows: int = 1000) -> dict[str, Any]:
         frames = [
             sample_batch("classifier", "1", {"input": ref[rng.integers(0, len(ref), 64)]}) for _ in range(200)
         ]
-        command = [
-            sys.executable,
-            "-m",
-            "monitor",
-            "--registry",
-            str(registry),
-            "--port",
-            "0",
-            "--db",
-            str(Path(tmp) / "m.db"),
-            "--log-level",
-            "ERROR",
-        ]
-        server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        monitor = MonitorProcess(registry, Path(tmp) / "m.db", Path(tmp) / "monitor.log")
+        server, url, port, scrape = monitor.proc, monitor.url, monitor.port, monitor.metrics
         try:
-            assert server.stdout is not None
-            url = server.stdout.readline().split()[-1]
-            port = int(url.rsplit(":", 1)[1])
-
-            def scrape() -> str:
-                with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
-                    return str(response.read().decode())
-
             urllib.request.urlopen(
                 urllib.request.Request(f"{url}/v1/samples", data=frames[0]), timeout=60
             ).read()
@@ -252,8 +233,7 @@ def bench_service(seconds: float, window_rows: int = 1000) -> dict[str, Any]:
                 "frames_sent": sent.value,
             }
         finally:
-            server.terminate()
-            server.wait(30)
+            monitor.stop()
 
 
 def bench_jit() -> dict[str, float]:

@@ -134,7 +134,7 @@ class RunningMonitor:
 
     async def entry(self, model: str, version: int) -> dict[str, Any]:
         (entry,) = (await self.drift(model=model, version=str(version)))["models"]
-        return entry
+        return dict(entry)
 
     async def metrics(self) -> str:
         async with self.http.get("/metrics") as response:

@@ -30,7 +30,7 @@ from typing import Any
 from gateway.codec import encode_array
 from gateway.concurrency import ConcurrencyLimit
 from gateway.deadlines import request_deadline, request_priority
-from gateway.errors import DeadlineExceededError, GatewayError, ResourceExhaustedError
+from gateway.errors import DeadlineExceededError, ResourceExhaustedError, status_name
 from gateway.logs import AccessLog
 from gateway.metrics import GatewayMetrics
 from gateway.models import ModelTable
@@ -244,10 +244,3 @@ class DataPlane:
         fields["status"] = OK if exc is None else status_name(exc)
         fields["duration_ms"] = round((time.perf_counter_ns() - started) / 1e6, 3)
         access.write(fields, error=exc is not None)
-
-
-def status_name(error: BaseException) -> str:
-    """The gRPC status name for an error (INTERNAL outside the hierarchy), without importing grpc."""
-    if isinstance(error, GatewayError):
-        return error.status
-    return "INTERNAL"

@@ -51,3 +51,9 @@ class ModelLoadError(GatewayError):
     """A version failed to load (corrupt file, signature mismatch, failed warm-up)."""
 
     status = "UNAVAILABLE"
+
+
+def status_name(error: BaseException) -> str:
+    """The gRPC status name an error is answered with: its class's ``status``, INTERNAL for anything outside
+    the hierarchy."""
+    return error.status if isinstance(error, GatewayError) else "INTERNAL"

@@ -128,7 +128,8 @@ class Runner:
         self.instances = len(sessions)
         #: Duration of each instance's last executor run, measured on its thread (see :meth:`run`).
         self.last_compute_ns = [0] * len(sessions)
-        self.intra_op_threads = options.intra_op_threads or default_intra_op_threads()
+        #: The sessions' intra-op threads (what ``load`` set), to scale per-thread CPU time in ``run``.
+        self.intra_op_threads = max(1, sessions[0].get_session_options().intra_op_num_threads)
         self.provider = _short_provider(sessions[0].get_providers()[0])
         self.fallback_reason = ""
         self._device_id = int(options.provider_options.get(self.provider, {}).get("device_id", 0))

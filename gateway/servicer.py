@@ -17,7 +17,7 @@ import grpc
 
 from gateway import metadata
 from gateway.dataplane import DataPlane
-from gateway.errors import GatewayError, ModelLoadError
+from gateway.errors import GatewayError, ModelLoadError, status_name
 from gateway.models import ModelTable
 from protos import inference_pb2 as pb
 from protos import inference_pb2_grpc as pb_grpc
@@ -33,7 +33,7 @@ T = TypeVar("T")
 
 def status_of(error: BaseException) -> grpc.StatusCode:
     """The status code for an error (INTERNAL for anything outside the hierarchy)."""
-    return grpc.StatusCode[error.status] if isinstance(error, GatewayError) else grpc.StatusCode.INTERNAL
+    return grpc.StatusCode[status_name(error)]
 
 
 def public_message(error: BaseException) -> str:

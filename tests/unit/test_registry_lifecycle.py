@@ -125,6 +125,10 @@ def test_rollback_goes_below_the_version_served_when_the_newest_is_corrupt(
     must change what is served, so it pins the version below that, and says why."""
     root = registry_with(tmp_path, onnx_file, 3)
     corrupt(root, 3)
+    status, out, _ = cli(capsys, "show", "--registry", root, "m")
+    doc = json.loads(out)
+    assert (status, doc["default"], doc["default_source"], list(doc["failing"])) == (0, 2, "fallback", ["3"])
+    assert "sha256" in doc["failing"]["3"][0]
     status, out, err = cli(capsys, "rollback", "--registry", root, "m")
     assert (status, out) == (0, "1\n")
     lines = err.splitlines()

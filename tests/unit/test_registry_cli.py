@@ -127,6 +127,8 @@ def test_list_table_and_json(capsys: pytest.CaptureFixture[str], reg: Path) -> N
         "serving": [1, 2],
         "pin": None,
         "default": 2,
+        "default_source": "policy",
+        "failing": {},
         "config_error": None,
     }
 

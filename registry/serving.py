@@ -12,9 +12,9 @@ the signature read from the model, and, given the gateway's trusted keys, the Ed
    (``"policy"``): a selected version that fails its load checks never replaces a serving one, so the
    gateway serves the next one down;
 3. else, when no selected version passes, the highest intact READY version below them (``"fallback"``):
-   what a running gateway keeps serving when every version the policy wants fails to load. A gateway
-   started afresh in that state has nothing to keep and serves nothing; the registry cannot tell the
-   two apart, so it reports the fallback with that caveat.
+   what a running gateway keeps serving when every version the policy wants fails to load, and what a
+   gateway started afresh in that state loads under the ``latest`` policy. Under ``specific`` a fresh
+   gateway loads only the listed versions and so serves nothing; the description says so.
 
 Checks the registry cannot make without running the model (warm-up, the golden check with onnxruntime,
 a breaking signature change against whatever the gateway loaded before) are not part of it. Every READY
@@ -83,8 +83,9 @@ class ServingDefault:
         verb = "fails" if len(self.skipped) == 1 else "fail"
         if self.source == "fallback":
             return (
-                f"version {self.version} (kept by a running gateway: every version the policy selects fails "
-                f"its load checks ({failed}); a gateway started now would serve nothing)"
+                f"version {self.version} (every version the policy selects fails its load checks ({failed}); "
+                "the gateway serves the highest intact one below them; under a 'specific' policy only a "
+                "gateway that was already running does)"
             )
         why = "pinned" if self.source == "pin" else "the policy's highest version that passes its load checks"
         return f"version {self.version} ({why}" + (f"; {failed} {verb} them)" if failed else ")")

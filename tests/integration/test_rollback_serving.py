@@ -87,3 +87,25 @@ def test_rollback_pins_below_the_version_served_past_a_corrupt_newest_one(tmp_pa
         traffic.stop()
         server.stop()
     check_answers(traffic)
+
+
+def test_a_fresh_gateway_serves_the_highest_intact_version_when_the_newest_is_corrupt(tmp_path: Path) -> None:
+    """The registry's "fallback" default is what a freshly started gateway serves too, not nothing."""
+    root = tmp_path / "registry"
+    assert publish_scale(root, 2.0, toml=RELAXED) == 1
+    assert publish_scale(root, 3.0) == 2
+    add_corrupt_version(root, tmp_path / "staging", 5.0, 3)
+    assert serving_default(root, "m").version == 2
+    server = ServerThread(GatewayConfig(root, sampling=False, port=0, metrics_port=None, poll_interval=POLL))
+    traffic = Traffic(server.target, threads=1)
+    try:
+        assert wait_for(lambda: len(traffic.answers) > 10)
+        assert (state_of(server, "3") or {}).get("state") == "UNAVAILABLE"
+        assert traffic.versions_since(0.0) == {"2"}
+        polled = time.monotonic()  # later polls keep 2: the failed 3 is not retried, 2 is not retired
+        assert wait_for(lambda: len(traffic.versions_since(polled + 3 * POLL)) > 0)
+        assert traffic.versions_since(polled) == {"2"}
+    finally:
+        traffic.stop()
+        server.stop()
+    check_answers(traffic)

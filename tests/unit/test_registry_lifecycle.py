@@ -112,8 +112,9 @@ def test_the_serving_default_passes_over_a_corrupt_newest_version(
         expected = "version 2 (the policy's highest version that passes its load checks; 3 fails them)"
     else:
         expected = (
-            "version 2 (kept by a running gateway: every version the policy selects fails its load checks "
-            "(3); a gateway started now would serve nothing)"
+            "version 2 (every version the policy selects fails its load checks (3); the gateway serves the "
+            "highest intact one below them; under a 'specific' policy only a gateway that was already "
+            "running does)"
         )
     assert found.describe() == expected
 
@@ -134,7 +135,7 @@ def test_rollback_goes_below_the_version_served_when_the_newest_is_corrupt(
     lines = err.splitlines()
     assert lines[0].startswith("m: version 3 is not served, it fails the load checks: ")
     assert "sha256" in lines[0]
-    assert lines[1].startswith("m: the gateway serves version 2 (kept by a running gateway")
+    assert lines[1].startswith("m: the gateway serves version 2 (every version the policy selects")
     assert lines[2:] == ["m: default was version 2; pinned version 1"]
     assert read_pin(root / "m") == 1
     assert serving_default(root, "m").version == 1

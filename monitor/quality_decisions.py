@@ -3,9 +3,10 @@
 This module owns the verdict on one window of joined rows (:func:`judge_window`) against a baseline.
 It is pure: numpy and :mod:`monitor.intervals` only. The choices, in order:
 
-* **Metrics.** Every metric of :mod:`monitor.quality` that the baseline has, the window defines (not NaN)
-  and ``metrics`` (when given) names. A requested metric without a baseline is a StatsError; one the
-  window cannot compute (a precision of a class never predicted) is listed in ``skipped``.
+* **Metrics.** ``metrics`` when given, else every metric of :mod:`monitor.quality` for this kind of model
+  (classifier or regressor) that the baseline has. A requested metric without a baseline is a
+  StatsError; one the window cannot compute (a precision of a class never predicted, log loss without
+  probabilities) is listed in ``skipped``.
 * **Effect.** ``min_effect`` is absolute, in the metric's own units (0.02 = two points of accuracy): a
   float for every metric, or a mapping that must name each judged metric. The *threshold* is
   ``baseline - effect`` for a metric where higher is better and ``baseline + effect`` otherwise. ``bias``
@@ -67,6 +68,7 @@ __all__ = [
 ]
 
 F64 = npt.NDArray[np.float64]
+_REGRESSOR_METRICS = frozenset({"mae", "rmse", "bias"})
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,9 @@ def judge_window(
     level = check_confidence(confidence)
     quality = rows.quality()
     values = quality.as_dict()
-    wanted = set(baseline) & set(values) if metrics is None else set(metrics)
+    regressor = isinstance(quality, RegressorQuality)
+    kind = [m for m in baseline if m in HIGHER_IS_BETTER and (m in _REGRESSOR_METRICS) == regressor]
+    wanted = set(kind) if metrics is None else set(metrics)
     unknown = sorted(m for m in wanted if m not in HIGHER_IS_BETTER or m not in baseline)
     if unknown:
         raise StatsError(f"metrics {unknown}: no baseline value (or not a quality metric)")

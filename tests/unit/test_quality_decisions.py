@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from monitor.errors import StatsError
@@ -108,6 +110,7 @@ def test_metric_choice_and_errors() -> None:
     rows = JoinedRows(np.array([0, 0, 1, 1]), np.array([0, 0, 0, 0]), None, 2)
     verdict = judge_window(rows, {"accuracy": 0.9, "precision_1": 0.9, "auc": 0.9}, 0.0, 0.05, 0.95)
     assert [m.name for m in verdict.metrics] == ["accuracy"]  # precision_1 undefined here, auc not ours
+    assert verdict.skipped == ("precision_1",)
     picked = judge_window(
         rows, {"accuracy": 0.9, "precision_1": 0.9}, 0.0, 0.05, 0.95, metrics=["precision_1"]
     )
@@ -164,3 +167,34 @@ def test_select_baseline() -> None:
     assert chosen[0] == "windows"
     assert chosen[1]["accuracy"] == pytest.approx(0.85)
     assert baseline_from_validation({"r2": 0.5, "rmse": 1.0, "mae": math.nan}) == {"rmse": 1.0}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    k=st.integers(2, 4),
+    seed=st.integers(0, 2**32 - 1),
+    with_proba=st.booleans(),
+    level=st.floats(0.01, 0.99),
+)
+def test_any_small_window_gets_a_consistent_verdict(
+    n: int, k: int, seed: int, with_proba: bool, level: float
+) -> None:
+    """Tiny windows, one class only, perfect or hopeless predictions: a verdict, never a crash."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, rng.integers(1, k + 1), n)
+    pred = np.where(rng.random(n) < rng.random(), y, rng.integers(0, k, n))
+    proba = rng.dirichlet(np.ones(k), n) if with_proba else None
+    baseline = {
+        name: float(rng.random()) for name in ("accuracy", "f1_macro", "precision_0", "recall_0", "f1_0")
+    }
+    if with_proba:
+        baseline |= {"log_loss": 0.5, "brier": 0.3, "ece": 0.05}
+    verdict = judge_window(
+        JoinedRows(y, pred, proba, k), baseline, 0.01, 0.05, level, resamples=50, seed=seed
+    )
+    json.dumps(verdict.as_dict(), allow_nan=False)
+    for m in verdict.metrics:
+        assert 0.0 < m.pvalue <= 1.0 or (m.method == "wilson" and m.pvalue >= 0.0)
+        assert m.degraded == (m.rejected and m.clear)
+    assert {m.name for m in verdict.metrics} | set(verdict.skipped) == set(baseline)

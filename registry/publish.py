@@ -85,7 +85,8 @@ def publish(
     """Publish ``onnx_path`` as the next version of ``model`` under ``root``; return the READY version.
 
     The signature is read from the ONNX file; ``reference``/``golden`` must match it (see
-    :func:`registry.artifacts.validate_arrays`; golden needs every output too). ``train_data`` is hashed
+    :func:`registry.artifacts.validate_arrays`; golden needs every output too; optional ``label:<name>``
+    keys, the ground truth of the rows, are checked there too). ``train_data`` is hashed
     and its rows counted (``.npy``/``.npz``); its ``file://`` URI is recorded, the file is not copied.
     When it is an ``.npz`` holding the model inputs (:func:`registry.artifacts.training_inputs`), a
     deterministic subsample of them is stored as ``training.npz`` (keys ``input:<tensor>``) and recorded

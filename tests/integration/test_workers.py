@@ -34,6 +34,7 @@ def _lines(process: subprocess.Popen[str], sink: queue.Queue[str]) -> None:
 
 def _next_ready(sink: queue.Queue[str], timeout: float = 60.0) -> tuple[int, int, int, int]:
     deadline = time.monotonic() + timeout
+    seen: list[str] = []
     while time.monotonic() < deadline:
         try:
             line = sink.get(timeout=max(0.0, deadline - time.monotonic()))
@@ -43,7 +44,8 @@ def _next_ready(sink: queue.Queue[str], timeout: float = 60.0) -> tuple[int, int
         if match:
             index, pid, port, metrics = (int(g) for g in match.groups())
             return index, pid, port, metrics
-    raise AssertionError("no worker became ready")
+        seen.append(line)
+    raise AssertionError("no worker became ready; the gateway printed:\n" + "".join(seen[-40:]))
 
 
 def _ok_requests(metrics_port: int) -> float:

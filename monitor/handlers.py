@@ -51,6 +51,23 @@ async def post_samples(request: web.Request) -> web.Response:
     return _json({"rows": rows})
 
 
+async def post_feedback(request: web.Request) -> web.Response:
+    """``POST /v1/feedback``: a FeedbackBatch (``application/x-protobuf``) or its JSON form
+    (``application/json``); 200 with per-item results, even when some items are refused; 400 only for a
+    body that cannot be read; 413 over ``max_body_bytes``."""
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        request.app[METRICS].rejected.labels("too_large").inc()
+        raise
+    try:
+        result = await request.app[ENGINE].ingest_feedback(body, request.content_type)
+    except SampleError as exc:
+        request.app[METRICS].rejected.labels(exc.reason).inc()
+        return _json({"error": str(exc), "reason": exc.reason}, status=400)
+    return _json(result)
+
+
 async def samples_stream(request: web.Request) -> web.WebSocketResponse:
     """``/v1/samples/stream``: one SampleBatch per binary frame; a bad frame closes the socket (1003)."""
     app = request.app
@@ -121,6 +138,7 @@ def routes() -> list[web.RouteDef]:
     return [
         web.post("/v1/samples", post_samples),
         web.get("/v1/samples/stream", samples_stream),
+        web.post("/v1/feedback", post_feedback),
         web.get("/v1/drift", get_drift),
         web.get("/v1/drift/history", get_history),
         web.get("/metrics", get_metrics),

@@ -145,6 +145,20 @@ class RunningMonitor:
         async with self.http.post("/v1/samples", data=body) as response:
             return response.status, await response.json()
 
+    async def feedback(
+        self, body: bytes, content_type: str = "application/x-protobuf"
+    ) -> tuple[int, dict[str, Any]]:
+        """POST ``body`` to /v1/feedback; (status, JSON answer)."""
+        async with self.http.post(
+            "/v1/feedback", data=body, headers={"Content-Type": content_type}
+        ) as response:
+            return response.status, await response.json()
+
+    async def wait_quality(self, model: str, version: int, windows: int, within_s: float = 60.0) -> None:
+        """Until ``windows`` quality windows of the version are published (an event, not a sleep)."""
+        async with asyncio.timeout(within_s):
+            await self.engine.quality.wait(model, version, windows)
+
 
 @asynccontextmanager
 async def running_monitor(config: MonitorConfig) -> AsyncIterator[RunningMonitor]:

@@ -1,0 +1,135 @@
+"""Feedback joined to sampled predictions on a real monitor (127.0.0.1:0) over the demo registry.
+
+The wall clock of the feedback path is injected (tests/feedback_rig.py Clock); sample and label times
+are explicit, so windows by prediction time, TTLs and grace periods are exact, with no sleeps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from monitor.config import MonitorConfig
+from registry.demo import build_demo
+from tests.feedback_rig import SECOND, T0, Clock, classifier_outputs, demo_inputs, feedback, samples
+from tests.monitor_servers import RunningMonitor, running_monitor
+
+FEEDBACK_TOML = "\n[feedback]\nwindow_seconds = 10.0\ngrace_seconds = 120.0\nttl_seconds = 3600.0\n"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("feedback") / "registry"
+    build_demo(root)
+    with (root / "classifier" / "model.toml").open("a", encoding="utf-8") as f:
+        f.write(FEEDBACK_TOML)
+    return root
+
+
+async def predict(monitor: RunningMonitor, demo: Path, ids: list[str], times: list[int], seed: int = 0,
+                  version: int = 1) -> dict[str, np.ndarray]:  # fmt: skip
+    """Sample ``ids`` (one row each, at ``times``) as the gateway would; returns the model's outputs."""
+    x = demo_inputs(demo, len(ids), seed)
+    out = classifier_outputs(demo, version, x)
+    status, _ = await monitor.post(samples("classifier", str(version), ids, times, x, out))
+    assert status == 200
+    return out
+
+
+def clocked(monitor: RunningMonitor) -> Clock:
+    clock = Clock(T0 + 5 * SECOND)
+    monitor.engine.feedback.wall_ns = clock
+    return clock
+
+
+async def test_join_results_per_item_and_counts(demo: Path, tmp_path: Path) -> None:
+    async with running_monitor(MonitorConfig(demo, port=0, db=tmp_path / "m.db")) as monitor:
+        clock = clocked(monitor)
+        ids = [f"r{i}" for i in range(6)]
+        out = await predict(monitor, demo, ids, [T0 + i * SECOND for i in range(6)])
+        truth = out["label"]
+        body = feedback("classifier", ["r0", "r1", "r1", "nope", "r2"], truth[[0, 1, 1, 0, 2]])
+        status, answer = await monitor.feedback(body)
+        assert status == 200
+        assert answer["results"] == ["joined", "joined", "duplicate", "unmatched", "joined"]
+        assert (answer["joined"], answer["rejected"]) == (3, 2)
+        assert [e["index"] for e in answer["errors"]] == [2, 3]
+        again = await monitor.feedback(feedback("classifier", ["r0"], truth[:1]))
+        assert again[1]["results"] == ["duplicate"]
+        # the wrong version, an unknown version, an unknown model, the wrong dtype and shape
+        wrong = [
+            feedback("classifier", ["r3"], truth[3:4], version="2"),
+            feedback("classifier", ["r3"], truth[3:4], version="9"),
+            feedback("nosuch", ["r3"], truth[3:4], version="1"),
+            feedback("classifier", ["r3"], truth[3:4].astype(np.int32)),
+            feedback("classifier", ["r3"], np.zeros((1, 2), np.int64)),
+            feedback("classifier", ["r3"], np.array([5], np.int64)),
+        ]
+        results = [(await monitor.feedback(b))[1]["results"][0] for b in wrong]
+        assert results == ["unmatched", "unknown_version", "unknown_model", "datatype", "shape", "value"]
+        # late: the label event is more than ttl_seconds after the prediction
+        late = feedback("classifier", ["r3"], truth[3:4], events=[T0 + 3 * SECOND + 3601 * SECOND])
+        assert (await monitor.feedback(late))[1]["results"] == ["late"]
+        # JSON: nested lists and the {"datatype", "shape", "data"} form; r3 is still unlabelled
+        typed = {"datatype": "INT64", "shape": [1], "data": [int(truth[4])]}
+        doc = {
+            "items": [
+                {"request_id": "r3", "model": "classifier", "labels": {"label": [int(truth[3])]}},
+                {"request_id": "r4", "model": "classifier", "labels": [typed]},
+                {"request_id": "r5", "model": "classifier", "labels": {"label": "x"}},
+                "not an item",
+            ]
+        }
+        status, answer = await monitor.feedback(orjson.dumps(doc), "application/json")
+        assert (status, answer["results"]) == (200, ["joined", "joined", "shape", "malformed"])
+        assert (await monitor.feedback(b"{", "application/json"))[0] == 400
+        assert (await monitor.feedback(b"\xff\xff"))[0] == 400
+        text = await monitor.metrics()
+        for result, count in (("matched", 5), ("duplicate", 2), ("unmatched", 2), ("late", 1)):
+            assert f'infergate_feedback_total{{model="classifier",result="{result}"}} {count}.0' in text
+        assert "infergate_feedback_store_rows 6.0" in text
+        block = (await monitor.entry("classifier", 1))["quality"]
+        assert (block["task"], block["prediction"], block["probabilities"], block["label"]) == (
+            "classifier", "label", "probabilities", "label")  # fmt: skip
+        assert block["open"] == [{"index": T0 // (10 * SECOND), "predictions": 6, "rows": 5}]
+        assert clock.now  # the clock drove everything above
+
+
+async def test_windows_by_prediction_time_with_late_out_of_order_labels(demo: Path, tmp_path: Path) -> None:
+    async with running_monitor(MonitorConfig(demo, port=0, db=tmp_path / "m.db")) as monitor:
+        clock = clocked(monitor)
+        n = 200
+        rng = np.random.default_rng(7)
+        times = (T0 + rng.integers(0, 30 * SECOND, n)).tolist()  # three 10 s windows of prediction time
+        ids = [f"q{i}" for i in range(n)]
+        out = await predict(monitor, demo, ids, times, seed=3)
+        labelled = rng.random(n) < 0.7
+        delay = rng.integers(1 * SECOND, 60 * SECOND, n)  # labels 1-60 s after their predictions
+        order = np.argsort(np.asarray(times) + delay)  # out of order with respect to prediction time
+        order = order[labelled[order]]
+        for part in np.array_split(order, 5):
+            clock.now = int(max(np.asarray(times)[part] + delay[part]))
+            body = feedback("classifier", [ids[i] for i in part], out["label"][part],
+                            events=(np.asarray(times)[part] + delay[part]).tolist())  # fmt: skip
+            assert set((await monitor.feedback(body))[1]["results"]) == {"joined"}
+        clock.now = T0 + 30 * SECOND + 120 * SECOND  # the last window's end + grace
+        assert monitor.engine.quality.tick() == 3
+        await monitor.wait_quality("classifier", 1, 3)
+        rows = await monitor.engine.quality.db.query("classifier", "1", 10)
+        window_of = (np.asarray(times) - T0) // (10 * SECOND)
+        for k, report in enumerate(rows):
+            in_k = window_of == k
+            assert report["index"] == T0 // (10 * SECOND) + k
+            assert (report["predictions"], report["rows"]) == (int(in_k.sum()), int((in_k & labelled).sum()))
+            assert report["coverage"] == pytest.approx((in_k & labelled).sum() / in_k.sum())
+            assert report["closed_by"] == "time"
+        block = (await monitor.entry("classifier", 1))["quality"]
+        assert block["window"]["index"] == rows[-1]["index"]
+        assert block["open"] == []
+        assert (
+            'infergate_quality_label_coverage_ratio{model="classifier",version="1"}'
+            in await monitor.metrics()
+        )

@@ -39,6 +39,7 @@ _ENTRY_COLUMNS = {
     "labelled": np.bool_,
     "idlen": np.int32,
 }
+_PER_ENTRY = sum(np.dtype(d).itemsize for d in _ENTRY_COLUMNS.values()) + ENTRY_OVERHEAD
 I64 = npt.NDArray[np.int64]
 
 
@@ -123,8 +124,7 @@ class PredictionStore:
     @property
     def nbytes(self) -> int:
         """The estimated bytes held (columns, ids and :data:`ENTRY_OVERHEAD` per entry)."""
-        per_entry = sum(np.dtype(d).itemsize for d in _ENTRY_COLUMNS.values()) + ENTRY_OVERHEAD
-        return self.rows.size * self.row_bytes + self.entries.size * per_entry + self._id_bytes
+        return self.rows.size * self.row_bytes + self.entries.size * _PER_ENTRY + self._id_bytes
 
     def __len__(self) -> int:
         return self.entries.size
@@ -140,11 +140,10 @@ class PredictionStore:
         labelled: bool | npt.NDArray[np.bool_] = False,
     ) -> I64:
         """Store entries (``rows[i]`` rows each; ``pred`` and ``proba`` hold all their rows in order),
-        evicting the oldest to make room; returns their absolute entry numbers."""
+        then evict the oldest (these too, if they alone exceed a bound) until the bounds hold; returns
+        their absolute entry numbers."""
         n, total = len(ids), int(rows.sum())
         idlen = np.fromiter((len(i) for i in ids), np.int32, n)
-        per_entry = sum(np.dtype(d).itemsize for d in _ENTRY_COLUMNS.values()) + ENTRY_OVERHEAD
-        self._evict_for(total, total * self.row_bytes + n * per_entry + int(idlen.sum()))
         first = self.rows.end + np.concatenate(([0], np.cumsum(rows[:-1], dtype=np.int64)))
         columns: dict[str, Any] = {"pred": pred}
         if self.classes:
@@ -165,6 +164,7 @@ class PredictionStore:
         self.ids.extend(ids)
         self.index.update(zip(ids, seqs.tolist(), strict=True))
         self._id_bytes += int(idlen.sum())
+        self._trim()
         return seqs
 
     def lookup(self, ids: list[str]) -> I64:
@@ -200,18 +200,16 @@ class PredictionStore:
         self._drop(count, "ttl")
         return count
 
-    def _evict_for(self, rows: int, nbytes: int) -> None:
+    def _trim(self) -> None:
+        """Evict the oldest entries until the rows and bytes bounds hold."""
         e = self.entries
-        excess_rows = self.rows.size + rows - self.max_rows
+        excess_rows = self.rows.size - self.max_rows
         if excess_rows > 0:
             limit = self.rows.base + self.rows.lo + excess_rows
-            self._drop(int(np.searchsorted(e.live("first"), limit, "left")) + 0, "rows")
-            if self.rows.size + rows > self.max_rows and e.size:
-                self._drop(1, "rows")
-        excess = self.nbytes + nbytes - self.max_bytes
+            self._drop(int(np.searchsorted(e.live("first"), limit, "left")), "rows")
+        excess = self.nbytes - self.max_bytes
         if excess > 0 and e.size:
-            per_entry = sum(np.dtype(d).itemsize for d in _ENTRY_COLUMNS.values()) + ENTRY_OVERHEAD
-            sizes = e.live("rows").astype(np.int64) * self.row_bytes + per_entry + e.live("idlen")
+            sizes = e.live("rows").astype(np.int64) * self.row_bytes + _PER_ENTRY + e.live("idlen")
             self._drop(min(int(np.searchsorted(np.cumsum(sizes), excess, "left")) + 1, e.size), "bytes")
 
     def _drop(self, count: int, reason: str) -> None:

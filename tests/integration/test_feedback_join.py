@@ -133,3 +133,44 @@ async def test_windows_by_prediction_time_with_late_out_of_order_labels(demo: Pa
             'infergate_quality_label_coverage_ratio{model="classifier",version="1"}'
             in await monitor.metrics()
         )
+
+
+async def test_a_restart_keeps_joins_and_first_labels(demo: Path, tmp_path: Path) -> None:
+    config = MonitorConfig(demo, port=0, db=tmp_path / "m.db")
+    ids = [f"s{i}" for i in range(20)]
+    async with running_monitor(config) as monitor:
+        clocked(monitor)
+        out = await predict(monitor, demo, ids, [T0 + i * SECOND // 10 for i in range(20)], seed=5)
+        first = await monitor.feedback(feedback("classifier", ids[:10], out["label"][:10]))
+        assert first[1]["joined"] == 10
+    async with running_monitor(config) as monitor:
+        clocked(monitor)
+        status, answer = await monitor.feedback(feedback("classifier", ids[5:], out["label"][5:]))
+        assert status == 200
+        assert answer["results"] == ["duplicate"] * 5 + ["joined"] * 10
+        assert "infergate_feedback_store_rows 20.0" in await monitor.metrics()
+
+
+async def test_an_item_may_carry_its_prediction(demo: Path, tmp_path: Path) -> None:
+    from protos import monitor_pb2
+    from tests.feedback_rig import tensor
+
+    async with running_monitor(MonitorConfig(demo, port=0, db=tmp_path / "m.db")) as monitor:
+        clocked(monitor)
+        x = demo_inputs(demo, 3, seed=9)
+        out = classifier_outputs(demo, 2, x)
+        batch = monitor_pb2.FeedbackBatch()
+        for i, version in enumerate(("2", "2", "")):
+            item = batch.items.add(request_id=f"u{i}", model="classifier", version=version)
+            item.prediction_time_ns = T0 + SECOND
+            tensor(item.labels, "label", out["label"][i : i + 1])
+            tensor(item.prediction, "probabilities", out["probabilities"][i : i + 1])
+            tensor(item.prediction, "label", out["label"][i : i + 1])
+        batch.items[1].ClearField("prediction_time_ns")
+        status, answer = await monitor.feedback(batch.SerializeToString())
+        assert (status, answer["results"]) == (200, ["accepted", "value", "unknown_version"])
+        again = await monitor.feedback(batch.SerializeToString())
+        assert again[1]["results"][0] == "duplicate"
+        block = (await monitor.entry("classifier", 2))["quality"]
+        assert block["open"] == [{"index": T0 // (10 * SECOND), "predictions": 0, "rows": 1}]
+        assert block["counts"] == {"accepted": 1, "duplicate": 1}

@@ -19,6 +19,7 @@ This module owns ``POST /v1/feedback`` behind the handler (docs/monitor.md, "Fee
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ import numpy.typing as npt
 from monitor.catalog import Catalog, VersionState
 from monitor.decode import DecodedSample
 from monitor.errors import SampleError
+from monitor.feedback_labels import extract_labels
 from monitor.feedback_metrics import FeedbackMetrics
 from monitor.feedback_store import PredictionStore
 from monitor.feedback_version import LabelError, VersionFeedback
@@ -40,6 +42,7 @@ __all__ = ["FeedbackHub", "Outcome"]
 
 log = logging.getLogger(__name__)
 
+I64 = npt.NDArray[np.int64]
 _RESULT = {
     "joined": "matched",
     "accepted": "matched",
@@ -54,7 +57,7 @@ class Outcome:
     ``errors`` (index, reason, message) of the refused ones."""
 
     def __init__(self, n: int) -> None:
-        self.status: list[str] = [""] * n
+        self.status: npt.NDArray[Any] = np.full(n, "", dtype=object)
         self.errors: list[dict[str, Any]] = []
 
     def refuse(self, i: int, reason: str, message: str) -> None:
@@ -62,15 +65,15 @@ class Outcome:
         self.errors.append({"index": i, "reason": reason, "error": message})
 
     def as_dict(self) -> dict[str, Any]:
-        joined = self.status.count("joined")
-        accepted = self.status.count("accepted")
+        joined = int((self.status == "joined").sum())
+        accepted = int((self.status == "accepted").sum())
         self.errors.sort(key=lambda e: int(e["index"]))
         return {
             "items": len(self.status),
             "joined": joined,
             "accepted": accepted,
             "rejected": len(self.status) - joined - accepted,
-            "results": self.status,
+            "results": self.status.tolist(),
             "errors": self.errors,
         }
 
@@ -169,12 +172,16 @@ class FeedbackHub:
                 out.refuse(i, "malformed", problem)
         names = np.array(items.model, dtype=object)
         for model in sorted(set(items.model)):
-            pick = [i for i in np.flatnonzero(names == model).tolist() if not out.status[i]]
-            if pick:
+            pick = np.flatnonzero((names == model) & (out.status == ""))
+            if len(pick):
                 await self._model(model, pick, items, out, now)
-        for i, status in enumerate(out.status):
-            model = items.model[i] if out.status[i] not in ("malformed", "unknown_model") else ""
-            self.metrics.total.labels(model, _RESULT.get(status, "invalid")).inc()
+        invalid = ("malformed", "unknown_model")
+        counts = Counter(
+            (m if s not in invalid else "", _RESULT.get(s, "invalid"))
+            for m, s in zip(items.model, out.status.tolist(), strict=True)
+        )
+        for (model, result), count in counts.items():
+            self.metrics.total.labels(model, result).inc(count)
         self.gauge_store()
         return out
 
@@ -188,91 +195,118 @@ class FeedbackHub:
             raise LabelError("config", self.problems[(model, version)])
         return vf
 
-    async def _model(self, model: str, pick: list[int], items: FeedbackItems, out: Outcome, now: int) -> None:
+    async def _model(self, model: str, pick: I64, items: FeedbackItems, out: Outcome, now: int) -> None:
         store = await self._saved_store(model)
-        ids = [items.request_id[i] for i in pick]
-        seqs = store.lookup(ids) if store is not None else np.full(len(pick), -1, np.int64)
+        seqs = (
+            store.lookup([items.request_id[i] for i in pick.tolist()]) if store is not None else pick * 0 - 1
+        )
         found = seqs >= 0
         if store is not None and found.any():
-            gathered = store.gather(seqs[found])
-            versions = gathered.version.tolist()
-            times, rows, labelled = gathered.time_ns, gathered.rows, gathered.labelled
-        joined: dict[int, list[tuple[int, int, Any]]] = {}  # version -> (item, seq, label) to join
-        for j, i in enumerate(np.flatnonzero(found).tolist()):
-            item = pick[i]
-            want = items.version[item]
-            if want and parse_version(want) != versions[j]:
-                reason = await self._named_version(model, want)
-                out.refuse(
-                    item, reason[0], reason[1] or f"request {ids[i]!r} was served by version {versions[j]}"
-                )
-            elif labelled[j]:
-                out.refuse(item, "duplicate", f"request {ids[i]!r} is labelled already")
-            elif (items.event_ns[item] or now) - times[j] > store.ttl_ns:  # type: ignore[union-attr]
-                out.refuse(item, "late", f"the prediction of {ids[i]!r} is older than ttl_seconds")
-            else:
-                joined.setdefault(versions[j], []).append((item, int(seqs[i]), j))
-                continue
-            vf = self.versions.get((model, versions[j]))
+            await self._found(model, store, pick[found], seqs[found], items, out, now)
+        missing = pick[~found]
+        bare = np.fromiter(
+            (not items.prediction[i] and not items.version[i] for i in missing.tolist()), np.bool_
+        )
+        out.status[missing[bare]] = "unmatched"
+        out.errors += [
+            {
+                "index": i,
+                "reason": "unmatched",
+                "error": f"no prediction of {model} is stored for this request",
+            }
+            for i in missing[bare].tolist()
+        ]
+        for item in missing[~bare].tolist():
+            await self._carry(model, item, items, out, now)
+
+    async def _found(
+        self,
+        model: str,
+        store: PredictionStore,
+        pick: I64,
+        seqs: I64,
+        items: FeedbackItems,
+        out: Outcome,
+        now: int,
+    ) -> None:
+        """Items whose request has a stored prediction: checked (version, first label, TTL), then joined."""
+        gathered = store.gather(seqs)
+        versions = gathered.version
+        wants = np.array([items.version[i] for i in pick.tolist()], dtype=object)
+        mismatch = (wants != "") & (wants != versions.astype(str).astype(object))
+        for i, want in zip(pick[mismatch].tolist(), wants[mismatch].tolist(), strict=True):
+            reason, message = await self._named_version(model, want)
+            out.refuse(i, reason, message or f"request {items.request_id[i]!r} was served by another version")
+        duplicate = gathered.labelled & ~mismatch
+        events = items.event_ns[pick]
+        late = (np.where(events == 0, now, events) - gathered.time_ns > store.ttl_ns) & ~mismatch & ~duplicate
+        for mask, reason, text in (
+            (duplicate, "duplicate", "is labelled already"),
+            (late, "late", "has a prediction older than ttl_seconds"),
+        ):
+            for i in pick[mask].tolist():
+                out.refuse(i, reason, f"request {items.request_id[i]!r} {text}")
+        ok = ~(mismatch | duplicate | late)
+        for version in np.unique(versions).tolist():
+            vf = self.versions.get((model, version))
             if vf is not None:
-                _count(vf, out.status, [item])
-        for version, entries in joined.items():
-            await self._join(model, version, entries, items, out, now, store, times, rows)
-        for i in np.flatnonzero(~found).tolist():
-            await self._carry(model, pick[i], items, out, now)
+                _count(vf, out.status, pick[(versions == version) & ~ok])
+            sel = ok & (versions == version)
+            if sel.any():
+                await self._join(
+                    model,
+                    version,
+                    store,
+                    pick[sel],
+                    seqs[sel],
+                    gathered.time_ns[sel],
+                    gathered.rows[sel],
+                    items,
+                    out,
+                    now,
+                )
 
     async def _join(
         self,
         model: str,
         version: int,
-        entries: list[tuple[int, int, Any]],
+        store: PredictionStore,
+        pick: I64,
+        seqs: I64,
+        times: I64,
+        rows: npt.NDArray[np.int32],
         items: FeedbackItems,
         out: Outcome,
         now: int,
-        store: Any,
-        times: Any,
-        rows: Any,
     ) -> None:
+        """Label the stored predictions ``seqs`` of one version (first label in the batch wins)."""
         try:
             vf = await self._state(model, version)
         except LabelError as exc:
-            for item, _, _ in entries:
-                out.refuse(item, exc.reason, str(exc))
+            for i in pick.tolist():
+                out.refuse(i, exc.reason, str(exc))
             return
-        seen: set[int] = set()
-        keep: list[int] = []
-        labels: list[npt.NDArray[np.float64]] = []
-        for k, (item, seq, j) in enumerate(entries):
-            if seq in seen:
-                out.refuse(
-                    item, "duplicate", f"request {items.request_id[item]!r} is labelled twice in this batch"
-                )
-                continue
-            try:
-                labels.append(vf.label(items.labels[item], int(rows[j])))
-            except LabelError as exc:
-                out.refuse(item, exc.reason, str(exc))
-                continue
-            seen.add(seq)
-            keep.append(k)
-        if not keep:
+        _, first = np.unique(seqs, return_index=True)
+        again = np.ones(len(seqs), np.bool_)
+        again[first] = False
+        for i in pick[again].tolist():
+            out.refuse(i, "duplicate", f"request {items.request_id[i]!r} is labelled twice in this batch")
+        keep = np.sort(first)
+        pick, seqs, times, rows = pick[keep], seqs[keep], times[keep], rows[keep]
+        values, ok, errors = extract_labels(vf, items, pick, rows)
+        for position, error in errors:
+            out.refuse(int(pick[position]), error.reason, str(error))
+        pick, seqs, times, rows = pick[ok], seqs[ok], times[ok], rows[ok]
+        if not len(pick):
             return
-        seqs = np.array([entries[k][1] for k in keep], np.int64)
-        at = np.array([entries[k][2] for k in keep], np.int64)
-        gathered = store.gather(seqs)
-        pred, proba = store.row_columns(gathered.row_index)
-        late = vf.windows.labelled(
-            times[at], rows[at], np.concatenate(labels), pred, proba, np.zeros(len(keep), np.bool_), now
-        )
+        pred, proba = store.row_columns(store.gather(seqs).row_index)
+        late = vf.windows.labelled(times, rows, values, pred, proba, np.zeros(len(pick), np.bool_), now)
         store.mark(seqs)
         self.dirty[model] = True
-        for k, is_late in zip(keep, late.tolist(), strict=True):
-            item = entries[k][0]
-            if is_late:
-                out.refuse(item, "late", f"the quality window of {items.request_id[item]!r} is closed")
-            else:
-                out.status[item] = "joined"
-        _count(vf, out.status, [entries[k][0] for k in keep])
+        out.status[pick[~late]] = "joined"
+        for i in pick[late].tolist():
+            out.refuse(i, "late", f"the quality window of {items.request_id[i]!r} is closed")
+        _count(vf, out.status, pick)
 
     async def _named_version(self, model: str, text: str) -> tuple[str, str | None]:
         """("unmatched", None) when ``text`` names a version of ``model`` the monitor can use, else the
@@ -336,6 +370,6 @@ class FeedbackHub:
         self.metrics.observe_evictions(totals)
 
 
-def _count(vf: VersionFeedback, status: list[str], items: list[int]) -> None:
-    for i in items:
-        vf.counts[status[i]] = vf.counts.get(status[i], 0) + 1
+def _count(vf: VersionFeedback, status: npt.NDArray[Any], items: Any) -> None:
+    for reason, count in Counter(status[items].tolist()).items():
+        vf.counts[reason] = vf.counts.get(reason, 0) + count

@@ -10,6 +10,7 @@ is known), and the quality state shown in the ``quality`` block (windows, hyster
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from monitor.decisions import DriftTracker
-from monitor.feedback_wire import WireTensor, wire_array
+from monitor.feedback_wire import WireTensor, as_wire, wire_array
 from monitor.quality_windows import QualityWindows
 from registry.feedback_config import FeedbackConfig, FeedbackRoles
 from registry.signature import Signature
@@ -78,9 +79,10 @@ class VersionFeedback:
             return np.argmax(p32, axis=1).astype(np.float64), p32
         return pred.reshape(rows).astype(np.float64), p32
 
-    def label(self, tensors: list[WireTensor], rows: int) -> F64:
+    def label(self, given: Sequence[Any], rows: int) -> F64:
         """The ground truth of a request with ``rows`` stored rows (its first rows when the label has
         more: the sampler keeps a request's first rows); LabelError saying why it is refused."""
+        tensors = [as_wire(t) for t in given]
         found = [t for t in tensors if t.name in ("", self.roles.label)]
         if len(found) != 1:
             raise LabelError(
@@ -107,9 +109,9 @@ class VersionFeedback:
             raise LabelError("value", f"label {self.roles.label!r}: class outside [0, {classes})")
         return values
 
-    def carried(self, tensors: list[WireTensor]) -> tuple[F64, npt.NDArray[np.float32] | None, int]:
+    def carried(self, given: Sequence[Any]) -> tuple[F64, npt.NDArray[np.float32] | None, int]:
         """A prediction carried by a feedback item: (prediction, probabilities, rows); LabelError."""
-        by_name = {t.name: t for t in tensors}
+        by_name: dict[str, WireTensor] = {t.name: t for t in map(as_wire, given)}
         arrays: dict[tuple[str, str], npt.NDArray[Any]] = {}
         for name in (self.roles.prediction, self.roles.probabilities):
             if name is None or name not in by_name:

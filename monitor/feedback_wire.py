@@ -14,6 +14,7 @@ of name -> tensor; a tensor is a number, a nested list of numbers, or ``{"name"?
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from monitor.errors import SampleError
 from protos import monitor_pb2
 from registry.signature import numpy_dtype
 
-__all__ = ["FeedbackItems", "WireTensor", "parse_feedback", "wire_array"]
+__all__ = ["FeedbackItems", "WireTensor", "as_wire", "parse_feedback", "wire_array"]
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,12 @@ class FeedbackItems:
     model: list[str]
     version: list[str]
     event_ns: npt.NDArray[np.int64]
-    labels: list[list[WireTensor]]
-    prediction: list[list[WireTensor]]
+    labels: list[Sequence[Any]]  # per item: WireTensor (JSON) or monitor_pb2.Tensor (binary) objects
+    prediction: list[Sequence[Any]]
     prediction_ns: npt.NDArray[np.int64]
     invalid: list[str | None]
+    #: A binary body where every item has exactly one label tensor: those tensors (the join's fast path).
+    single: list[Any] | None = None
 
     def __len__(self) -> int:
         return len(self.request_id)
@@ -65,21 +68,29 @@ def parse_feedback(body: bytes, content_type: str) -> FeedbackItems:
         batch.ParseFromString(body)
     except Exception as exc:  # DecodeError, and invalid UTF-8 in string fields, depending on the runtime
         raise SampleError("malformed", f"body is not a monitor.proto FeedbackBatch: {exc}") from None
-    items = batch.items
-    return FeedbackItems(
-        request_id=[it.request_id for it in items],
-        model=[it.model for it in items],
-        version=[it.version for it in items],
-        event_ns=np.fromiter((it.event_time_ns for it in items), np.int64, len(items)),
-        labels=[[_proto_tensor(t) for t in it.labels] for it in items],
-        prediction=[[_proto_tensor(t) for t in it.prediction] for it in items],
-        prediction_ns=np.fromiter((it.prediction_time_ns for it in items), np.int64, len(items)),
-        invalid=[None] * len(items),
+    seq = list(batch.items)  # one wrapper per item, then one pass per field
+    n = len(seq)
+    labels: list[Sequence[Any]] = [it.labels for it in seq]
+    predictions: list[Sequence[Any]] = [it.prediction for it in seq]
+    out = FeedbackItems(
+        request_id=[it.request_id for it in seq],
+        model=[it.model for it in seq],
+        version=[it.version for it in seq],
+        event_ns=np.fromiter([it.event_time_ns for it in seq], np.int64, n),
+        labels=labels,
+        prediction=predictions,
+        prediction_ns=np.fromiter([it.prediction_time_ns for it in seq], np.int64, n),
+        invalid=[None] * n,
     )
+    single: list[Any] = [ls[0] if len(ls) == 1 else None for ls in labels]
+    if None not in single:
+        out.single = single
+    return out
 
 
-def _proto_tensor(t: monitor_pb2.Tensor) -> WireTensor:
-    return WireTensor(t.name, t.datatype, tuple(t.shape), t.raw)
+def as_wire(t: WireTensor | monitor_pb2.Tensor) -> WireTensor:
+    """``t`` as a WireTensor (a binary body's tensors stay protobuf objects until needed)."""
+    return t if isinstance(t, WireTensor) else WireTensor(t.name, t.datatype, tuple(t.shape), t.raw)
 
 
 def _parse_json(body: bytes) -> FeedbackItems:

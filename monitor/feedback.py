@@ -19,7 +19,6 @@ This module owns ``POST /v1/feedback`` behind the handler (docs/monitor.md, "Fee
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -175,13 +174,12 @@ class FeedbackHub:
             pick = np.flatnonzero((names == model) & (out.status == ""))
             if len(pick):
                 await self._model(model, pick, items, out, now)
-        invalid = ("malformed", "unknown_model")
-        counts = Counter(
-            (m if s not in invalid else "", _RESULT.get(s, "invalid"))
-            for m, s in zip(items.model, out.status.tolist(), strict=True)
-        )
-        for (model, result), count in counts.items():
-            self.metrics.total.labels(model, result).inc(count)
+        models = np.where(np.isin(out.status, ["malformed", "unknown_model"]), "", names)
+        for model in set(models.tolist()):
+            statuses = out.status[models == model]
+            for status in set(statuses.tolist()):
+                count = int((statuses == status).sum())
+                self.metrics.total.labels(model, _RESULT.get(status, "invalid")).inc(count)
         self.gauge_store()
         return out
 
@@ -205,7 +203,7 @@ class FeedbackHub:
             await self._found(model, store, pick[found], seqs[found], items, out, now)
         missing = pick[~found]
         bare = np.fromiter(
-            (not items.prediction[i] and not items.version[i] for i in missing.tolist()), np.bool_
+            (not items.prediction(i) and not items.version[i] for i in missing.tolist()), np.bool_
         )
         out.status[missing[bare]] = "unmatched"
         out.errors += [
@@ -327,7 +325,7 @@ class FeedbackHub:
             if message is not None:
                 out.refuse(item, reason, message)
                 return
-        if not items.prediction[item]:
+        if not items.prediction(item):
             out.refuse(item, "unmatched", f"no prediction of {model} is stored for request {rid!r}")
             return
         version = parse_version(items.version[item])
@@ -336,12 +334,12 @@ class FeedbackHub:
             return
         try:
             vf = await self._state(model, version)
-            pred, proba, n = vf.carried(items.prediction[item])
-            label = vf.label(items.labels[item], n)
+            pred, proba, n = vf.carried(items.prediction(item))
+            label = vf.label(items.labels(item), n)
         except LabelError as exc:
             out.refuse(item, exc.reason, str(exc))
             return
-        stamp = int(items.prediction_ns[item])
+        stamp = items.prediction_ns(item)
         if stamp <= 0:
             out.refuse(item, "value", "prediction_time_ns is required with a carried prediction")
             return
@@ -371,5 +369,6 @@ class FeedbackHub:
 
 
 def _count(vf: VersionFeedback, status: npt.NDArray[Any], items: Any) -> None:
-    for reason, count in Counter(status[items].tolist()).items():
-        vf.counts[reason] = vf.counts.get(reason, 0) + count
+    chosen = status[items]
+    for reason in set(chosen.tolist()):
+        vf.counts[reason] = vf.counts.get(reason, 0) + int((chosen == reason).sum())

@@ -38,7 +38,7 @@ def _fast(
     }:
         return np.zeros(n, np.bool_)
     sizes = np.fromiter([len(t.raw) for t in tensors], np.int64, n)
-    first = np.fromiter([_leading(t.shape) for t in tensors], np.int64, n)
+    first = np.fromiter([_leading(s) for s in [t.shape for t in tensors]], np.int64, n)
     fast: npt.NDArray[np.bool_] = (first == rows) & (sizes == rows.astype(np.int64) * itemsize)
     return fast
 
@@ -64,7 +64,7 @@ def extract_labels(
     slow: dict[int, F64] = {}
     for i in np.flatnonzero(~fast).tolist():
         try:
-            slow[i] = vf.label(list(items.labels[index[i]]), int(rows[i]))
+            slow[i] = vf.label(list(items.labels(index[i])), int(rows[i]))
             ok[i] = True
         except LabelError as exc:
             errors.append((i, exc))

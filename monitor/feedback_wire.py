@@ -42,21 +42,44 @@ class WireTensor:
 
 @dataclass
 class FeedbackItems:
-    """Columns of a batch's items; ``invalid[i]`` is a message for an item unusable as sent, else None."""
+    """Columns of a batch's items; ``invalid[i]`` is a message for an item unusable as sent, else None.
+    A binary body keeps its items (``source``) and reads their tensors when asked; JSON fills
+    ``label_lists``, ``prediction_lists`` and ``prediction_times``."""
 
     request_id: list[str]
     model: list[str]
     version: list[str]
     event_ns: npt.NDArray[np.int64]
-    labels: list[Sequence[Any]]  # per item: WireTensor (JSON) or monitor_pb2.Tensor (binary) objects
-    prediction: list[Sequence[Any]]
-    prediction_ns: npt.NDArray[np.int64]
     invalid: list[str | None]
+    source: list[Any] | None = None
+    label_lists: list[list[WireTensor]] | None = None
+    prediction_lists: list[list[WireTensor]] | None = None
+    prediction_times: list[int] | None = None
     #: A binary body where every item has exactly one label tensor: those tensors (the join's fast path).
     single: list[Any] | None = None
 
     def __len__(self) -> int:
         return len(self.request_id)
+
+    def labels(self, i: int) -> Sequence[Any]:
+        """Item ``i``'s label tensors (WireTensor or monitor_pb2.Tensor)."""
+        if self.source is not None:
+            return self.source[i].labels  # type: ignore[no-any-return]
+        assert self.label_lists is not None
+        return self.label_lists[i]
+
+    def prediction(self, i: int) -> Sequence[Any]:
+        """Item ``i``'s carried prediction tensors (empty: none)."""
+        if self.source is not None:
+            return self.source[i].prediction  # type: ignore[no-any-return]
+        assert self.prediction_lists is not None
+        return self.prediction_lists[i]
+
+    def prediction_ns(self, i: int) -> int:
+        if self.source is not None:
+            return int(self.source[i].prediction_time_ns)
+        assert self.prediction_times is not None
+        return self.prediction_times[i]
 
 
 def parse_feedback(body: bytes, content_type: str) -> FeedbackItems:
@@ -70,19 +93,15 @@ def parse_feedback(body: bytes, content_type: str) -> FeedbackItems:
         raise SampleError("malformed", f"body is not a monitor.proto FeedbackBatch: {exc}") from None
     seq = list(batch.items)  # one wrapper per item, then one pass per field
     n = len(seq)
-    labels: list[Sequence[Any]] = [it.labels for it in seq]
-    predictions: list[Sequence[Any]] = [it.prediction for it in seq]
     out = FeedbackItems(
         request_id=[it.request_id for it in seq],
         model=[it.model for it in seq],
         version=[it.version for it in seq],
         event_ns=np.fromiter([it.event_time_ns for it in seq], np.int64, n),
-        labels=labels,
-        prediction=predictions,
-        prediction_ns=np.fromiter([it.prediction_time_ns for it in seq], np.int64, n),
         invalid=[None] * n,
+        source=seq,
     )
-    single: list[Any] = [ls[0] if len(ls) == 1 else None for ls in labels]
+    single: list[Any] = [ls[0] if len(ls) == 1 else None for ls in [it.labels for it in seq]]
     if None not in single:
         out.single = single
     return out
@@ -101,20 +120,24 @@ def _parse_json(body: bytes) -> FeedbackItems:
     raw_items = doc.get("items") if isinstance(doc, dict) else None
     if not isinstance(raw_items, list):
         raise SampleError("malformed", 'expected a JSON object {"items": [...]}')
+    labels_of: list[list[WireTensor]] = []
+    predictions_of: list[list[WireTensor]] = []
+    times: list[int] = []
     out = FeedbackItems(
-        [], [], [], np.zeros(len(raw_items), np.int64), [], [], np.zeros(len(raw_items), np.int64), []
+        [], [], [], np.zeros(len(raw_items), np.int64), [], None, labels_of, predictions_of, times
     )
     for i, item in enumerate(raw_items):
         problem: str | None = None
         rid = model = version = ""
         labels: list[WireTensor] = []
         prediction: list[WireTensor] = []
+        stamp = 0
         try:
             if not isinstance(item, dict):
                 raise ValueError("an item must be an object")
             rid, model, version = (_text(item, key) for key in ("request_id", "model", "version"))
             out.event_ns[i] = _integer(item, "event_time_ns")
-            out.prediction_ns[i] = _integer(item, "prediction_time_ns")
+            stamp = _integer(item, "prediction_time_ns")
             labels = _json_tensors(item.get("labels", item.get("label")))
             prediction = _json_tensors(item.get("prediction"))
         except ValueError as exc:
@@ -122,8 +145,9 @@ def _parse_json(body: bytes) -> FeedbackItems:
         out.request_id.append(rid)
         out.model.append(model)
         out.version.append(version)
-        out.labels.append(labels)
-        out.prediction.append(prediction)
+        labels_of.append(labels)
+        predictions_of.append(prediction)
+        times.append(stamp)
         out.invalid.append(problem)
     return out
 

@@ -67,4 +67,5 @@ def classifier_outputs(root: Path, version: int, x: npt.NDArray[np.float32]) -> 
 def demo_inputs(root: Path, rows: int, seed: int) -> npt.NDArray[np.float32]:
     with np.load(root / "classifier" / "1" / "reference.npz") as npz:
         ref = npz["input:input"]
-    return ref[np.random.default_rng(seed).integers(0, len(ref), rows)].astype(np.float32)
+    chosen: npt.NDArray[np.float32] = ref[np.random.default_rng(seed).integers(0, len(ref), rows)]
+    return chosen.astype(np.float32)

@@ -66,9 +66,11 @@ class FeedbackDB:
         )
         return {(m, int(v)): orjson.loads(s) for m, v, s in rows}
 
-    async def query(self, model: str | None, version: str | None, limit: int) -> list[dict[str, Any]]:
-        """Window reports, oldest first (the last ``limit``), filtered by model and version."""
-        return await self.history.call(_query, model, version, limit)  # type: ignore[no-any-return]
+    async def query(
+        self, model: str | None, version: str | None, since_ns: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Window reports, oldest first (the last ``limit``), filtered by model, version and close time."""
+        return await self.history.call(_query, model, version, since_ns, limit)  # type: ignore[no-any-return]
 
     async def save_stores(self, blobs: dict[str, bytes]) -> None:
         await self.history.call(_save_stores, blobs)
@@ -102,11 +104,14 @@ def _record(
         )
 
 
-def _query(db: sqlite3.Connection, model: str | None, version: str | None, limit: int) -> list[Any]:
-    clauses, params = [], []
-    for column, value in (("model", model), ("version", version)):
+def _query(
+    db: sqlite3.Connection, model: str | None, version: str | None, since_ns: int | None, limit: int
+) -> list[Any]:
+    clauses: list[str] = []
+    params: list[str | int] = []
+    for column, value in (("model", model), ("version", version), ("closed_at_ns >=", since_ns)):
         if value is not None:
-            clauses.append(f"{column} = ?")
+            clauses.append(f"{column} ?" if column.endswith(">=") else f"{column} = ?")
             params.append(value)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     rows = db.execute(

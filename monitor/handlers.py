@@ -104,7 +104,8 @@ async def get_drift(request: web.Request) -> web.Response:
 
 
 async def get_history(request: web.Request) -> web.Response:
-    """``GET /v1/drift/history?model=&version=&since=&limit=``: stored windows, oldest first.
+    """``GET /v1/drift/history?model=&version=&since=&limit=&kind=``: stored windows, oldest first
+    (``kind=quality``: the closed quality windows, monitor/feedback_db.py).
 
     ``since`` is ISO 8601 (``2025-01-31T12:00:00Z``) or Unix seconds, compared with ``closed_at``.
     """
@@ -117,9 +118,18 @@ async def get_history(request: web.Request) -> web.Response:
             raise ValueError(f"limit must be in [1, {limit_max}]")
     except ValueError as exc:
         return _json({"error": str(exc), "reason": "bad_query"}, status=400)
-    windows = await request.app[ENGINE].history.query(
-        query.get("model"), query.get("version"), since_ns, limit
-    )
+    engine = request.app[ENGINE]
+    if query.get("kind", "drift") == "quality":
+        return _json(
+            {
+                "windows": await engine.quality.db.query(
+                    query.get("model"), query.get("version"), since_ns, limit
+                )
+            }
+        )
+    if query.get("kind", "drift") != "drift":
+        return _json({"error": "kind must be drift or quality", "reason": "bad_query"}, status=400)
+    windows = await engine.history.query(query.get("model"), query.get("version"), since_ns, limit)
     return _json({"windows": windows})
 
 

@@ -118,7 +118,10 @@ async def test_windows_by_prediction_time_with_late_out_of_order_labels(demo: Pa
         clock.now = T0 + 30 * SECOND + 120 * SECOND  # the last window's end + grace
         assert monitor.engine.quality.tick() == 3
         await monitor.wait_quality("classifier", 1, 3)
-        rows = await monitor.engine.quality.db.query("classifier", "1", 10)
+        async with monitor.http.get(
+            "/v1/drift/history", params={"kind": "quality", "model": "classifier", "version": "1"}
+        ) as r:
+            rows = (await r.json())["windows"]
         window_of = (np.asarray(times) - T0) // (10 * SECOND)
         for k, report in enumerate(rows):
             in_k = window_of == k

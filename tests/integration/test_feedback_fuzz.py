@@ -59,12 +59,20 @@ def _bad_tensor(rng: random.Random) -> bytes:
 
 
 def _bad_json(rng: random.Random) -> bytes:
-    values: list[Any] = [None, "x", 1.5, 1e300, [[1], [2, 3]], {"datatype": "INT64"}, [], {"a": {"b": []}},
-                         {"datatype": "INT64", "shape": [1], "data": [1.5]}, {"label": [1]}, [[[[0]]]]]  # fmt: skip
-    item: Any = {"request_id": rng.choice(IDS + [5, None]), "model": rng.choice(["classifier", 3]),
-                 "labels": rng.choice(values), "event_time_ns": rng.choice([0, "now", 1.0, 2**63 - 1])}  # fmt: skip
+    values: list[Any] = [
+        *(None, "x", 1.5, 1e300, [[1], [2, 3]], {"datatype": "INT64"}, [], {"a": {"b": []}}),
+        *({"datatype": "INT64", "shape": [1], "data": [1.5]}, {"label": [1]}, [[[[0]]]]),
+    ]
+    item: Any = {
+        "request_id": rng.choice([*IDS, 5, None]),
+        "model": rng.choice(["classifier", 3]),
+        "labels": rng.choice(values),
+        "event_time_ns": rng.choice([0, "now", 1.0, 2**63 - 1]),
+    }
     if rng.random() < 0.1:
-        return b'{"items": [{"request_id": "p1", "model": "classifier", "labels": 123456789012345678901234567890}]}'
+        return (
+            b'{"items": [{"request_id": "p1", "model": "classifier", "labels": 1234567890123456789012345}]}'
+        )
     return orjson.dumps({"items": [item, rng.choice(values)]} if rng.random() < 0.8 else rng.choice(values))
 
 

@@ -58,14 +58,15 @@ def bench_ingest(predictions: int, batch: int) -> dict[str, Any]:
 
     from bench.drift_parts import _metric, _rss_mib
     from registry.demo import build_demo
-    from tests.feedback_rig import T0, classifier_outputs, demo_inputs, feedback, samples
+    from tests.feedback_rig import T0, classifier_outputs, demo_inputs, feedback, samples, set_feedback
     from tests.monitor_servers import MonitorProcess
 
     with tempfile.TemporaryDirectory(prefix="bench-feedback-") as tmp:
         registry = Path(tmp) / "registry"
         build_demo(registry)
-        with (registry / "classifier" / "model.toml").open("a", encoding="utf-8") as f:
-            f.write(f"\n[feedback]\nwindow_rows = {predictions * 2}\nmax_rows = {predictions * 2}\n")
+        set_feedback(
+            registry, "classifier", f"window_rows = {predictions * 2}\nmax_rows = {predictions * 2}\n"
+        )
         x = demo_inputs(registry, 1000, seed=0)
         out = classifier_outputs(registry, 1, x)
         ids = [str(uuid.UUID(int=i)) for i in range(predictions)]

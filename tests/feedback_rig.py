@@ -27,6 +27,13 @@ class Clock:
         return self.now
 
 
+def set_feedback(root: Path, model: str, section: str) -> None:
+    """Replace the ``[feedback]`` section of ``model``'s model.toml (the last section in the demo's)."""
+    path = root / model / "model.toml"
+    text = path.read_text(encoding="utf-8").split("\n[feedback]\n")[0]
+    path.write_text(f"{text}\n[feedback]\n{section}", encoding="utf-8")
+
+
 def tensor(message: Any, name: str, array: npt.NDArray[Any], datatype: str | None = None) -> None:
     names = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "int32": "INT32"}
     a = np.ascontiguousarray(array)

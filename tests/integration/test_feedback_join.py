@@ -14,18 +14,26 @@ import pytest
 
 from monitor.config import MonitorConfig
 from registry.demo import build_demo
-from tests.feedback_rig import SECOND, T0, Clock, classifier_outputs, demo_inputs, feedback, samples
+from tests.feedback_rig import (
+    SECOND,
+    T0,
+    Clock,
+    classifier_outputs,
+    demo_inputs,
+    feedback,
+    samples,
+    set_feedback,
+)
 from tests.monitor_servers import RunningMonitor, running_monitor
 
-FEEDBACK_TOML = "\n[feedback]\nwindow_seconds = 10.0\ngrace_seconds = 120.0\nttl_seconds = 3600.0\n"
+FEEDBACK_TOML = "window_seconds = 10.0\ngrace_seconds = 120.0\nttl_seconds = 3600.0\n"
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("feedback") / "registry"
     build_demo(root)
-    with (root / "classifier" / "model.toml").open("a", encoding="utf-8") as f:
-        f.write(FEEDBACK_TOML)
+    set_feedback(root, "classifier", FEEDBACK_TOML)
     return root
 
 

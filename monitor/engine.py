@@ -12,7 +12,8 @@ This module owns the monitor's data path end to end (DESIGN.md §1) and the back
   training profile's bins (:attr:`VersionState.skew_windows`); each such window is queued just before
   the version's own window with the same rows and number, evaluated against the training profile, and
   recorded in the drift tracker (so the window's report entry and history row carry the verdict).
-* the **ticker** task closes windows whose time is up (monotonic clock, every ``tick_s``).
+* the **ticker** task closes windows whose time is up (monotonic clock, every ``tick_s``), and quality
+  windows (:mod:`monitor.quality_publish`; ground truth comes in through :meth:`Engine.ingest_feedback`).
 
 Both tasks are started by :meth:`start` and cancelled and awaited by :meth:`stop`, which also stops
 the webhook sender, the executor and the history.
@@ -90,8 +91,7 @@ class Engine:
         self._tasks = [
             asyncio.create_task(self._evaluate_forever(), name="monitor-evaluator"),
             asyncio.create_task(self._tick_forever(), name="monitor-ticker"),
-            asyncio.create_task(self.quality.run_forever(), name="monitor-quality"),
-            asyncio.create_task(self.quality.snapshot_forever(self.config.feedback_snapshot_s)),
+            *self.quality.tasks(self.config.feedback_snapshot_s),
         ]
 
     async def stop(self) -> None:
@@ -101,10 +101,7 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        try:
-            await self.quality.snapshot()
-        except Exception:
-            log.exception("could not save the prediction stores")
+        await self.quality.close()
         await self.alerts.stop()
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
         await self.history.close()

@@ -79,7 +79,21 @@ class QualityPublisher:
             blobs = {m: await loop.run_in_executor(self.executor, to_bytes, a) for m, a in arrays.items()}
             await self.db.save_stores(blobs)
 
-    async def snapshot_forever(self, interval_s: float) -> None:
+    def tasks(self, snapshot_s: float) -> list[asyncio.Task[None]]:
+        """The evaluator and the store saver, started (the engine cancels them)."""
+        return [
+            asyncio.create_task(self.run_forever(), name="monitor-quality"),
+            asyncio.create_task(self._snapshot_forever(snapshot_s), name="monitor-feedback-store"),
+        ]
+
+    async def close(self) -> None:
+        """Save the prediction stores one last time (after the tasks are cancelled)."""
+        try:
+            await self.snapshot()
+        except Exception:
+            log.exception("could not save the prediction stores")
+
+    async def _snapshot_forever(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
             try:

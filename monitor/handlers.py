@@ -36,14 +36,19 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
-async def post_samples(request: web.Request) -> web.Response:
-    """``POST /v1/samples``: a SampleBatch body; 200 ``{"rows": accepted}`` or 400 with the reason."""
-    engine = request.app[ENGINE]
+async def _read(request: web.Request) -> bytes:
+    """The body; 413 (counted as ``too_large``) over ``max_body_bytes``."""
     try:
-        body = await request.read()
+        return await request.read()
     except web.HTTPRequestEntityTooLarge:
         request.app[METRICS].rejected.labels("too_large").inc()
         raise
+
+
+async def post_samples(request: web.Request) -> web.Response:
+    """``POST /v1/samples``: a SampleBatch body; 200 ``{"rows": accepted}`` or 400 with the reason."""
+    engine = request.app[ENGINE]
+    body = await _read(request)
     try:
         rows = await engine.ingest(body)
     except SampleError as exc:
@@ -55,11 +60,7 @@ async def post_feedback(request: web.Request) -> web.Response:
     """``POST /v1/feedback``: a FeedbackBatch (``application/x-protobuf``) or its JSON form
     (``application/json``); 200 with per-item results, even when some items are refused; 400 only for a
     body that cannot be read; 413 over ``max_body_bytes``."""
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        request.app[METRICS].rejected.labels("too_large").inc()
-        raise
+    body = await _read(request)
     try:
         result = await request.app[ENGINE].ingest_feedback(body, request.content_type)
     except SampleError as exc:

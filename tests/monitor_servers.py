@@ -31,6 +31,14 @@ ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
+def rss_kib() -> int:
+    """This process's resident memory (VmRSS of /proc/self/status), KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
 def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 30.0, every: float = 0.05) -> T:
     """Poll ``probe`` until it returns something other than None or False; fail naming ``what``."""
     deadline = time.monotonic() + timeout

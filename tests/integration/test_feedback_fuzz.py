@@ -20,7 +20,7 @@ from monitor.config import MonitorConfig
 from protos import monitor_pb2
 from registry.demo import build_demo
 from tests.feedback_rig import T0, classifier_outputs, demo_inputs, feedback, samples
-from tests.monitor_servers import RunningMonitor, running_monitor
+from tests.monitor_servers import RunningMonitor, rss_kib, running_monitor
 
 LIMIT = 64 * 1024
 TOKEN = "fuzz-feedback-41c2"
@@ -28,13 +28,6 @@ HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 IDS = [f"p{i}" for i in range(64)]
 GOOD = feedback("classifier", IDS[:8], np.zeros(8, np.int64))
 KINDS = ("garbage", "flipped", "oversized", "unauthenticated", "tensor", "json")
-
-
-def _rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS in /proc/self/status")
 
 
 def _bad_tensor(rng: random.Random) -> bytes:
@@ -132,10 +125,10 @@ async def test_fuzzed_feedback_keeps_it_serving_with_flat_memory(tmp_path: Path)
             assert response.status == 200
         for kind, payload in warmup:
             await _send(monitor, kind, payload)
-        before = _rss_kib()
+        before = rss_kib()
         for kind, payload in fuzz:
             await _send(monitor, kind, payload)
-        after = _rss_kib()
+        after = rss_kib()
         async with monitor.http.get("/healthz") as response:
             assert response.status == 200
         good = feedback("classifier", IDS[-4:], out["label"][-4:])

@@ -127,6 +127,13 @@ class ModelTable:
                 loaded = await self._load_one(state, info, version, serving, force)
                 if loaded is not None:
                     fresh[version] = loaded
+            if not fresh and not state.versions and pending and info.config.versions.policy == "latest":
+                # Nothing serves and every wanted version failed: start from the highest intact version
+                # below them, as a gateway that was already running keeps doing (registry.serving calls
+                # this the "fallback" default, and rollback starts from it).
+                fallback = await self._load_fallback(state, info, min(wanted))
+                if fallback is not None:
+                    fresh[fallback.version] = fallback
             kept = {v: lv for v, lv in state.versions.items() if v in wanted and v not in fresh}
             # A wanted version that is not loaded (it failed) never takes a serving version down with it:
             # the newest serving versions the policy dropped stay, one for each wanted version missing.
@@ -143,6 +150,21 @@ class ModelTable:
                 self._set_ready(lv, 1)
                 self._export_profile(lv)
         await self._retire(retired)
+
+    async def _load_fallback(self, state: ModelState, info: ModelInfo, below: int) -> LoadedVersion | None:
+        """Loads the highest READY version under ``below`` that loads (failed ones are recorded as usual)."""
+        for version in sorted((v for v in info.versions if v < below), reverse=True):
+            state.loading.add(version)
+            loaded = await self._load_one(state, info, version, None, False)
+            if loaded is not None:
+                log.warning(
+                    "model %s: no version the policy selects loaded; serving version %d, the highest "
+                    "below them that did",
+                    info.name,
+                    version,
+                )
+                return loaded
+        return None
 
     async def _load_one(
         self, state: ModelState, info: ModelInfo, version: int, serving: LoadedVersion | None, force: bool

@@ -18,8 +18,7 @@ import hashlib
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy.typing as npt
 
@@ -29,9 +28,10 @@ from gateway.metrics import GatewayMetrics
 BYTES_ELEMENT_ESTIMATE = 64
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One sampled request: who answered it, when, and its rows (numpy views, not yet serialized)."""
+class Sample(NamedTuple):
+    """One sampled request: who answered it, when, and its rows (numpy views, not yet serialized).
+
+    A named tuple, not a dataclass: one is built per sampled request, on the request path."""
 
     model: str
     version: str
@@ -44,8 +44,14 @@ class Sample:
     nbytes: int
 
 
-def _nbytes(array: npt.NDArray[Any]) -> int:
-    return array.size * BYTES_ELEMENT_ESTIMATE if array.dtype.kind == "O" else int(array.nbytes)
+def _cut(
+    tensors: Mapping[str, tuple[str, npt.NDArray[Any]]], max_rows: int
+) -> tuple[tuple[str, str, npt.NDArray[Any]], ...]:
+    """``(name, datatype, rows)`` per tensor, with at most ``max_rows`` rows (a view; no slice when fewer)."""
+    return tuple(
+        (name, datatype, array if not array.ndim or len(array) <= max_rows else array[:max_rows])
+        for name, (datatype, array) in tensors.items()
+    )
 
 
 class Sampler:
@@ -70,6 +76,7 @@ class Sampler:
         self._rows = 0
         self._bytes = 0
         self._random = random.Random()
+        self._children: dict[tuple[str, str], Any] = {}
 
     def rate(self, configured: float) -> float:
         """The effective rate: the command-line override, else the model's ``[sampling].rate``."""
@@ -95,11 +102,17 @@ class Sampler:
         outputs: Mapping[str, tuple[str, npt.NDArray[Any]]],
         max_rows: int,
     ) -> bool:
-        """Buffers one answered request's first ``max_rows`` rows; False (and counted) when dropped."""
-        cut_inputs = tuple((name, datatype, array[:max_rows]) for name, (datatype, array) in inputs.items())
-        cut_outputs = tuple((name, datatype, array[:max_rows]) for name, (datatype, array) in outputs.items())
-        rows = len(cut_inputs[0][2]) if cut_inputs and cut_inputs[0][2].ndim else 1
-        size = sum(_nbytes(array) for _, _, array in cut_inputs) + sum(_nbytes(a) for _, _, a in cut_outputs)
+        """Buffers one answered request's first ``max_rows`` rows; False (and counted) when dropped.
+
+        Runs on the request path, so it does the least it can: arrays are sliced only when they hold more
+        than ``max_rows`` rows, and sizes come from ``nbytes`` (no copies)."""
+        cut_inputs = _cut(inputs, max_rows)
+        cut_outputs = _cut(outputs, max_rows)
+        first = cut_inputs[0][2] if cut_inputs else None
+        rows = len(first) if first is not None and first.ndim else 1
+        size = 0
+        for _, _, array in cut_inputs + cut_outputs:
+            size += array.size * BYTES_ELEMENT_ESTIMATE if array.dtype.kind == "O" else array.nbytes
         if (
             not self.connected
             or self._rows + rows > self.max_buffer_rows
@@ -107,18 +120,19 @@ class Sampler:
         ):
             self.count(model, "dropped", rows)
             return False
-        sample = Sample(
-            model,
-            version,
-            request_id,
-            time.time_ns(),
-            time.monotonic_ns(),
-            cut_inputs,
-            cut_outputs,
-            rows,
-            size,
+        self._buffer.append(
+            Sample(
+                model,
+                version,
+                request_id,
+                time.time_ns(),
+                time.monotonic_ns(),
+                cut_inputs,
+                cut_outputs,
+                rows,
+                size,
+            )
         )
-        self._buffer.append(sample)
         self._rows += rows
         self._bytes += size
         return True
@@ -152,5 +166,10 @@ class Sampler:
         return len(self._buffer)
 
     def count(self, model: str, outcome: str, rows: int) -> None:
-        if self._metrics is not None:
-            self._metrics.samples.labels(model, outcome).inc(rows)
+        """Adds ``rows`` to ``infergate_samples_total{model,outcome}`` (children resolved once each)."""
+        if self._metrics is None:
+            return
+        child = self._children.get((model, outcome))
+        if child is None:
+            child = self._children[(model, outcome)] = self._metrics.samples.labels(model, outcome)
+        child.inc(rows)

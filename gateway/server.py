@@ -9,6 +9,7 @@ period), then sessions are closed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -185,10 +186,23 @@ async def check_providers(config: GatewayConfig) -> int:
     return 1 if failed else 0
 
 
+def freeze_startup_heap() -> int:
+    """Collects once, then moves every object alive after start-up (modules, sessions, protobuf
+    descriptors, metric families: ~60k objects) into the collector's permanent generation.
+
+    Without it each full collection under load re-scans that heap: measured 40 ms per gen-2 pass with
+    the demo models, a stall every few seconds that lands in p99 and in 50 ms budgets. Objects made
+    later (requests, swapped-in versions) are collected as usual. Returns the number frozen."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 async def serve(config: GatewayConfig) -> int:
     """Runs until SIGTERM or SIGINT, then drains. Returns the process exit code."""
     server = GatewayServer(config)
     await server.start()
+    log.debug("froze %d start-up objects out of the cyclic collector", freeze_startup_heap())
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

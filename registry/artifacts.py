@@ -3,11 +3,14 @@
 This module owns the contract of ``reference.npz``, ``golden.npz`` and ``training.npz`` (DESIGN.md §4):
 keys are ``input:<tensor>`` and ``output:<tensor>`` for tensors of the version's signature, loadable with
 ``allow_pickle=False``, of the signature's dtype and non-batch dimensions, all with the same number of
-rows (dimension 0). :func:`read_npz` is the one place such a file is opened (never with pickles). It
-also counts the rows of a training-data file from array headers only, and picks the model inputs out of
-a training-data ``.npz`` (:func:`training_inputs`: the rows ``training.npz`` stores, so the monitor can
-compare serving traffic with what the model was trained on), and reads the input rows of any such file
-(:func:`read_inputs`: what the gateway warms a version up with).
+rows (dimension 0). Optional ``label:<name>`` keys hold ground truth for those rows (finite numbers,
+1-D or ``[n, 1]``): a labelled reference, from which the monitor learns how far the version's
+probabilities can be trusted (:func:`read_reference_labels`). :func:`read_npz` is the one place such a
+file is opened (never with pickles). It also counts the rows of a training-data file from array headers
+only, and picks the model inputs out of a training-data ``.npz`` (:func:`training_inputs`: the rows
+``training.npz`` stores, so the monitor can compare serving traffic with what the model was trained
+on), and reads the input rows of any such file (:func:`read_inputs`: what the gateway warms a version
+up with).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from registry.signature import DYNAMIC, Signature, TensorSpec, numpy_dtype
 
 __all__ = [
     "INPUT_PREFIX",
+    "LABEL_PREFIX",
     "OUTPUT_PREFIX",
     "TRAINING_MAX_BYTES",
     "TRAINING_MAX_ROWS",
@@ -32,12 +36,14 @@ __all__ = [
     "data_rows",
     "read_inputs",
     "read_npz",
+    "read_reference_labels",
     "training_inputs",
     "validate_arrays",
 ]
 
 INPUT_PREFIX = "input:"
 OUTPUT_PREFIX = "output:"
+LABEL_PREFIX = "label:"
 TRAINING_MAX_ROWS = 20_000
 """At most this many training rows are kept in ``training.npz`` ..."""
 TRAINING_MAX_BYTES = 64 * 1024 * 1024
@@ -109,9 +115,12 @@ def read_inputs(
 def check_arrays(
     arrays: dict[str, np.ndarray[Any, Any]], signature: Signature, *, require_outputs: bool = False
 ) -> int:
-    """Check loaded ``input:``/``output:`` arrays against ``signature``; return their row count.
+    """Check loaded ``input:``/``output:`` (and ``label:``) arrays against ``signature``; return their row
+    count.
 
-    The rules of :func:`validate_arrays`; PublishError naming the key at fault (not the file).
+    The rules of :func:`validate_arrays`; PublishError naming the key at fault (not the file). A
+    ``label:<name>`` array needs a non-empty name, finite numbers (bool, integer or float) and shape
+    ``[n]`` or ``[n, 1]``, with the same ``n`` as every other array.
     """
     return _check(arrays, signature, require_outputs)
 
@@ -120,9 +129,14 @@ def _check(arrays: dict[str, np.ndarray[Any, Any]], signature: Signature, requir
     sides = {INPUT_PREFIX: signature.inputs, OUTPUT_PREFIX: signature.outputs}
     rows: set[int] = set()
     for key, array in arrays.items():
+        if key.startswith(LABEL_PREFIX):
+            _check_label(key, array)
+            rows.add(array.shape[0])
+            continue
         prefix = next((p for p in sides if key.startswith(p)), None)
         if prefix is None:
-            raise PublishError(f"key {key!r}: expected {INPUT_PREFIX}<tensor> or {OUTPUT_PREFIX}<tensor>")
+            expected = f"{INPUT_PREFIX}<tensor>, {OUTPUT_PREFIX}<tensor> or {LABEL_PREFIX}<name>"
+            raise PublishError(f"key {key!r}: expected {expected}")
         name = key[len(prefix) :]
         spec = next((s for s in sides[prefix] if s.name == name), None)
         if spec is None:
@@ -159,6 +173,44 @@ def _check_array(key: str, array: np.ndarray[Any, Any], spec: TensorSpec) -> Non
     for axis in range(1, array.ndim):
         if spec.shape[axis] not in (DYNAMIC, array.shape[axis]):
             raise PublishError(f"key {key!r}: shape {list(array.shape)}, expected rows of {list(spec.shape)}")
+
+
+def _check_label(key: str, array: np.ndarray[Any, Any]) -> None:
+    if key == LABEL_PREFIX:
+        raise PublishError(f"key {key!r}: a label needs a name ({LABEL_PREFIX}<name>)")
+    if array.dtype.kind not in "biuf":
+        raise PublishError(
+            f"key {key!r}: labels must be numbers (bool, integer or float), got dtype {array.dtype}"
+        )
+    if not (array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1)):
+        raise PublishError(f"key {key!r}: shape {list(array.shape)}, expected [rows] or [rows, 1]")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise PublishError(f"key {key!r}: labels must be finite (NaN or infinity found)")
+
+
+def read_reference_labels(
+    path: Path, signature: Signature | None = None, error: type[RegistryError] = RegistryError
+) -> dict[str, np.ndarray[Any, Any]]:
+    """The ``label:<name>`` arrays of the reference file at ``path``, keyed by ``name``, each 1-D (a
+    ``[n, 1]`` array is flattened); ``{}`` when it has none.
+
+    With ``signature`` the whole file is checked as at publish (:func:`check_arrays`); without, the
+    labels are checked and every array must share their row count. NotFoundError if there is no such
+    file; ``error`` naming the file and the key at fault if it is unreadable or invalid.
+    """
+    arrays = read_npz(path, error)
+    labels = {key: array for key, array in arrays.items() if key.startswith(LABEL_PREFIX)}
+    try:
+        if signature is not None:
+            check_arrays(arrays, signature)
+        for key, array in labels.items():
+            _check_label(key, array)
+        rows = {array.shape[0] if array.ndim else -1 for array in arrays.values()}
+        if labels and len(rows) != 1:
+            raise PublishError(f"arrays disagree on the number of rows: {sorted(rows)}")
+    except PublishError as exc:
+        raise error(f"{path}: {exc}") from None
+    return {key[len(LABEL_PREFIX) :]: array.reshape(-1) for key, array in labels.items()}
 
 
 def training_inputs(path: Path, signature: Signature) -> dict[str, np.ndarray[Any, Any]] | None:

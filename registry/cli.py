@@ -3,10 +3,11 @@
 This module owns argument parsing and output formats only; every action is a call into the package.
 Subcommands: ``demo``, ``publish`` (prints the new version alone), ``list`` (a table), ``show`` (lineage
 as JSON), ``pin``, ``unpin``; and, in :mod:`registry.cli_ops`, ``rollback`` (prints the pinned version
-alone), ``verify``, ``diff`` and ``gc``. Every model name taken from the command line (``NAME``,
-``--model``) is checked with :func:`registry.layout.check_model_name` before anything touches the
-disk. A :class:`RegistryError` or OS error prints one line to stderr and exits 2; so does a usage
-error. ``verify`` exits 1 when it finds a damaged version.
+alone), ``verify``, ``diff`` and ``gc``. ``list`` and ``show`` report the serving default of
+:func:`registry.serving.serving_default` (``--trusted-keys``: the gateway's). Every model name taken from
+the command line (``NAME``, ``--model``) is checked with :func:`registry.layout.check_model_name` before
+anything touches the disk. A :class:`RegistryError` or OS error prints one line to stderr and exits 2; so
+does a usage error. ``verify`` exits 1 when it finds a damaged version.
 """
 
 from __future__ import annotations
@@ -18,24 +19,25 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from registry.cli_ops import add_parsers, version_arg
+from registry.cli_ops import add_parsers, trusted_keys_arg, version_arg
 from registry.demo import build_demo
 from registry.errors import NotFoundError, RegistryError, UsageError
 from registry.layout import (
     ModelInfo,
     check_model_name,
-    default_version,
     scan_registry,
     select_versions,
     version_info,
 )
 from registry.manifest import load_manifest
 from registry.publish import pin, publish, unpin
-from registry.signing import generate_key
+from registry.serving import IntegrityCache, serving_default_of
+from registry.signing import generate_key, load_trusted_keys
 
 __all__ = ["build_parser", "main"]
 
 PROG = "infergate-registry"
+_DEFAULT_KEYS = "the gateway's --trusted-keys: the default shown is a version the gateway would load"
 
 
 def _json_object(text: str, flag: str) -> dict[str, Any]:
@@ -85,17 +87,27 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default(info: ModelInfo, args: argparse.Namespace) -> dict[str, Any]:
+    """The serving default's fields of ``list --json`` and ``show``: version, source, failing versions."""
+    trusted = load_trusted_keys(args.trusted_keys) if args.trusted_keys is not None else None
+    found = serving_default_of(IntegrityCache(info, trusted))
+    return {
+        "default": found.version,
+        "default_source": found.source,
+        "failing": {str(v): problems for v, problems in found.skipped.items()},
+    }
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for info in scan_registry(args.registry).values():
-        serving = select_versions(info)
         rows.append(
             {
                 "model": info.name,
                 "versions": list(info.versions),
-                "serving": list(serving),
+                "serving": list(select_versions(info)),
                 "pin": info.pin,
-                "default": default_version(info, serving),
+                **_default(info, args),
                 "config_error": info.config_error,
             }
         )
@@ -144,7 +156,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             "path": str(info.path),
             "pin": info.pin,
             "serving": list(serving),
-            "default": default_version(info, serving),
+            **_default(info, args),
             "config_error": info.config_error,
             "versions": versions,
         }
@@ -224,11 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
     p = command("list", cmd_list, "list models, READY and served versions, pin and default")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    trusted_keys_arg(p, _DEFAULT_KEYS)
     p = command(
         "show", cmd_show, "print a model's versions, or one version's manifest and ancestors, as JSON"
     )
     p.add_argument("name", metavar="NAME")
     p.add_argument("version", type=version_arg, nargs="?", metavar="VERSION")
+    trusted_keys_arg(p, _DEFAULT_KEYS)
     p = command("pin", cmd_pin, "serve VERSION by default, whatever the version policy")
     p.add_argument("name", metavar="NAME")
     p.add_argument("version", type=version_arg, metavar="VERSION")

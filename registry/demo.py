@@ -11,10 +11,12 @@ publishes it with :func:`registry.publish.publish`, so the demo exercises the re
 
 Training data stays in ``DIR/_data/<model>/train-v<N>.npz`` (keys ``input:input``, the model's input
 rows, and ``y``, the targets): the leading ``_`` makes it invisible to the scan, and each manifest records
-its ``file://`` URI, SHA-256 and rows. Each version carries a ``reference.npz`` (held-out inputs and the
-numpy model's outputs), a small ``golden.npz`` and, because the training file holds the model's inputs,
-a ``training.npz`` (the training inputs, for the monitor's skew check). No downloads; deterministic for
-a seed up to ``created_at``; about a second.
+its ``file://`` URI, SHA-256 and rows, and its held-out metrics (classifier: accuracy, f1_macro, log_loss,
+auc; regressor: rmse, mae, r2) as ``validation.metrics``. Each version carries a ``reference.npz``
+(held-out inputs, the numpy model's outputs and the held-out truth as ``label:<output>``: ``label:label``
+for the classifier, ``label:prediction`` for the regressor), a small ``golden.npz`` (no labels) and,
+because the training file holds the model's inputs, a ``training.npz`` (the training inputs, for the
+monitor's skew check). No downloads; deterministic for a seed up to ``created_at``; about a second.
 """
 
 from __future__ import annotations
@@ -180,6 +182,7 @@ def _classifier_versions(root: Path, rng: np.random.Generator) -> list[VersionIn
                 dict(
                     zip(("probabilities", "label"), model.forward(held_out.x[:REFERENCE_ROWS]), strict=True)
                 ),
+                truth="label",
                 params={"algorithm": "logistic_regression", "optimizer": "gradient_descent", **params},
                 metrics=classification_metrics(held_out.y, probabilities),
                 notes=f"demo classifier v{generation}: logistic regression on synthetic data",
@@ -202,6 +205,7 @@ def _regressor_version(root: Path, rng: np.random.Generator) -> VersionInfo:
         train,
         held_out,
         {"prediction": model.forward(held_out.x[:REFERENCE_ROWS])},
+        truth="prediction",
         params={**params, "optimizer": "adam", "train_rows": len(train.y)},
         metrics=regression_metrics(held_out.y, model.forward(held_out.x)),
         notes="demo regressor v1: one-hidden-layer ReLU MLP on synthetic data",
@@ -217,6 +221,7 @@ def _publish(
     held_out: Dataset,
     outputs: dict[str, np.ndarray[Any, Any]],
     *,
+    truth: str,
     params: dict[str, Any],
     metrics: dict[str, float],
     notes: str,
@@ -232,7 +237,8 @@ def _publish(
         reference = {"input:input": held_out.x[:REFERENCE_ROWS]} | {
             f"output:{k}": v for k, v in outputs.items()
         }
-        np.savez(scratch / "reference.npz", **reference)
+        labelled: dict[str, Any] = reference | {f"label:{truth}": held_out.y[:REFERENCE_ROWS]}
+        np.savez(scratch / "reference.npz", **labelled)  # label:<output>: the truth for that output
         np.savez(scratch / "golden.npz", **{k: v[:GOLDEN_ROWS] for k, v in reference.items()})
         return publish(
             root,

@@ -157,12 +157,18 @@ def train_regressor(
 
 
 def classification_metrics(y: npt.NDArray[np.int64], probabilities: F32) -> dict[str, float]:
-    """accuracy, log_loss (natural log, probabilities clipped to [1e-7, 1 - 1e-7]) and ROC AUC."""
+    """accuracy and macro F1 of the predicted class (the argmax, as the exported graph's ArgMax), log_loss
+    (natural log, probabilities clipped to [1e-7, 1 - 1e-7]) and ROC AUC: the names and definitions of
+    the monitor's realized quality (monitor/quality.py), so windows compare with them."""
     p1 = np.clip(probabilities[:, 1].astype(np.float64), 1e-7, 1 - 1e-7)
-    accuracy = float(((p1 >= 0.5) == (y == 1)).mean())
+    predicted = probabilities.argmax(axis=1)
     log_loss = float(-(y * np.log(p1) + (1 - y) * np.log1p(-p1)).mean())
+    f1 = [
+        2 * np.sum((predicted == c) & (y == c)) / (np.sum(predicted == c) + np.sum(y == c)) for c in (0, 1)
+    ]  # both classes occur in the held-out data
     return {
-        "accuracy": accuracy,
+        "accuracy": float((predicted == y).mean()),
+        "f1_macro": float(np.mean(f1)),
         "log_loss": log_loss,
         "auc": _auc(y, probabilities[:, 1].astype(np.float64)),
     }

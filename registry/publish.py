@@ -8,7 +8,8 @@ This module owns every change to a registry directory, and the crash-safety of e
   numeric directory, both invisible to :func:`registry.layout.scan_registry`; concurrent publishers get
   distinct numbers because ``mkdir`` succeeds for one of them only.
 * :func:`pin` writes ``<model>/pin`` with temp file + ``os.replace``; :func:`unpin` removes it;
-  :func:`rollback` pins the highest intact READY version below the current default.
+  :func:`rollback` pins the highest READY version below the one the gateway serves by default
+  (:func:`registry.serving.serving_default`) that a gateway would load.
 
 Deleting versions is :mod:`registry.retention`'s job.
 """
@@ -40,20 +41,27 @@ from registry.layout import (
     REFERENCE_FILE,
     TMP_PREFIX,
     TRAINING_FILE,
+    ModelInfo,
     VersionInfo,
     check_model_name,
-    default_version,
     numeric_dirs,
     read_pin,
     ready_versions,
     scan_model,
-    select_versions,
     version_info,
 )
-from registry.manifest import Manifest, TrainingInfo, ValidationInfo, dump_manifest, sha256_file, utc_now
-from registry.signature import read_signature
-from registry.signing import sign_version
-from registry.verify import verify_version
+from registry.manifest import (
+    Manifest,
+    TrainingInfo,
+    ValidationInfo,
+    dump_manifest,
+    load_manifest,
+    sha256_file,
+    utc_now,
+)
+from registry.serving import IntegrityCache, ServingDefault, serving_default_of
+from registry.signature import breaking_changes, read_signature
+from registry.signing import TrustedKeys, sign_version
 
 __all__ = ["Rollback", "pin", "publish", "rollback", "unpin"]
 
@@ -77,7 +85,8 @@ def publish(
     """Publish ``onnx_path`` as the next version of ``model`` under ``root``; return the READY version.
 
     The signature is read from the ONNX file; ``reference``/``golden`` must match it (see
-    :func:`registry.artifacts.validate_arrays`; golden needs every output too). ``train_data`` is hashed
+    :func:`registry.artifacts.validate_arrays`; golden needs every output too; optional ``label:<name>``
+    keys, the ground truth of the rows, are checked there too). ``train_data`` is hashed
     and its rows counted (``.npy``/``.npz``); its ``file://`` URI is recorded, the file is not copied.
     When it is an ``.npz`` holding the model inputs (:func:`registry.artifacts.training_inputs`), a
     deterministic subsample of them is stored as ``training.npz`` (keys ``input:<tensor>``) and recorded
@@ -211,12 +220,15 @@ def unpin(root: Path, model: str) -> int | None:
 
 @dataclass(frozen=True)
 class Rollback:
-    """What :func:`rollback` did: pinned ``target`` in place of the default ``previous``, passing over the
-    damaged READY versions in ``skipped`` (version -> its problems, as :func:`verify_version` reports)."""
+    """What :func:`rollback` did: pinned ``target`` in place of ``previous``, the version the gateway
+    served by default (``serving``, :func:`registry.serving.serving_default`), passing over the READY
+    versions below it in ``skipped`` (version -> why a gateway would refuse it: its load-check problems,
+    or a breaking signature change against ``previous``)."""
 
     target: VersionInfo
     previous: int
     skipped: dict[int, list[str]]
+    serving: ServingDefault
 
     @property
     def version(self) -> int:
@@ -224,29 +236,57 @@ class Rollback:
         return self.target.version
 
 
-def rollback(root: Path, model: str) -> Rollback:
-    """Pin the previous good version: the highest READY version below the one served by default now
-    (the pin, else the policy's highest) whose files are intact (:func:`verify_version`: manifest,
-    SHA-256, signature; no golden run).
+def rollback(root: Path, model: str, *, trusted: TrustedKeys | None = None) -> Rollback:
+    """Pin the previous good version: the highest READY version below the one the gateway serves by
+    default now (:func:`registry.serving.serving_default`: the intact pin, else the policy's highest
+    intact version) that a gateway would load in its place: its files pass the load checks the registry
+    can make (:func:`registry.verify.verify_version` with ``trusted``, the gateway's ``--trusted-keys``:
+    manifest, SHA-256, signature; no golden run), and its signature is no breaking change against the
+    serving version's unless ``[versions].allow_breaking_signature``.
 
-    NotFoundError if the name is invalid or the model has no READY version; PublishError if no version
-    is older, or none of the older ones is intact (the message lists why each was passed over).
+    So a corrupt version above the served one (which the gateway already passes over) is not what is
+    rolled back from: rolling back always changes what is served. NotFoundError if the name is invalid
+    or the model has no READY version; PublishError if no READY version passes its checks, if no version
+    is older than the served one, or none of the older ones would load (the message says why for each).
     """
     model_dir = root / check_model_name(model)
     if not model_dir.is_dir():
         raise NotFoundError(f"model {model!r} not found in {root}")
-    info = scan_model(model_dir)
-    current = default_version(info, select_versions(info))
+    cache = IntegrityCache(scan_model(model_dir), trusted)
+    info = cache.info
+    serving = serving_default_of(cache)
+    current = serving.version
     if current is None:
-        raise NotFoundError(f"{model}: no READY version")
-    older = [v for v in info.versions if v < current]
+        if not info.versions:
+            raise NotFoundError(f"{model}: no READY version")
+        reasons = "; ".join(f"{v}: {p[0]}" for v, p in serving.skipped.items())
+        raise PublishError(
+            f"{model}: no READY version passes its load checks, nothing to roll back ({reasons})"
+        )
+    older = [v for v in reversed(info.versions) if v < current]
     if not older:
         raise PublishError(f"{model}: no READY version older than {current} to roll back to")
     skipped: dict[int, list[str]] = {}
-    for version in reversed(older):
-        problems = verify_version(info.version(version))
+    for version in older:
+        problems = cache.check(version) or _breaking(info, current, version)
         if not problems:
-            return Rollback(pin(root, model, version), current, skipped)
+            return Rollback(pin(root, model, version), current, skipped, serving)
         skipped[version] = problems
     reasons = "; ".join(f"{v}: {p[0]}" for v, p in skipped.items())
     raise PublishError(f"{model}: no intact READY version older than {current} to roll back to ({reasons})")
+
+
+def _breaking(info: ModelInfo, serving: int, candidate: int) -> list[str]:
+    """Why the gateway would refuse ``candidate`` while ``serving`` serves: a breaking signature change
+    (both manifests load: the caller checked them), unless the model allows breaking changes."""
+    if info.config.versions.allow_breaking_signature:
+        return []
+    old = load_manifest(info.version(serving).manifest_path).signature
+    new = load_manifest(info.version(candidate).manifest_path).signature
+    changes = breaking_changes(old, new)
+    if not changes:
+        return []
+    return [
+        f"breaking signature change against the serving version {serving} ({'; '.join(changes)}); "
+        "the gateway would refuse it unless [versions].allow_breaking_signature = true"
+    ]

@@ -1,8 +1,10 @@
 """Deleting old versions: ``infergate-registry gc NAME --keep N``.
 
 This module owns the one operation that removes versions from a registry, and its two safety rules: a
-version that is pinned, or that the version policy would serve (:func:`registry.layout.select_versions`,
-which always includes a READY pin and so the default), is never removed, whatever ``keep`` says; and a
+version that is pinned, that the version policy would serve (:func:`registry.layout.select_versions`,
+which always includes a READY pin), or that the gateway serves by default
+(:func:`registry.serving.serving_default`: below a corrupt newest version, the one it keeps serving) is
+never removed, whatever ``keep`` says; and a
 version disappears in one step. Each victim is renamed to ``<model>/.trash-<version>-<random>`` (invisible
 to the scan, which only knows numeric names), the directory is fsynced, and only then is the trash tree
 removed; a crash in between leaves a ``.trash-*`` directory that the next ``gc`` removes. If a pin to a
@@ -24,6 +26,8 @@ from registry.checks import check_int
 from registry.errors import ConfigError, NotFoundError, PublishError
 from registry.fsutil import fsync_dir
 from registry.layout import check_model_name, read_pin, scan_model, select_versions
+from registry.serving import IntegrityCache, serving_default_of
+from registry.signing import TrustedKeys
 
 __all__ = ["TRASH_PREFIX", "GcResult", "gc"]
 
@@ -36,6 +40,7 @@ class GcResult:
 
     ``removed``: versions deleted. ``kept``: READY versions left. ``protected``: versions older than the
     newest ``keep`` that stay because they are pinned or served. ``served``: what the policy serves.
+    ``default``: the version the gateway serves by default (:func:`registry.serving.serving_default`).
     """
 
     model: str
@@ -45,11 +50,15 @@ class GcResult:
     served: tuple[int, ...]
     pin: int | None
     dry_run: bool
+    default: int | None = None
 
 
-def gc(root: Path, model: str, keep: int, *, dry_run: bool = False) -> GcResult:
+def gc(
+    root: Path, model: str, keep: int, *, dry_run: bool = False, trusted: TrustedKeys | None = None
+) -> GcResult:
     """Delete the READY versions of ``model`` older than its newest ``keep`` (>= 1), except pinned or served.
 
+    ``trusted``: the gateway's ``--trusted-keys``, so that the serving default is the one it loads.
     With ``dry_run`` nothing changes on disk. NotFoundError for an invalid name or a missing model;
     PublishError for a bad ``keep``, or when ``model.toml`` or ``pin`` is unreadable (then what is served
     cannot be known, so nothing is deleted). Leftover ``.trash-*`` directories are removed first.
@@ -62,7 +71,8 @@ def gc(root: Path, model: str, keep: int, *, dry_run: bool = False) -> GcResult:
     if info.config_error is not None:
         raise PublishError(f"{model}: refusing to delete while the config is broken: {info.config_error}")
     served = select_versions(info)
-    guarded = set(served) | ({info.pin} if info.pin is not None else set())
+    default = serving_default_of(IntegrityCache(info, trusted)).version
+    guarded = set(served) | {v for v in (info.pin, default) if v is not None}
     beyond = info.versions[:-keep]
     plan = [v for v in beyond if v not in guarded]
     protected = tuple(v for v in beyond if v in guarded)
@@ -78,6 +88,7 @@ def gc(root: Path, model: str, keep: int, *, dry_run: bool = False) -> GcResult:
         served=served,
         pin=info.pin,
         dry_run=dry_run,
+        default=default,
     )
 
 

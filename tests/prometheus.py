@@ -222,6 +222,18 @@ def panels(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from panel.get("panels", [])
 
 
+def row_panels(board: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Row title -> the panels under it (those that follow it in the layout, or its collapsed children)."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    current: list[dict[str, Any]] | None = None
+    for panel in board["panels"]:
+        if panel["type"] == "row":
+            current = rows.setdefault(panel["title"], list(panel.get("panels", [])))
+        elif current is not None:
+            current.append(panel)
+    return rows
+
+
 def targets(board: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """(panel title, PromQL) for every query of every panel."""
     for panel in panels(board):

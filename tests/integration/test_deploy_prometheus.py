@@ -38,6 +38,7 @@ from tests.prometheus import (
     http_get,
     panels,
     render,
+    row_panels,
     scrape_config,
     tool,
     variable_queries,
@@ -58,6 +59,11 @@ EMPTY_PANELS = {
     "Requests for unknown models": "no unknown model was asked for before this check",
     "Shed requests by reason": "nothing was shed",
 }
+
+#: Rows whose panels may show nothing here: no rollout runs and no feedback is sent in this traffic, and the
+#: metrics behind them (tests/planned_metrics.py) may not be exported yet. Some may have data (a gauge the
+#: exporter sets at start), so these panels are allowed to be empty, not required to be.
+MAY_BE_EMPTY_ROWS = ("Rollouts", "Model quality")
 
 
 @dataclass
@@ -326,7 +332,8 @@ def test_every_dashboard_expression_evaluates_on_live_data(stack: Stack) -> None
         results = [p.query(render(target["expr"], **variables)) for target in panel.get("targets", [])]
         if results and not any(results):
             empty.add(panel["title"])
-    assert empty == set(EMPTY_PANELS)
+    optional = {panel["title"] for row in MAY_BE_EMPTY_ROWS for panel in row_panels(board)[row]}
+    assert set(EMPTY_PANELS) <= empty <= set(EMPTY_PANELS) | optional
     loaded = p.query(
         render(
             'max by (instance, model, version, provider) (infergate_model_ready{model=~"$model"})', model=".+"

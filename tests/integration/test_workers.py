@@ -3,6 +3,7 @@ worker is restarted while clients retry through, and SIGTERM drains both (exit 0
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -82,9 +83,11 @@ def test_two_workers_share_the_port_survive_a_crash_and_drain(tmp_path: Path) ->
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,  # its own process group: a failed test kills the workers too
     )
     sink: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=_lines, args=(process, sink), daemon=True).start()
+    reader = threading.Thread(target=_lines, args=(process, sink), daemon=True)
+    reader.start()
     try:
         workers = dict(sorted((i, (pid, m)) for i, pid, _, m in (_next_ready(sink), _next_ready(sink))))
         assert set(workers) == {0, 1}
@@ -115,8 +118,11 @@ def test_two_workers_share_the_port_survive_a_crash_and_drain(tmp_path: Path) ->
             except grpc.FutureTimeoutError:
                 pass
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
+        # Kill the whole group: workers that outlive a killed supervisor would hold the pipe open, and
+        # the reader (and this test) would wait on it forever instead of reporting the failure above.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+        reader.join(10)
         assert process.stdout is not None
         process.stdout.close()

@@ -1,5 +1,6 @@
 """deploy/grafana/infergate.json: importable as is (datasource input and variable, model and version
-variables), laid out without overlaps, covering the panels issue 8 asks for, naming only metrics that exist,
+variables), laid out without overlaps, covering the panels issue 8 asks for and the Rollouts and Model
+quality rows of issues 16 and 17, naming only metrics that exist or are planned (tests/planned_metrics.py),
 and every PromQL expression in it parses and evaluates on a real Prometheus."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.metrics import GatewayMetrics
 from monitor.metrics import MonitorMetrics
+from tests.planned_metrics import PLANNED, planned_names
 from tests.prometheus import (
     Prometheus,
     dashboard,
@@ -20,6 +22,7 @@ from tests.prometheus import (
     metric_names,
     panels,
     render,
+    row_panels,
     scrape_config,
     targets,
     variable_queries,
@@ -46,6 +49,10 @@ REQUIRED_METRICS = {
     "infergate_samples_total": "sampling sent and dropped",
     "infergate_monitor_rows_total": "monitor rows",
 }
+
+#: The rows issues 16 and 17 ask for: each panel in them names only planned metrics (and, for context,
+#: exported ones), and together they query every planned metric of their exporter.
+PLANNED_ROWS = {"Rollouts": "gateway", "Model quality": "monitor"}
 
 
 @pytest.fixture(scope="module")
@@ -119,11 +126,26 @@ def test_covers_the_required_panels(board: dict[str, Any]) -> None:
         assert any(grouping in expr for expr in exprs), grouping
 
 
+def test_the_rollout_and_quality_rows_cover_the_planned_metrics(board: dict[str, Any]) -> None:
+    rows = row_panels(board)
+    planned = planned_names()
+    for title, exporter in PLANNED_ROWS.items():
+        assert rows.get(title), f"no {title!r} row, or it is empty"
+        mentioned: set[str] = set()
+        for panel in rows[title]:
+            names = set().union(*(metric_names(t["expr"]) for t in panel["targets"]))
+            assert names, panel["title"]
+            assert names <= planned, (panel["title"], names - planned)
+            mentioned |= names
+        wanted = {m.name for m in PLANNED if m.exporter == exporter}
+        assert wanted - mentioned == set(), title
+
+
 def test_names_only_metrics_the_gateway_and_monitor_export(board: dict[str, Any]) -> None:
     registry = CollectorRegistry()
     GatewayMetrics(registry)
     MonitorMetrics(registry)
-    known = exposed_names(registry)
+    known = exposed_names(registry) | planned_names()
     mentioned = set()
     for _, expr in targets(board):
         mentioned |= metric_names(expr)

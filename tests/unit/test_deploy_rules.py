@@ -1,6 +1,7 @@
 """deploy/prometheus: the alert rules check and pass their promtool unit tests, every alert is tested both
 firing and silent, carries summary, description and a runbook section, only names metrics the gateway and
-the monitor export, and a real Prometheus loads and evaluates them from the example config."""
+the monitor export or that issues 16 and 17 plan (tests/planned_metrics.py), and a real Prometheus loads and
+evaluates them from the example config."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.metrics import GatewayMetrics
 from monitor.metrics import MonitorMetrics
+from tests.planned_metrics import planned_names
 from tests.prometheus import (
     ALERTS,
     ALERTS_TEST,
@@ -40,6 +42,12 @@ EXPECTED_ALERTS = {
     "InfergateMonitorDown",
     "InfergateGatewayDown",
     "InfergateSamplesDropping",
+    # Issue 16 (safe rollout) and issue 17 (model quality on ground truth).
+    "InfergateRolloutRolledBack",
+    "InfergateRolloutStuck",
+    "InfergateQualityDegraded",
+    "InfergateQualityEstimatedDrop",
+    "InfergateFeedbackUnmatched",
 }
 
 
@@ -138,14 +146,16 @@ def test_every_alert_is_annotated_and_has_a_runbook_section(rules: list[dict[str
 
 
 def test_the_rules_name_only_metrics_that_exist(rules: list[dict[str, Any]]) -> None:
-    """Every infergate_* name in the rules' expressions is a metric the gateway or the monitor exports, or a
-    recording rule."""
+    """Every infergate_* name in the rules' expressions is a metric the gateway or the monitor exports, one
+    planned by issues 16 and 17, or a recording rule."""
     registry = CollectorRegistry()
     GatewayMetrics(registry)
     MonitorMetrics(registry)
-    known = exposed_names(registry) | {rule["name"] for rule in rules if rule["type"] == "recording"}
+    recorded = {rule["name"] for rule in rules if rule["type"] == "recording"}
+    known = exposed_names(registry) | planned_names() | recorded
     mentioned = set().union(*(metric_names(rule["query"]) for rule in rules))
     assert "infergate_request_duration_seconds_bucket" in mentioned
+    assert {"infergate_rollout_events_total", "infergate_quality_degraded"} <= mentioned
     assert mentioned - known == set()
 
 

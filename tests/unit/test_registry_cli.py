@@ -127,6 +127,8 @@ def test_list_table_and_json(capsys: pytest.CaptureFixture[str], reg: Path) -> N
         "serving": [1, 2],
         "pin": None,
         "default": 2,
+        "default_source": "policy",
+        "failing": {},
         "config_error": None,
     }
 
@@ -138,7 +140,7 @@ def test_show_model_and_version(capsys: pytest.CaptureFixture[str], reg: Path) -
     assert (doc["model"], doc["default"], doc["serving"], doc["pin"]) == ("classifier", 2, [1, 2], None)
     assert [v["version"] for v in doc["versions"]] == [1, 2]
     assert [v["parent_version"] for v in doc["versions"]] == [None, 1]
-    assert set(doc["versions"][0]["metrics"]) == {"accuracy", "log_loss", "auc"}
+    assert set(doc["versions"][0]["metrics"]) == {"accuracy", "f1_macro", "log_loss", "auc"}
     status, out, _ = call(capsys, "show", "--registry", reg, "classifier", "2")
     doc = json.loads(out)
     assert (doc["version"], doc["ancestors"]) == (2, [1])

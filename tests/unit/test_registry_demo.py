@@ -8,7 +8,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from monitor.quality import classifier_quality, regressor_quality
+from monitor.reference import ProfileSettings, load_profile
+from registry.artifacts import read_reference_labels
 from registry.demo import build_demo
+from registry.demo_train import classification_metrics
 from registry.errors import PublishError
 from registry.layout import VersionInfo, scan_registry, select_versions
 from registry.manifest import Manifest, load_manifest, sha256_file
@@ -70,7 +74,7 @@ def test_onnxruntime_reproduces_stored_outputs(
 ) -> None:
     info = demo[1][index]
     with np.load(info.path / file_name, allow_pickle=False) as npz:
-        stored = {key: npz[key] for key in npz.files}
+        stored = {key: npz[key] for key in npz.files if not key.startswith("label:")}  # labels: below
     x = stored.pop("input:input")
     assert x.dtype == np.float32
     assert len(x) >= (1000 if file_name == "reference.npz" else 1)
@@ -116,14 +120,44 @@ def test_metrics_are_sane(demo: tuple[Path, list[VersionInfo]]) -> None:
     c1, c2, r1 = demo[1]
     for info in (c1, c2):
         metrics = manifest(info).validation.metrics
-        assert set(metrics) == {"accuracy", "log_loss", "auc"}
+        assert set(metrics) == {"accuracy", "f1_macro", "log_loss", "auc"}
         assert metrics["accuracy"] > 0.7  # chance is about 0.5
         assert metrics["auc"] > 0.8
+        assert 0.7 < metrics["f1_macro"] <= 1.0
         assert metrics["log_loss"] < 0.6  # chance is ln 2 = 0.693
     metrics = manifest(r1).validation.metrics
     assert set(metrics) == {"rmse", "mae", "r2"}
     assert metrics["r2"] > 0.9
     assert 0 < metrics["mae"] <= metrics["rmse"] < 0.5
+
+
+def test_references_carry_labels_the_monitor_can_score(demo: tuple[Path, list[VersionInfo]]) -> None:
+    """Each reference holds the held-out truth as ``label:<output>``; the monitor's realized quality of
+    those rows agrees with the demo's own metric code, and is close to the recorded validation score
+    (the reference is half of the held-out rows); the drift profile ignores the labels."""
+    *classifiers, regressor = demo[1]
+    for info in classifiers:
+        signature = manifest(info).signature
+        labels = read_reference_labels(info.reference_path, signature)
+        assert list(labels) == ["label"]
+        with np.load(info.reference_path, allow_pickle=False) as npz:
+            proba, predicted = npz["output:probabilities"], npz["output:label"]
+        realized = classifier_quality(labels["label"], predicted, proba, 2)
+        ours = classification_metrics(labels["label"], proba)
+        assert realized.accuracy == pytest.approx(ours["accuracy"], abs=1e-12)
+        assert realized.f1_macro == pytest.approx(ours["f1_macro"], abs=1e-12)
+        assert realized.log_loss == pytest.approx(ours["log_loss"], rel=1e-6)
+        validation = manifest(info).validation.metrics
+        assert abs(realized.accuracy - validation["accuracy"]) < 0.03
+        assert abs(realized.f1_macro - validation["f1_macro"]) < 0.03
+        profile = load_profile(
+            info.reference_path, signature, ProfileSettings(), 10, "0" * 64, cache_name="t.npz"
+        )
+        assert profile.rows == 2000
+    labels = read_reference_labels(regressor.reference_path, manifest(regressor).signature)
+    with np.load(regressor.reference_path, allow_pickle=False) as npz:
+        realized_reg = regressor_quality(labels["prediction"], npz["output:prediction"])
+    assert abs(realized_reg.rmse - manifest(regressor).validation.metrics["rmse"]) < 0.05
 
 
 def test_classifier_predicts_both_classes(demo: tuple[Path, list[VersionInfo]]) -> None:

@@ -52,7 +52,7 @@ def test_demo_classifier_json(capsys: pytest.CaptureFixture[str], demo: Path) ->
     assert params["algorithm"]["change"] == "same"
     assert doc["signature"] == {"identical": True, "changes": [], "breaking": []}
     metrics = {m["name"]: m for m in doc["metrics"]}
-    assert sorted(metrics) == ["accuracy", "auc", "log_loss"]
+    assert sorted(metrics) == ["accuracy", "auc", "f1_macro", "log_loss"]
     for m in metrics.values():
         assert m["delta"] == pytest.approx(m["v2"] - m["v1"])
     ref = doc["reference"]

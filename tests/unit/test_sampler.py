@@ -64,3 +64,18 @@ def test_disconnected_sampler_drops_everything() -> None:
     sampler.drop_all()
     assert sampler.buffered_rows == 0
     assert registry.get_sample_value("infergate_samples_total", {"model": "m", "outcome": "dropped"}) == 5
+
+
+def test_offer_keeps_views_cuts_to_max_rows_and_counts_bytes() -> None:
+    sampler = Sampler()
+    x = np.arange(40, dtype=np.float32).reshape(10, 4)
+    assert sampler.offer("m", "1", "id", {"x": ("FP32", x)}, {"y": ("FP32", x[:, :1])}, max_rows=3)
+    (sample,) = sampler.take(10, 1 << 20)
+    (name, datatype, rows), (_, _, out) = sample.inputs[0], sample.outputs[0]
+    assert (name, datatype, sample.rows) == ("x", "FP32", 3)
+    assert np.shares_memory(rows, x)
+    assert (rows.shape, out.shape) == ((3, 4), (3, 1))
+    assert sample.nbytes == 3 * 4 * 4 + 3 * 4
+    small = np.ones((2, 4), dtype=np.float32)
+    assert sampler.offer("m", "1", "id", {"x": ("FP32", small)}, {}, max_rows=3)
+    assert sampler.take(10, 1 << 20)[0].inputs[0][2] is small  # fewer rows than the cap: no slice at all

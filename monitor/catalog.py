@@ -66,6 +66,7 @@ class VersionState:
     #: ``[feedback]`` of model.toml and the manifest's validation metrics (the quality baseline).
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     validation: dict[str, float] = field(default_factory=dict)
+    reference_path: Path | None = None
 
     def __post_init__(self) -> None:
         self.tracker = DriftTracker(self.drift.consecutive)
@@ -181,6 +182,7 @@ class Catalog:
         drift = config.drift
         state = self._state(info, manifest, drift)
         state.feedback, state.validation = config.feedback, dict(manifest.validation.metrics)
+        state.reference_path = info.reference_path
         return state
 
     def _state(self, info: VersionInfo, manifest: Manifest, drift: DriftConfig) -> VersionState:

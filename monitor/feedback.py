@@ -108,6 +108,7 @@ class FeedbackHub:
                 vf = VersionFeedback(
                     state.model, state.version, state.signature, state.feedback, roles, state.validation
                 )
+                vf.reference_path = state.reference_path
                 self.versions[key] = vf
                 self.on_version(vf)
         return self.versions[key]
@@ -151,7 +152,8 @@ class FeedbackHub:
             vf = parts[0][0]
             rows = np.array([p[2] for p in parts], np.int32)
             times = np.array([p[4] for p in parts], np.int64)
-            vf.windows.predicted(times, rows, now)
+            all_proba = np.concatenate([p[1][1] for p in parts]) if vf.roles.probabilities else None
+            vf.windows.predicted(times, rows, now, all_proba)
             named = [k for k, p in enumerate(parts) if p[3]]
             if not named:
                 continue

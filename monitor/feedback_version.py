@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from monitor.calibration import Calibrator
 from monitor.decisions import DriftTracker
 from monitor.feedback_wire import WireTensor, as_wire, wire_array
+from monitor.quality_baseline import WindowBaseline
 from monitor.quality_windows import QualityWindows
 from registry.feedback_config import FeedbackConfig, FeedbackRoles
 from registry.signature import Signature
@@ -50,9 +53,15 @@ class VersionFeedback:
     windows: QualityWindows = field(init=False)
     tracker: DriftTracker = field(init=False)
     last: dict[str, Any] | None = None
+    #: The running CBPE estimate of the newest open window (``index`` and the estimate).
     running: dict[str, Any] | None = None
-    baseline: list[dict[str, float]] = field(default_factory=list)
+    window_baseline: WindowBaseline = field(default_factory=WindowBaseline)
     counts: dict[str, int] = field(default_factory=dict)
+    reference_path: Path | None = None
+    calibrator: Calibrator | None = None
+    #: Whether the calibrator was looked for (``calibrator_detail`` says why there is none).
+    calibrated: bool = False
+    calibrator_detail: str | None = None
 
     def __post_init__(self) -> None:
         self.windows = QualityWindows(self.config)

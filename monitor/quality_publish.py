@@ -13,6 +13,7 @@ its labelled rows (the data a retraining would use).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -25,7 +26,8 @@ from monitor.feedback_db import FeedbackDB
 from monitor.feedback_metrics import FeedbackMetrics
 from monitor.feedback_store import from_bytes, to_bytes
 from monitor.feedback_version import VersionFeedback
-from monitor.quality_eval import evaluate_quality
+from monitor.quality_baseline import WindowBaseline
+from monitor.quality_eval import JudgeInputs, estimate_open, evaluate_quality, fit_reference_calibrator
 from monitor.quality_windows import ClosedQuality
 from monitor.webhook import AlertSender
 
@@ -33,6 +35,7 @@ __all__ = ["QUALITY_DEGRADED", "QUALITY_RECOVERED", "QualityPublisher"]
 
 log = logging.getLogger(__name__)
 
+_BASELINE_FIELDS = frozenset(f.name for f in dataclasses.fields(WindowBaseline))
 QUALITY_DEGRADED = "quality_degraded"
 QUALITY_RECOVERED = "quality_recovered"
 
@@ -53,6 +56,10 @@ class QualityPublisher:
         self._evaluated: dict[tuple[str, int], int] = {}
         self._changed = asyncio.Condition()
         self._states: dict[tuple[str, int], dict[str, Any]] = {}
+        self._estimating: set[tuple[str, int]] = set()
+        #: Set once the versions with a saved quality state are loaded again (after :meth:`start`).
+        self.restored = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Create the tables; load the stored quality states and prediction stores."""
@@ -60,6 +67,20 @@ class QualityPublisher:
         self._states = await self.db.states()
         self.hub.saved_stores = {m: from_bytes(b) for m, b in (await self.db.load_stores()).items()}
         self.hub.on_version = self._resume
+        self._background.add(asyncio.create_task(self._restore_versions(list(self._states))))
+
+    async def _restore_versions(self, keys: list[tuple[str, int]]) -> None:
+        """Load the versions with a saved quality state, so that their block and gauges are back before
+        new traffic (a version no longer in the registry is skipped)."""
+        for model, version in keys:
+            try:
+                vf = self.hub.version(await self.hub.catalog.get(model, version))
+            except Exception as exc:
+                log.info("%s v%d: saved quality state not restored: %s", model, version, exc)
+                continue
+            if vf is not None:
+                self._gauges(vf)
+        self.restored.set()
 
     def _resume(self, vf: VersionFeedback) -> None:
         saved = self._states.pop((vf.model, vf.version), None)
@@ -69,7 +90,8 @@ class QualityPublisher:
                 **{k: v for k, v in saved.get("tracker", {}).items() if k in known}
             )
             vf.last = saved.get("last")
-            vf.baseline = saved.get("baseline", [])
+            folded = saved.get("window_baseline") or {}
+            vf.window_baseline = WindowBaseline(**{k: v for k, v in folded.items() if k in _BASELINE_FIELDS})
 
     async def snapshot(self) -> None:
         """Save every changed prediction store (serialized in the executor)."""
@@ -87,7 +109,13 @@ class QualityPublisher:
         ]
 
     async def close(self) -> None:
-        """Save the prediction stores one last time (after the tasks are cancelled)."""
+        """Stop the background estimates and restores; save the prediction stores one last time (after
+        the tasks are cancelled)."""
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         try:
             await self.snapshot()
         except Exception:
@@ -114,6 +142,13 @@ class QualityPublisher:
             for window in vf.windows.close_due(now):
                 self._queue.put_nowait((vf, window))
                 queued += 1
+            key = (vf.model, vf.version)
+            if vf.roles.probabilities is not None and key not in self._estimating:
+                latest = vf.windows.latest_probabilities()
+                if latest is not None:
+                    self._estimating.add(key)
+                    self._background.add(asyncio.create_task(self._estimate_open(vf, *latest)))
+        self._background = {t for t in self._background if not t.done()}
         self.hub.gauge_store()
         return queued
 
@@ -125,14 +160,20 @@ class QualityPublisher:
         async with self._changed:
             await self._changed.wait_for(lambda: self.evaluated(model, version) >= count)
 
+    async def wait_estimate(self, model: str, version: int) -> None:
+        """Return once the version's open window has a running estimate (no timeout of its own)."""
+        vf = self.hub.versions.get((model, version))
+        async with self._changed:
+            await self._changed.wait_for(lambda: vf is not None and vf.running is not None)
+
     async def run_forever(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             vf, window = await self._queue.get()
             try:
-                report = await loop.run_in_executor(
-                    self.executor, evaluate_quality, window, vf.roles.task, vf.roles.classes
-                )
+                await self._calibrate(vf)
+                inputs = JudgeInputs(vf.roles, vf.config, vf.validation, vf.window_baseline, vf.calibrator)
+                report = await loop.run_in_executor(self.executor, evaluate_quality, window, inputs)
                 await self._publish(vf, window, report)
             except Exception:
                 log.exception("%s v%d: quality window %d failed", vf.model, vf.version, window.index)
@@ -140,31 +181,72 @@ class QualityPublisher:
             async with self._changed:
                 self._changed.notify_all()
 
+    async def _calibrate(self, vf: VersionFeedback) -> None:
+        """Fit the version's CBPE calibrator once, in the executor (classifiers with probabilities)."""
+        if vf.calibrated:
+            return
+        vf.calibrated = True
+        if vf.reference_path is None or vf.roles.probabilities is None:
+            vf.calibrator_detail = "no probabilities output" if vf.reference_path else "no reference"
+            return
+        loop = asyncio.get_running_loop()
+        vf.calibrator, vf.calibrator_detail = await loop.run_in_executor(
+            self.executor, fit_reference_calibrator, vf.reference_path, vf.roles
+        )
+
+    async def _estimate_open(self, vf: VersionFeedback, index: int, proba: Any) -> None:
+        """The running estimate of an open window, in the executor; published as the estimated gauges."""
+        try:
+            await self._calibrate(vf)
+            if vf.calibrator is None:
+                return
+            loop = asyncio.get_running_loop()
+            estimate = await loop.run_in_executor(
+                self.executor, estimate_open, vf.calibrator, proba, vf.config.confidence
+            )
+            if estimate is not None:
+                vf.running = {"index": index, **estimate}
+                for name in ("accuracy", "f1_macro"):
+                    self.metrics.estimated.labels(vf.model, str(vf.version), name).set(estimate[name])
+        except Exception:
+            log.exception("%s v%d: estimating the open window failed", vf.model, vf.version)
+        finally:
+            self._estimating.discard((vf.model, vf.version))
+            async with self._changed:
+                self._changed.notify_all()
+
     async def _publish(self, vf: VersionFeedback, window: ClosedQuality, report: dict[str, Any]) -> None:
         metrics = report.get("metrics")
-        if metrics and len(vf.baseline) < vf.config.baseline_windows:
-            vf.baseline.append({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+        if metrics and (report.get("baseline") or {}).get("source") == "pending":
+            vf.window_baseline = vf.window_baseline.fold(metrics, window.rows)
         decision = report.get("decision")
         event = None
         if decision is not None:
             event = vf.tracker.update(bool(decision.get("degraded")), window.index)
         vf.last = report
-        labels = (vf.model, str(vf.version))
-        for name, value in (metrics or {}).items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                self.metrics.quality.labels(*labels, name).set(value)
-        for name, value in baseline(vf).items():
-            self.metrics.baseline.labels(*labels, name).set(value)
-        if window.coverage is not None:
-            self.metrics.coverage.labels(*labels).set(window.coverage)
-        self.metrics.degraded.labels(*labels).set(float(vf.tracker.state.in_drift))
-        state = {"tracker": dataclasses.asdict(vf.tracker.state), "last": report, "baseline": vf.baseline}
+        self._gauges(vf)
+        state = {
+            "tracker": dataclasses.asdict(vf.tracker.state),
+            "last": report,
+            "window_baseline": dataclasses.asdict(vf.window_baseline),
+        }
         try:
             await self.db.record(vf.model, vf.version, report, state)
         except Exception:
             log.exception("%s v%d: could not store quality window %d", vf.model, vf.version, window.index)
         if event is not None:
             self.alerts.offer(retraining_event(vf, window, report, event == DRIFT_STARTED))
+
+    def _gauges(self, vf: VersionFeedback) -> None:
+        """The version's gauges from its last closed window and its state."""
+        labels, report = (vf.model, str(vf.version)), vf.last or {}
+        for name, value in (report.get("metrics") or {}).items():
+            self.metrics.quality.labels(*labels, name).set(value)
+        for name, value in ((report.get("baseline") or {}).get("metrics") or {}).items():
+            self.metrics.baseline.labels(*labels, name).set(value)
+        if report.get("coverage") is not None:
+            self.metrics.coverage.labels(*labels).set(report["coverage"])
+        self.metrics.degraded.labels(*labels).set(float(vf.tracker.state.in_drift))
 
     def block(self, model: str, version: int) -> dict[str, Any] | None:
         """The version's ``quality`` block (None when no feedback state exists for it)."""
@@ -185,29 +267,21 @@ class QualityPublisher:
             "degraded": state.in_drift,
             "consecutive": state.drifting_run,
             "windows": self.evaluated(model, version),
-            "baseline": {"source": baseline_source(vf), "metrics": baseline(vf)},
+            "baseline": (vf.last or {}).get("baseline") or {"source": "pending"},
             "window": vf.last,
             "open": [{"index": k, "predictions": p, "rows": r} for k, p, r in vf.windows.pending()],
+            "estimate": vf.running,
+            "calibration": None
+            if vf.calibrator is None
+            else {
+                "reliable": vf.calibrator.reliable,
+                "holdout_ece": vf.calibrator.holdout_ece,
+                "fit_rows": vf.calibrator.fit_rows,
+                "holdout_rows": vf.calibrator.holdout_rows,
+            },
+            "calibration_detail": vf.calibrator_detail,
             "counts": dict(vf.counts),
         }
-
-
-def baseline_source(vf: VersionFeedback) -> str:
-    """ "validation" (the manifest's metrics), "windows" (the first windows) or "pending"."""
-    if vf.validation:
-        return "validation"
-    return "windows" if vf.baseline and len(vf.baseline) >= vf.config.baseline_windows else "pending"
-
-
-def baseline(vf: VersionFeedback) -> dict[str, float]:
-    """What each metric is judged against: the manifest's validation metrics, else the mean of the
-    first ``baseline_windows`` windows (empty while they are still coming)."""
-    if vf.validation:
-        return dict(vf.validation)
-    if not vf.baseline or len(vf.baseline) < vf.config.baseline_windows:
-        return {}
-    names = set.intersection(*(set(b) for b in vf.baseline))
-    return {n: sum(b[n] for b in vf.baseline) / len(vf.baseline) for n in sorted(names)}
 
 
 def retraining_event(

@@ -15,7 +15,10 @@ This module owns the step between a join and the quality statistics. Contracts:
   rate r, the monitor sees about r of the predictions and can join only their labels (a label for an
   unsampled request must carry its prediction), so coverage estimates the fraction of predictions that
   got a label, whatever r is; carried rows are reported apart (``carried``).
-Not thread-safe: the event loop owns it. Memory: at most ``window_rows`` labelled rows per open window.
+* It keeps the probabilities of up to :data:`ESTIMATE_ROWS` sampled predictions per open window, for
+  the estimate made before labels come (:meth:`latest_probabilities`).
+Not thread-safe: the event loop owns it. Memory: at most ``window_rows`` labelled rows (plus the batch
+that crosses it) and :data:`ESTIMATE_ROWS` probability rows per open window.
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ import numpy.typing as npt
 
 from registry.feedback_config import FeedbackConfig
 
-__all__ = ["ClosedQuality", "QualityWindows"]
+__all__ = ["ESTIMATE_ROWS", "ClosedQuality", "QualityWindows"]
+
+ESTIMATE_ROWS = 20_000
+"""At most this many sampled rows' probabilities are kept per open window for its running estimate."""
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -44,6 +50,8 @@ class _Open:
     proba: list[npt.NDArray[np.float32]] = field(default_factory=list)
     carried: int = 0
     rows: int = 0
+    sampled_proba: list[npt.NDArray[np.float32]] = field(default_factory=list)
+    sampled_rows: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,6 +89,7 @@ class QualityWindows:
         self.open: dict[int, _Open] = {}
         self.closed_rows: set[int] = set()  # windows closed by rows whose time has not yet passed
         self.stale_predictions = 0
+        self.changed: set[int] = set()  # open windows with new sampled probabilities
 
     def _final(self, k: I64, now_ns: int) -> npt.NDArray[np.bool_]:
         """Whether windows ``k`` are closed: by time, or by rows."""
@@ -95,15 +104,25 @@ class QualityWindows:
             w = self.open[k] = _Open(k * self.span_ns, (k + 1) * self.span_ns)
         return w
 
-    def predicted(self, time_ns: I64, rows: npt.NDArray[np.int32], now_ns: int) -> None:
-        """Count sampled predictions (``rows[i]`` rows made at ``time_ns[i]``) in their windows."""
+    def predicted(self, time_ns: I64, rows: npt.NDArray[np.int32], now_ns: int,
+                  proba: npt.NDArray[np.float32] | None = None) -> None:  # fmt: skip
+        """Count sampled predictions (``rows[i]`` rows made at ``time_ns[i]``) in their windows, and keep
+        their probabilities (all rows in order; at most :data:`ESTIMATE_ROWS` per window) for the
+        estimate of the open window."""
         k = time_ns // self.span_ns
         final = self._final(k, now_ns)
         self.stale_predictions += int(rows[final].sum())
         keys, inverse = np.unique(k[~final], return_inverse=True)
         counts = np.bincount(inverse, weights=rows[~final], minlength=len(keys))
+        row_k = np.repeat(k, rows) if proba is not None else None
         for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
-            self._window(key).predictions += int(count)
+            w = self._window(key)
+            w.predictions += int(count)
+            if proba is not None and row_k is not None and w.sampled_rows < ESTIMATE_ROWS:
+                taken = proba[row_k == key][: ESTIMATE_ROWS - w.sampled_rows]
+                w.sampled_proba.append(taken)
+                w.sampled_rows += len(taken)
+                self.changed.add(key)
 
     def labelled(
         self,
@@ -166,6 +185,16 @@ class QualityWindows:
             y_pred=np.concatenate(w.y_pred) if w.y_pred else np.empty(0),
             proba=np.concatenate(w.proba) if w.proba else None,
         )
+
+    def latest_probabilities(self) -> tuple[int, npt.NDArray[np.float32]] | None:
+        """The newest open window with sampled probabilities not yet estimated: (index, probabilities);
+        None when none changed since the last call."""
+        live = sorted(k for k in self.changed if k in self.open)
+        self.changed.clear()
+        if not live:
+            return None
+        w = self.open[live[-1]]
+        return live[-1], np.concatenate(w.sampled_proba)
 
     def pending(self) -> list[tuple[int, int, int]]:
         """(index, predictions, labelled rows) of the open windows, oldest first."""

@@ -185,3 +185,18 @@ async def test_an_item_may_carry_its_prediction(demo: Path, tmp_path: Path) -> N
         block = (await monitor.entry("classifier", 2))["quality"]
         assert block["open"] == [{"index": T0 // (10 * SECOND), "predictions": 0, "rows": 1}]
         assert block["counts"] == {"accepted": 1, "duplicate": 1}
+
+
+async def test_the_store_bound_evicts_the_oldest_and_counts(tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    build_demo(root)
+    set_feedback(root, "classifier", "max_rows = 10\n")
+    async with running_monitor(MonitorConfig(root, port=0, db=None)) as monitor:
+        clocked(monitor)
+        ids = [f"b{i}" for i in range(15)]
+        out = await predict(monitor, root, ids, [T0 + i for i in range(15)])
+        answer = (await monitor.feedback(feedback("classifier", ids, out["label"])))[1]
+        assert answer["results"] == ["unmatched"] * 5 + ["joined"] * 10
+        text = await monitor.metrics()
+        assert 'infergate_feedback_evicted_total{reason="rows"} 5.0' in text
+        assert "infergate_feedback_store_rows 10.0" in text

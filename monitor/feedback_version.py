@@ -59,8 +59,7 @@ class VersionFeedback:
     counts: dict[str, int] = field(default_factory=dict)
     reference_path: Path | None = None
     calibrator: Calibrator | None = None
-    #: Whether the calibrator was looked for (``calibrator_detail`` says why there is none).
-    calibrated: bool = False
+    #: Why there is no calibrator (once it was looked for).
     calibrator_detail: str | None = None
 
     def __post_init__(self) -> None:
@@ -76,13 +75,19 @@ class VersionFeedback:
     def predictions(
         self, tensors: dict[tuple[str, str], npt.NDArray[Any]], rows: int
     ) -> tuple[F64, npt.NDArray[np.float32] | None] | None:
-        """Per-row prediction (float64) and probabilities of a validated sample's outputs; None when
-        the sample lacks them."""
+        """Per-row prediction (float64) and probabilities of a validated sample's outputs (NaN rows when
+        a model with probabilities did not return them for this request); None when the sample has
+        neither."""
         proba = tensors.get(("output", self.roles.probabilities)) if self.roles.probabilities else None
         pred = tensors.get(("output", self.roles.prediction)) if self.roles.prediction else None
         if pred is None and proba is None:
             return None
-        p32 = proba.astype(np.float32, copy=False).reshape(rows, -1) if proba is not None else None
+        if proba is not None:
+            p32 = proba.astype(np.float32, copy=False).reshape(rows, -1)
+        elif self.roles.probabilities is not None:  # the request asked for some outputs only
+            p32 = np.full((rows, self.roles.classes), np.nan, np.float32)
+        else:
+            p32 = None
         if pred is None:
             assert p32 is not None
             return np.argmax(p32, axis=1).astype(np.float64), p32

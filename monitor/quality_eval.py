@@ -76,10 +76,18 @@ def evaluate_quality(window: ClosedQuality, inputs: JudgeInputs) -> dict[str, An
         return report
     roles, config = inputs.roles, inputs.config
     classifier = roles.task == "classifier"
+    proba = window.proba if classifier else None
+    if proba is not None and not np.isfinite(proba).all():
+        proba = (
+            None  # some requests came without their probabilities: the metrics that need them are left out
+        )
+        report["detail"] = (
+            "some rows have no probabilities: log loss, Brier score, ECE and the estimate left out"
+        )
     rows = JoinedRows(
         window.y_true.astype(np.int64) if classifier else window.y_true,
         window.y_pred.astype(np.int64) if classifier else window.y_pred,
-        window.proba if classifier else None,
+        proba,
         (roles.classes or int(max(window.y_true.max(), window.y_pred.max())) + 1) if classifier else None,
     )
     try:
@@ -96,9 +104,9 @@ def evaluate_quality(window: ClosedQuality, inputs: JudgeInputs) -> dict[str, An
             report["decision"] = verdict.as_dict()
         except StatsError as exc:
             report["detail"] = f"no decision: {exc}"
-    if inputs.calibrator is not None and window.proba is not None and isinstance(quality, ClassifierQuality):
+    if inputs.calibrator is not None and proba is not None and isinstance(quality, ClassifierQuality):
         try:
-            est = estimate(inputs.calibrator, window.proba, confidence=config.confidence)
+            est = estimate(inputs.calibrator, proba, confidence=config.confidence)
             report["estimate"] = est.as_dict()
             report["estimate_error"] = estimate_error(est, quality)
         except StatsError as exc:

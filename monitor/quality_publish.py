@@ -57,6 +57,7 @@ class QualityPublisher:
         self._changed = asyncio.Condition()
         self._states: dict[tuple[str, int], dict[str, Any]] = {}
         self._estimating: set[tuple[str, int]] = set()
+        self._calibrations: dict[tuple[str, int], asyncio.Task[None]] = {}
         #: Set once the versions with a saved quality state are loaded again (after :meth:`start`).
         self.restored = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
@@ -111,9 +112,10 @@ class QualityPublisher:
     async def close(self) -> None:
         """Stop the background estimates and restores; save the prediction stores one last time (after
         the tasks are cancelled)."""
-        for task in self._background:
+        pending = [*self._background, *self._calibrations.values()]
+        for task in pending:
             task.cancel()
-        for task in self._background:
+        for task in pending:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         try:
@@ -182,10 +184,15 @@ class QualityPublisher:
                 self._changed.notify_all()
 
     async def _calibrate(self, vf: VersionFeedback) -> None:
-        """Fit the version's CBPE calibrator once, in the executor (classifiers with probabilities)."""
-        if vf.calibrated:
-            return
-        vf.calibrated = True
+        """Fit the version's CBPE calibrator once, in the executor (classifiers with probabilities);
+        concurrent callers wait for the same fit."""
+        key = (vf.model, vf.version)
+        task = self._calibrations.get(key)
+        if task is None:
+            task = self._calibrations[key] = asyncio.create_task(self._fit(vf))
+        await asyncio.shield(task)
+
+    async def _fit(self, vf: VersionFeedback) -> None:
         if vf.reference_path is None or vf.roles.probabilities is None:
             vf.calibrator_detail = "no probabilities output" if vf.reference_path else "no reference"
             return

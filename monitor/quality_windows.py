@@ -119,7 +119,8 @@ class QualityWindows:
             w = self._window(key)
             w.predictions += int(count)
             if proba is not None and row_k is not None and w.sampled_rows < ESTIMATE_ROWS:
-                taken = proba[row_k == key][: ESTIMATE_ROWS - w.sampled_rows]
+                usable = (row_k == key) & np.isfinite(proba).all(axis=1)
+                taken = proba[usable][: ESTIMATE_ROWS - w.sampled_rows]
                 w.sampled_proba.append(taken)
                 w.sampled_rows += len(taken)
                 self.changed.add(key)

@@ -200,3 +200,24 @@ async def test_the_store_bound_evicts_the_oldest_and_counts(tmp_path: Path) -> N
         text = await monitor.metrics()
         assert 'infergate_feedback_evicted_total{reason="rows"} 5.0' in text
         assert "infergate_feedback_store_rows 10.0" in text
+
+
+async def test_requests_without_probabilities_are_judged_on_their_labels(demo: Path, tmp_path: Path) -> None:
+    async with running_monitor(MonitorConfig(demo, port=0, db=None)) as monitor:
+        clock = clocked(monitor)
+        ids = [f"n{i}" for i in range(40)]
+        x = demo_inputs(demo, 40, seed=11)
+        out = classifier_outputs(demo, 1, x)
+        only_label = {"label": out["label"]}  # the client asked for the label output only
+        assert (await monitor.post(samples("classifier", "1", ids, [T0] * 40, x, only_label)))[0] == 200
+        truth = out["label"].copy()
+        truth[:10] = 1 - truth[:10]
+        assert (await monitor.feedback(feedback("classifier", ids, truth)))[1]["joined"] == 40
+        clock.now = T0 + 10 * SECOND + 120 * SECOND
+        assert monitor.engine.quality.tick() == 1
+        await monitor.wait_quality("classifier", 1, 1)
+        window = (await monitor.entry("classifier", 1))["quality"]["window"]
+        assert window["metrics"]["accuracy"] == pytest.approx(0.75)
+        assert "log_loss" not in window["metrics"]
+        assert window["estimate"] is None
+        assert "no probabilities" in window["detail"]

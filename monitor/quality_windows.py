@@ -32,7 +32,7 @@ from registry.feedback_config import FeedbackConfig
 
 __all__ = ["ESTIMATE_ROWS", "ClosedQuality", "QualityWindows"]
 
-ESTIMATE_ROWS = 20_000
+ESTIMATE_ROWS = 5_000
 """At most this many sampled rows' probabilities are kept per open window for its running estimate."""
 
 F64 = npt.NDArray[np.float64]

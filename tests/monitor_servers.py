@@ -31,6 +31,18 @@ ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
+def guarded_demo(tmp_path: Path, token: str, max_body_bytes: int) -> MonitorConfig:
+    """A monitor config over a fresh demo registry in ``tmp_path``, ingest guarded by ``token``, no
+    history, bodies capped at ``max_body_bytes`` (the fuzz tests)."""
+    from registry.demo import build_demo
+
+    root = tmp_path / "registry"
+    build_demo(root)
+    token_file = tmp_path / "ingest.token"
+    token_file.write_text(token)
+    return MonitorConfig(root, port=0, db=None, max_body_bytes=max_body_bytes, ingest_token_file=token_file)
+
+
 def rss_kib() -> int:
     """This process's resident memory (VmRSS of /proc/self/status), KiB."""
     for line in Path("/proc/self/status").read_text().splitlines():

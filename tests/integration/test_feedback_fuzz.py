@@ -16,11 +16,9 @@ import numpy as np
 import orjson
 
 from monitor.app import METRICS
-from monitor.config import MonitorConfig
 from protos import monitor_pb2
-from registry.demo import build_demo
 from tests.feedback_rig import T0, classifier_outputs, demo_inputs, feedback, samples
-from tests.monitor_servers import RunningMonitor, rss_kib, running_monitor
+from tests.monitor_servers import RunningMonitor, guarded_demo, rss_kib, running_monitor
 
 LIMIT = 64 * 1024
 TOKEN = "fuzz-feedback-41c2"
@@ -110,11 +108,8 @@ async def _send(monitor: RunningMonitor, kind: str, payload: bytes) -> None:
 
 
 async def test_fuzzed_feedback_keeps_it_serving_with_flat_memory(tmp_path: Path) -> None:
-    root = tmp_path / "registry"
-    build_demo(root)
-    token = tmp_path / "ingest.token"
-    token.write_text(TOKEN)
-    config = MonitorConfig(root, port=0, db=None, max_body_bytes=LIMIT, ingest_token_file=token)
+    config = guarded_demo(tmp_path, TOKEN, LIMIT)
+    root = config.registry
     rng = random.Random(17)
     warmup, fuzz = _bodies(rng, 120), _bodies(rng, 500)
     x = demo_inputs(root, len(IDS), seed=1)

@@ -15,10 +15,8 @@ import numpy as np
 import pytest
 
 from monitor.app import METRICS
-from monitor.config import MonitorConfig
-from registry.demo import build_demo
 from tests.monitor_oracles import sample_batch
-from tests.monitor_servers import RunningMonitor, rss_kib, running_monitor
+from tests.monitor_servers import RunningMonitor, guarded_demo, rss_kib, running_monitor
 
 LIMIT = 64 * 1024
 TOKEN = "fuzz-ingest-6e1d"
@@ -74,11 +72,7 @@ async def _send(monitor: RunningMonitor, kind: str, payload: bytes, via_socket: 
 
 
 async def test_fuzzed_frames_keep_it_serving_with_flat_memory(tmp_path: Path) -> None:
-    root = tmp_path / "registry"
-    build_demo(root)
-    token = tmp_path / "ingest.token"
-    token.write_text(TOKEN)
-    config = MonitorConfig(root, port=0, db=None, max_body_bytes=LIMIT, ingest_token_file=token)
+    config = guarded_demo(tmp_path, TOKEN, LIMIT)
     rng = random.Random(15)
     warmup, fuzz = _frames(rng, 120), _frames(rng, 500)
     async with running_monitor(config) as monitor:

@@ -221,3 +221,18 @@ async def test_requests_without_probabilities_are_judged_on_their_labels(demo: P
         assert "log_loss" not in window["metrics"]
         assert window["estimate"] is None
         assert "no probabilities" in window["detail"]
+
+
+async def test_a_version_whose_roles_do_not_fit_says_so(tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    build_demo(root)
+    set_feedback(root, "classifier", 'prediction = "scores"\n')  # no such output
+    async with running_monitor(MonitorConfig(root, port=0, db=None)) as monitor:
+        clocked(monitor)
+        out = await predict(monitor, root, ["c0"], [T0])
+        answer = (await monitor.feedback(feedback("classifier", ["c0"], out["label"], version="1")))[1]
+        assert answer["results"] == ["config"]
+        assert "scores" in answer["errors"][0]["error"]
+        block = (await monitor.entry("classifier", 1))["quality"]
+        assert block["status"] == "config"
+        assert "[feedback].prediction" in block["detail"]

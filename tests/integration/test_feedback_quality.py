@@ -155,3 +155,41 @@ async def test_an_open_window_is_estimated_before_its_labels(demo: Path, tmp_pat
             'infergate_quality_estimated{metric="accuracy",model="classifier",version="1"}'
             in await monitor.metrics()
         )
+
+
+async def test_a_regressor_is_judged_on_mae_rmse_and_bias(demo: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    with np.load(demo / "_data" / "regressor" / "train-v1.npz") as npz:
+        x, y = npz["input:input"][:800], npz["y"][:800].astype(np.float32)
+    session = ort.InferenceSession(str(demo / "regressor" / "1" / "model.onnx"))
+    (pred,) = session.run(["prediction"], {"input": x})
+    hour = 3600 * SECOND
+    async with running_monitor(MonitorConfig(demo, port=0, db=None)) as monitor:
+        clock = Clock(T0 + hour + SECOND)
+        monitor.engine.feedback.wall_ns = clock
+        ids = [f"r{i}" for i in range(800)]
+        times = [T0 + (i // 400) * hour for i in range(800)]  # two one-hour windows (the default span)
+        body = samples("regressor", "1", ids, times, x, {"prediction": pred})
+        assert (await monitor.post(body))[0] == 200
+        truth = y.copy()
+        truth[400:] += 0.5  # the second window's targets move: a concept shift
+        answer = (await monitor.feedback(feedback("regressor", ids, truth, name="prediction")))[1]
+        assert answer["joined"] == 800
+        clock.now = T0 + 2 * hour + 600 * SECOND  # both windows' ends plus the default grace
+        assert monitor.engine.quality.tick() == 2
+        await monitor.wait_quality("regressor", 1, 2)
+        async with monitor.http.get(
+            "/v1/drift/history", params={"kind": "quality", "model": "regressor"}
+        ) as r:
+            first, second = (await r.json())["windows"]
+        for report, part in ((first, slice(0, 400)), (second, slice(400, 800))):
+            residual = pred[part].astype(np.float64).ravel() - truth[part].astype(np.float64).ravel()
+            assert report["metrics"]["mae"] == pytest.approx(np.abs(residual).mean())
+            assert report["metrics"]["rmse"] == pytest.approx(np.sqrt((residual**2).mean()))
+            assert report["metrics"]["bias"] == pytest.approx(residual.mean())
+            assert report["baseline"]["source"] == "validation"
+            assert report["estimate"] is None  # no CBPE for a regressor
+        assert (first["decision"]["degraded"], second["decision"]["degraded"]) == (False, True)
+        block = (await monitor.entry("regressor", 1))["quality"]
+        assert (block["task"], block["calibration_detail"]) == ("regressor", "no probabilities output")

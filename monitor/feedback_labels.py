@@ -11,13 +11,12 @@ costs a few attribute reads per item and one ``np.frombuffer`` over all of their
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from monitor.feedback_version import LabelError, VersionFeedback
-from monitor.feedback_wire import FeedbackItems
+from monitor.feedback_wire import FeedbackItems, LabelColumns
 from registry.signature import numpy_dtype
 
 __all__ = ["extract_labels"]
@@ -26,19 +25,22 @@ F64 = npt.NDArray[np.float64]
 
 
 def _fast(
-    vf: VersionFeedback, tensors: list[Any] | None, rows: npt.NDArray[np.int32]
+    vf: VersionFeedback, cols: LabelColumns | None, index: list[int], rows: npt.NDArray[np.int32]
 ) -> npt.NDArray[np.bool_]:
-    """Which items can be decoded in bulk (see the module doc); ``tensors`` None: none can."""
-    n = len(rows)
-    if tensors is None:
+    """Which of items ``index`` can be decoded in bulk (see the module doc); ``cols`` None: none can."""
+    n = len(index)
+    if cols is None:
         return np.zeros(n, np.bool_)
+    whole = n == len(cols.name)  # every item of the batch, in order (positions are unique and sorted)
+    names = set(cols.name) if whole else {cols.name[i] for i in index}
+    types = set(cols.datatype) if whole else {cols.datatype[i] for i in index}
+    if not names <= {"", vf.roles.label} or types != {vf.label_datatype}:
+        return np.zeros(n, np.bool_)
+    raws = cols.raw if whole else [cols.raw[i] for i in index]
+    shapes = cols.shape if whole else [cols.shape[i] for i in index]
+    sizes = np.fromiter(map(len, raws), np.int64, n)
+    first = np.fromiter(map(_leading, shapes), np.int64, n)
     itemsize = numpy_dtype(vf.label_datatype).itemsize
-    if not {t.name for t in tensors} <= {"", vf.roles.label} or {t.datatype for t in tensors} != {
-        vf.label_datatype
-    }:
-        return np.zeros(n, np.bool_)
-    sizes = np.fromiter([len(t.raw) for t in tensors], np.int64, n)
-    first = np.fromiter([_leading(s) for s in [t.shape for t in tensors]], np.int64, n)
     fast: npt.NDArray[np.bool_] = (first == rows) & (sizes == rows.astype(np.int64) * itemsize)
     return fast
 
@@ -57,8 +59,8 @@ def extract_labels(
     accepted items, in order; which items were accepted; (position, error) of the refused ones)."""
     n = len(pick)
     index = pick.tolist()
-    tensors = [items.single[i] for i in index] if items.single is not None else None
-    fast = _fast(vf, tensors, rows)
+    cols = items.single
+    fast = _fast(vf, cols, index, rows)
     ok = fast.copy()
     errors: list[tuple[int, LabelError]] = []
     slow: dict[int, F64] = {}
@@ -73,8 +75,9 @@ def extract_labels(
     fast_idx = np.flatnonzero(fast)
     if len(fast_idx):
         dtype = numpy_dtype(vf.label_datatype).newbyteorder("<")
-        assert tensors is not None
-        data = np.frombuffer(b"".join([tensors[i].raw for i in fast_idx.tolist()]), dtype=dtype)
+        assert cols is not None
+        raws = cols.raw if len(fast_idx) == len(cols.raw) else [cols.raw[index[i]] for i in fast_idx.tolist()]
+        data = np.frombuffer(b"".join(raws), dtype=dtype)
         fast_rows = rows[fast_idx]
         at = np.repeat(starts[fast_idx], fast_rows) + _ramp(fast_rows)
         values[at] = data

@@ -14,8 +14,10 @@ model quality"):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
@@ -84,6 +86,22 @@ class FeedbackHub:
         self.dirty[vf.model] = True
         return store
 
+    async def restore_saved(self, model: str, executor: Executor) -> None:
+        """Rebuild the model's saved store in ``executor`` (its version's roles give its shape), unless
+        traffic needed it first."""
+        saved = self.saved_stores.get(model)
+        if saved is None or model in self.stores or not len(saved["e_version"]):
+            return
+        try:
+            vf = await self.state(model, int(saved["e_version"].max()))
+        except LabelError as exc:
+            log.warning("%s: the saved prediction store is dropped: %s", model, exc)
+            self.saved_stores.pop(model, None)
+            return
+        store = await asyncio.get_running_loop().run_in_executor(executor, _rebuilt, vf, saved)
+        if model not in self.stores and self.saved_stores.pop(model, None) is not None:
+            self.stores[model] = store
+
     async def saved_store(self, model: str) -> PredictionStore | None:
         """The model's store, restored from the last snapshot when it was not needed yet."""
         saved = self.saved_stores.get(model)
@@ -148,3 +166,9 @@ class FeedbackHub:
             for reason, count in store.evicted.items():
                 totals[reason] += count
         self.metrics.observe_evictions(totals)
+
+
+def _rebuilt(vf: VersionFeedback, saved: dict[str, npt.NDArray[Any]]) -> PredictionStore:
+    store = PredictionStore(vf.config, vf.roles.classes)
+    store.restore(saved)
+    return store

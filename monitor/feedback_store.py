@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from registry.feedback_config import FeedbackConfig
 
-__all__ = ["ENTRY_OVERHEAD", "Gathered", "PredictionStore", "from_bytes", "to_bytes"]
+__all__ = ["ENTRY_OVERHEAD", "Gathered", "PredictionStore", "Snapshot", "from_bytes", "to_bytes"]
 
 ENTRY_OVERHEAD = 160
 """Bytes counted per entry besides its columns and id: the dict slot and key, the deque slot, the str
@@ -227,19 +227,19 @@ class PredictionStore:
         self.rows.drop((int(e.live("first")[0]) if e.size else self.rows.end) - self.rows.base - self.rows.lo)
         self.evicted[reason] += count
 
-    def snapshot(self) -> dict[str, npt.NDArray[Any]]:
-        """Copies of the live columns and ids (cheap; serialize them with :func:`to_bytes` off the loop)."""
+    def snapshot(self) -> Snapshot:
+        """Copies of the live columns and the ids (a few ms for a million rows; serialize it with
+        :func:`to_bytes` off the loop)."""
         arrays = {f"e_{k}": self.entries.live(k).copy() for k in _ENTRY_COLUMNS}
         arrays |= {f"r_{k}": self.rows.live(k).copy() for k in self.rows.data}
         arrays["e_first"] -= self.rows.base + self.rows.lo
-        arrays["ids"] = np.frombuffer("".join(self.ids).encode("utf-32-le"), dtype=np.uint32).copy()
-        return arrays
+        return Snapshot(arrays, list(self.ids))
 
     def restore(self, arrays: dict[str, npt.NDArray[Any]]) -> None:
-        """Load what :meth:`snapshot` took (into an empty store), within this store's limits."""
-        text = arrays["ids"].astype(np.uint32).tobytes().decode("utf-32-le")
-        ends = np.cumsum(arrays["e_idlen"], dtype=np.int64).tolist()
-        ids = [text[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+        """Load what :func:`from_bytes` read (into an empty store), within this store's limits."""
+        blob = arrays["id_blob"].tobytes()
+        ends = np.cumsum(arrays["id_len"], dtype=np.int64).tolist()
+        ids = [blob[a:b].decode() for a, b in zip([0, *ends[:-1]], ends, strict=True)]
         proba = arrays.get("r_proba")
         fits = proba is not None and proba.ndim == 2 and proba.shape[1] == self.classes
         self.add(
@@ -253,13 +253,27 @@ class PredictionStore:
         )
 
 
-def to_bytes(arrays: dict[str, npt.NDArray[Any]]) -> bytes:
-    """An npz of ``arrays`` (for the history database)."""
+@dataclass(frozen=True)
+class Snapshot:
+    """A store's columns (copies) and ids, as :meth:`PredictionStore.snapshot` took them."""
+
+    arrays: dict[str, npt.NDArray[Any]]
+    ids: list[str]
+
+
+def to_bytes(snapshot: Snapshot) -> bytes:
+    """An npz of the snapshot, ids as UTF-8 with their byte lengths (for the history database; run it
+    off the event loop)."""
+    encoded = [i.encode() for i in snapshot.ids]
+    arrays = dict(snapshot.arrays)
+    arrays["id_blob"] = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    arrays["id_len"] = np.fromiter(map(len, encoded), np.int64, len(encoded))
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)  # type: ignore[arg-type]
     return buffer.getvalue()
 
 
 def from_bytes(data: bytes) -> dict[str, npt.NDArray[Any]]:
+    """The arrays :func:`to_bytes` wrote (for :meth:`PredictionStore.restore`)."""
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
         return {k: npz[k] for k in npz.files}

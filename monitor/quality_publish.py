@@ -66,13 +66,20 @@ class QualityPublisher:
         """Create the tables; load the stored quality states and prediction stores."""
         await self.db.open()
         self._states = await self.db.states()
-        self.hub.saved_stores = {m: from_bytes(b) for m, b in (await self.db.load_stores()).items()}
+        loop = asyncio.get_running_loop()
+        blobs = await self.db.load_stores()
+        self.hub.saved_stores = {
+            m: await loop.run_in_executor(self.executor, from_bytes, b) for m, b in blobs.items()
+        }
         self.hub.on_version = self._resume
         self._background.add(asyncio.create_task(self._restore_versions(list(self._states))))
 
     async def _restore_versions(self, keys: list[tuple[str, int]]) -> None:
         """Load the versions with a saved quality state, so that their block and gauges are back before
-        new traffic (a version no longer in the registry is skipped)."""
+        new traffic (a version no longer in the registry is skipped), and rebuild the saved prediction
+        stores in the executor (a store first needed before that is rebuilt on the spot)."""
+        for model in list(self.hub.saved_stores):
+            await self.hub.restore_saved(model, self.executor)
         for model, version in keys:
             try:
                 vf = self.hub.version(await self.hub.catalog.get(model, version))
@@ -96,10 +103,10 @@ class QualityPublisher:
 
     async def snapshot(self) -> None:
         """Save every changed prediction store (serialized in the executor)."""
-        arrays = {m: s.snapshot() for m, s in self.hub.stores.items() if self.hub.dirty.pop(m, False)}
-        if arrays:
+        snapshots = {m: s.snapshot() for m, s in self.hub.stores.items() if self.hub.dirty.pop(m, False)}
+        if snapshots:
             loop = asyncio.get_running_loop()
-            blobs = {m: await loop.run_in_executor(self.executor, to_bytes, a) for m, a in arrays.items()}
+            blobs = {m: await loop.run_in_executor(self.executor, to_bytes, a) for m, a in snapshots.items()}
             await self.db.save_stores(blobs)
 
     def tasks(self, snapshot_s: float) -> list[asyncio.Task[None]]:

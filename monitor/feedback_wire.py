@@ -14,6 +14,7 @@ of name -> tensor; a tensor is a number, a nested list of numbers, or ``{"name"?
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter
@@ -207,7 +208,7 @@ def wire_array(tensor: WireTensor, datatype: str) -> npt.NDArray[Any]:
         raise TypeError(f"datatype {tensor.datatype}, expected {datatype}")
     if tensor.raw is not None:
         shape = tensor.shape or ()
-        if any(d < 0 for d in shape) or len(tensor.raw) != int(np.prod(shape)) * dtype.itemsize:
+        if any(d < 0 for d in shape) or len(tensor.raw) != math.prod(shape) * dtype.itemsize:
             raise ValueError(f"raw holds {len(tensor.raw)} bytes, shape {list(shape)} of {datatype}")
         return np.frombuffer(tensor.raw, dtype=dtype).reshape(shape)
     try:
@@ -219,7 +220,7 @@ def wire_array(tensor: WireTensor, datatype: str) -> npt.NDArray[Any]:
     if array.dtype.kind == "f" and dtype.kind in "iu" and not np.array_equal(array, np.round(array)):
         raise TypeError(f"data holds fractions, expected {datatype}")
     if tensor.shape is not None:
-        if int(np.prod(tensor.shape)) != array.size:
+        if math.prod(tensor.shape) != array.size:
             raise ValueError(f"data holds {array.size} values, shape {list(tensor.shape)}")
         array = array.reshape(tensor.shape)
     return array.astype(dtype)

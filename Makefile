@@ -86,7 +86,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 # Benchmark suite (bench/, docs/loadtests.md "The benchmark suite"; not installed, not part of `make test`).
-# `make bench` runs every section (load, hotpath, batching, swap, sampling, workers, auth, drift) on fresh servers
+# `make bench` runs every section (load, hotpath, batching, swap, sampling, workers, auth, drift, feedback) on fresh servers
 # on fresh registries under bench-out/ (git-ignored), saves each section's JSON under bench-out/results/,
 # rewrites each section's block of BENCHMARKS.md, copies the plots it links to docs/bench/, and rewrites the
 # summary table of goals met or missed at the top. A subset: `make bench SECTIONS="batching swap"`; the gpu
@@ -114,8 +114,9 @@ bench-list: install-dev
 # One section each, as before the suite had one command (about 1-4 minutes each on 2 cores; drift about 2).
 # bench-hotpath: issue 13's goals (a), (b), (d), (e), (f) in one run (about 3-5 minutes on 2 cores);
 # bench-auth: issue 15's cost of auth and TLS.
-.PHONY: bench-batching bench-swap bench-sampling bench-workers bench-drift bench-hotpath bench-auth
-bench-batching bench-swap bench-sampling bench-workers bench-drift bench-hotpath bench-auth:
+# bench-feedback: issue 17's ground-truth ingest (labels/s over HTTP, bytes per stored prediction; about 1 minute).
+.PHONY: bench-batching bench-swap bench-sampling bench-workers bench-drift bench-hotpath bench-auth bench-feedback
+bench-batching bench-swap bench-sampling bench-workers bench-drift bench-hotpath bench-auth bench-feedback:
 	$(MAKE) bench SECTIONS=$(@:bench-%=%)
 
 # Where a request's time goes (bench/profiling.py, docs/loadtests.md "Profiling the gateway"): starts a

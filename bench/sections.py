@@ -40,6 +40,7 @@ REGISTRY: dict[str, str] = {
     "workers": "bench.workers",
     "auth": "bench.auth",
     "drift": "bench.drift",
+    "feedback": "bench.feedback",
     "gpu": "bench.gpu",
     "peers": "bench.peers",
 }

@@ -1,7 +1,8 @@
 """Who may talk to the monitor: bearer tokens on ingest and (optionally) on reads, as aiohttp middleware.
 
 Contracts:
-- Ingest (``POST /v1/samples`` and the ``/v1/samples/stream`` WebSocket upgrade) needs the token in
+- Ingest (``POST /v1/samples``, the ``/v1/samples/stream`` WebSocket upgrade and ``POST /v1/feedback``)
+  needs the token in
   ``ingest_token_file`` when one is configured; the gateway's sample shipper sends it
   (``--monitor-token-file`` on both sides). The check runs before the body is read and before the
   WebSocket upgrade, so a refused producer never reaches the windows.
@@ -34,6 +35,7 @@ from monitor.metrics import MonitorMetrics
 from registry.fsutil import FileStamp, file_stamp
 
 __all__ = [
+    "FEEDBACK_PATHS",
     "INGEST_PATHS",
     "READ_PATHS",
     "SIGNATURE_HEADER",
@@ -46,6 +48,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 INGEST_PATHS = frozenset({"/v1/samples", "/v1/samples/stream"})
+#: Ground truth feeds the monitor too: it needs the ingest token, but is served on the main address
+#: (business systems send it, not the pod's gateway).
+FEEDBACK_PATHS = frozenset({"/v1/feedback"})
 READ_PATHS = frozenset({"/v1/drift", "/v1/drift/history"})
 
 #: The header of a signed webhook POST: ``sha256=<hex HMAC-SHA256 of the body>``.
@@ -111,7 +116,9 @@ def auth_middleware(
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
-        needed = ingest if path in INGEST_PATHS else read if path in READ_PATHS else None
+        needed = (
+            ingest if path in INGEST_PATHS or path in FEEDBACK_PATHS else read if path in READ_PATHS else None
+        )
         if needed is not None:
             token = _presented(request)
             if token is None or not needed.matches(token):

@@ -28,8 +28,9 @@ from monitor.drift import WindowResult
 from monitor.errors import NoReferenceError, ProfileError, SampleError
 from monitor.reference import TRAINING_CACHE_FILE, Profile, load_profile
 from monitor.windows import VersionWindows
-from registry.config import DriftConfig, load_model_config
+from registry.config import DriftConfig, ModelConfig, load_model_config
 from registry.errors import ConfigError, NotFoundError, RegistryError
+from registry.feedback_config import FeedbackConfig
 from registry.layout import CONFIG_FILE, REFERENCE_FILE, TRAINING_FILE, VersionInfo, version_info
 from registry.manifest import Manifest, load_manifest, sha256_file
 from registry.signature import Signature
@@ -62,6 +63,10 @@ class VersionState:
     tracker: DriftTracker = field(init=False)
     result: WindowResult | None = None
     entry: dict[str, Any] | None = None
+    #: ``[feedback]`` of model.toml and the manifest's validation metrics (the quality baseline).
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    validation: dict[str, float] = field(default_factory=dict)
+    reference_path: Path | None = None
 
     def __post_init__(self) -> None:
         self.tracker = DriftTracker(self.drift.consecutive)
@@ -170,11 +175,18 @@ class Catalog:
         except RegistryError as exc:
             raise SampleError("unknown_version", f"{model} v{version} is unusable: {exc}") from None
         try:
-            drift = load_model_config(info.path.parent / CONFIG_FILE).drift
+            config = load_model_config(info.path.parent / CONFIG_FILE)
         except ConfigError as exc:
-            log.warning("%s: using the default [drift] settings: %s", model, exc)
-            drift = DriftConfig()
-        signature = manifest.signature
+            log.warning("%s: using the default [drift] and [feedback] settings: %s", model, exc)
+            config = ModelConfig()
+        drift = config.drift
+        state = self._state(info, manifest, drift)
+        state.feedback, state.validation = config.feedback, dict(manifest.validation.metrics)
+        state.reference_path = info.reference_path
+        return state
+
+    def _state(self, info: VersionInfo, manifest: Manifest, drift: DriftConfig) -> VersionState:
+        model, version, signature = info.model, info.version, manifest.signature
         try:
             digest = manifest.artifacts.get(REFERENCE_FILE) or sha256_file(info.reference_path)
             profile = load_profile(info.reference_path, signature, self._settings, drift.bins, digest)

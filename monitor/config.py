@@ -119,6 +119,8 @@ class MonitorConfig:
     #: A separate address for ingest (monitor/auth.py); None serves it on ``host:port`` with the rest.
     ingest_host: str | None = None
     ingest_port: int = 8091
+    #: How often changed prediction stores are saved to ``db`` (monitor/feedback_db.py), seconds.
+    feedback_snapshot_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.registry, Path):
@@ -133,6 +135,7 @@ class MonitorConfig:
         _int("max_body_bytes", self.max_body_bytes, 1024)
         _positive("tick_s", self.tick_s)
         _positive("unknown_ttl_s", self.unknown_ttl_s)
+        _positive("feedback_snapshot_s", self.feedback_snapshot_s)
         _int("history_limit", self.history_limit, 1)
         for name in ("ingest_token_file", "read_token_file"):
             path = getattr(self, name)

@@ -12,7 +12,8 @@ This module owns the monitor's data path end to end (DESIGN.md §1) and the back
   training profile's bins (:attr:`VersionState.skew_windows`); each such window is queued just before
   the version's own window with the same rows and number, evaluated against the training profile, and
   recorded in the drift tracker (so the window's report entry and history row carry the verdict).
-* the **ticker** task closes windows whose time is up (monotonic clock, every ``tick_s``).
+* the **ticker** task closes windows whose time is up (monotonic clock, every ``tick_s``), and quality
+  windows (:mod:`monitor.quality_publish`; ground truth comes in through :meth:`Engine.ingest_feedback`).
 
 Both tasks are started by :meth:`start` and cancelled and awaited by :meth:`stop`, which also stops
 the webhook sender, the executor and the history.
@@ -35,8 +36,12 @@ from monitor.decisions import iso_time, large_enough, version_entry
 from monitor.decode import DecodedSample, parse_batch, sample_key, sample_rows
 from monitor.drift import WindowResult, evaluate_window
 from monitor.errors import SampleError
+from monitor.feedback import FeedbackHub
+from monitor.feedback_db import FeedbackDB
+from monitor.feedback_wire import parse_feedback
 from monitor.history import History
 from monitor.metrics import MonitorMetrics
+from monitor.quality_publish import QualityPublisher
 from monitor.webhook import AlertSender
 from monitor.windows import ClosedWindow, VersionWindows
 
@@ -68,6 +73,10 @@ class Engine:
             config.registry, config.profile, self._executor, config.unknown_ttl_s, self.history.state
         )
         self.alerts = AlertSender(config.webhook, metrics)
+        self.feedback = FeedbackHub(self.catalog, metrics.feedback, time.time_ns)
+        self.quality = QualityPublisher(
+            self.feedback, FeedbackDB(self.history), metrics.feedback, self.alerts, self._executor
+        )
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._stored: dict[tuple[str, str], dict[str, Any]] = {}
@@ -77,10 +86,12 @@ class Engine:
     async def start(self) -> None:
         await self.history.open()
         self._stored = {(e["model"], e["version"]): e for e in await self.history.latest()}
+        await self.quality.start()
         await self.alerts.start()
         self._tasks = [
             asyncio.create_task(self._evaluate_forever(), name="monitor-evaluator"),
             asyncio.create_task(self._tick_forever(), name="monitor-ticker"),
+            *self.quality.tasks(self.config.feedback_snapshot_s),
         ]
 
     async def stop(self) -> None:
@@ -90,6 +101,7 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self.quality.close()
         await self.alerts.stop()
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
         await self.history.close()
@@ -112,6 +124,9 @@ class Engine:
             rows = sum(sample_rows(s) for s in batch.samples) if batch is not None else 0
             self.metrics.rejected_rows.labels(exc.reason).inc(rows)
             raise
+        self.feedback.observe(
+            [(st, d, s.request_id, s.timestamp_ns) for (st, d), s in zip(decoded, batch.samples, strict=True)]
+        )
         now, wall = asyncio.get_running_loop().time(), time.time()
         accepted = 0
         for state, decoded_sample in decoded:
@@ -141,6 +156,13 @@ class Engine:
             accepted += decoded_sample.rows
         return accepted
 
+    async def ingest_feedback(self, body: bytes, content_type: str) -> dict[str, Any]:
+        """Join a feedback body (docs/monitor.md, "Feedback"); per-item results. SampleError("malformed")
+        only when the body cannot be read at all."""
+        outcome = await self.feedback.ingest(parse_feedback(body, content_type))
+        self.quality.tick()  # windows that reached window_rows close now
+        return outcome.as_dict()
+
     def report(self, model: str | None = None, version: str | None = None) -> dict[str, Any]:
         """The ``GET /v1/drift`` document: the latest entry of every known version, filtered."""
         entries = dict(self._stored)
@@ -157,7 +179,7 @@ class Engine:
                     skew=s.skew_source,
                 )
         chosen = [
-            entries[k]
+            {**entries[k], "quality": self.quality.block(k[0], int(k[1]))}
             for k in sorted(entries, key=lambda k: (k[0], int(k[1])))
             if (model is None or k[0] == model) and (version is None or k[1] == version)
         ]
@@ -191,6 +213,7 @@ class Engine:
         while True:
             await asyncio.sleep(self.config.tick_s)
             now, wall = loop.time(), time.time()
+            self.quality.tick()
             for state in self.catalog.states():
                 if state.skew_windows is not None:
                     self._enqueue_skew(state, state.skew_windows, state.skew_windows.close_due(now, wall))

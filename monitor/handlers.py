@@ -36,19 +36,37 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
-async def post_samples(request: web.Request) -> web.Response:
-    """``POST /v1/samples``: a SampleBatch body; 200 ``{"rows": accepted}`` or 400 with the reason."""
-    engine = request.app[ENGINE]
+async def _read(request: web.Request) -> bytes:
+    """The body; 413 (counted as ``too_large``) over ``max_body_bytes``."""
     try:
-        body = await request.read()
+        return await request.read()
     except web.HTTPRequestEntityTooLarge:
         request.app[METRICS].rejected.labels("too_large").inc()
         raise
+
+
+async def post_samples(request: web.Request) -> web.Response:
+    """``POST /v1/samples``: a SampleBatch body; 200 ``{"rows": accepted}`` or 400 with the reason."""
+    engine = request.app[ENGINE]
+    body = await _read(request)
     try:
         rows = await engine.ingest(body)
     except SampleError as exc:
         return _json({"error": str(exc), "reason": exc.reason}, status=400)
     return _json({"rows": rows})
+
+
+async def post_feedback(request: web.Request) -> web.Response:
+    """``POST /v1/feedback``: a FeedbackBatch (``application/x-protobuf``) or its JSON form
+    (``application/json``); 200 with per-item results, even when some items are refused; 400 only for a
+    body that cannot be read; 413 over ``max_body_bytes``."""
+    body = await _read(request)
+    try:
+        result = await request.app[ENGINE].ingest_feedback(body, request.content_type)
+    except SampleError as exc:
+        request.app[METRICS].rejected.labels(exc.reason).inc()
+        return _json({"error": str(exc), "reason": exc.reason}, status=400)
+    return _json(result)
 
 
 async def samples_stream(request: web.Request) -> web.WebSocketResponse:
@@ -87,7 +105,8 @@ async def get_drift(request: web.Request) -> web.Response:
 
 
 async def get_history(request: web.Request) -> web.Response:
-    """``GET /v1/drift/history?model=&version=&since=&limit=``: stored windows, oldest first.
+    """``GET /v1/drift/history?model=&version=&since=&limit=&kind=``: stored windows, oldest first
+    (``kind=quality``: the closed quality windows, monitor/feedback_db.py).
 
     ``since`` is ISO 8601 (``2025-01-31T12:00:00Z``) or Unix seconds, compared with ``closed_at``.
     """
@@ -100,9 +119,18 @@ async def get_history(request: web.Request) -> web.Response:
             raise ValueError(f"limit must be in [1, {limit_max}]")
     except ValueError as exc:
         return _json({"error": str(exc), "reason": "bad_query"}, status=400)
-    windows = await request.app[ENGINE].history.query(
-        query.get("model"), query.get("version"), since_ns, limit
-    )
+    engine = request.app[ENGINE]
+    if query.get("kind", "drift") == "quality":
+        return _json(
+            {
+                "windows": await engine.quality.db.query(
+                    query.get("model"), query.get("version"), since_ns, limit
+                )
+            }
+        )
+    if query.get("kind", "drift") != "drift":
+        return _json({"error": "kind must be drift or quality", "reason": "bad_query"}, status=400)
+    windows = await engine.history.query(query.get("model"), query.get("version"), since_ns, limit)
     return _json({"windows": windows})
 
 
@@ -121,6 +149,7 @@ def routes() -> list[web.RouteDef]:
     return [
         web.post("/v1/samples", post_samples),
         web.get("/v1/samples/stream", samples_stream),
+        web.post("/v1/feedback", post_feedback),
         web.get("/v1/drift", get_drift),
         web.get("/v1/drift/history", get_history),
         web.get("/metrics", get_metrics),

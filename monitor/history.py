@@ -75,6 +75,11 @@ class History:
             self._db = None
         self._executor.shutdown(wait=True)
 
+    async def call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(connection, *args)`` on the store's thread (for other tables in the same database,
+        e.g. monitor/feedback_db.py); returns its result."""
+        return await self._run(lambda: fn(self._connection(), *args))
+
     async def record(self, entry: dict[str, Any], closed_at_ns: int, state: TrackerState) -> None:
         """Store one evaluated window's report entry and the version's drift state after it."""
         await self._run(self._record, entry, closed_at_ns, state)

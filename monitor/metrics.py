@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from monitor.feedback_metrics import FeedbackMetrics
+
 __all__ = ["MonitorMetrics"]
 
 _FEATURE = ("model", "version", "feature")
@@ -20,6 +22,8 @@ class MonitorMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        #: Feedback and quality metrics (monitor/feedback_metrics.py).
+        self.feedback = FeedbackMetrics(registry)
         self.psi = Gauge(
             "infergate_drift_psi", "PSI of the latest window vs the reference", _FEATURE, registry=registry
         )

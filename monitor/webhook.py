@@ -9,7 +9,8 @@ status outside 2xx) is retried after ``backoff_s * 2**(attempt-1)`` seconds (cap
 
 The event body: ``{"event": "drift_started" | "drift_ended", "model", "version", "at" (ISO 8601 UTC),
 "features": [names of the drifting features in the deciding window], "report": <the version's entry of
-GET /v1/drift>}``.
+GET /v1/drift>}``; quality events (``quality_degraded`` / ``quality_recovered``) are built by
+:func:`monitor.quality_publish.retraining_event`.
 
 With ``secret_file`` set, each POST carries ``X-Infergate-Signature-256: sha256=<hex HMAC-SHA256 of the
 body keyed by the file's bytes>`` (as GitHub signs its webhooks), so a receiver can check that the event

@@ -41,3 +41,27 @@ class Tensor(_message.Message):
     shape: _containers.RepeatedScalarFieldContainer[int]
     raw: bytes
     def __init__(self, name: _Optional[str] = ..., datatype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., raw: _Optional[bytes] = ...) -> None: ...
+
+class FeedbackBatch(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Feedback]
+    def __init__(self, items: _Optional[_Iterable[_Union[Feedback, _Mapping]]] = ...) -> None: ...
+
+class Feedback(_message.Message):
+    __slots__ = ("request_id", "model", "version", "labels", "event_time_ns", "prediction", "prediction_time_ns")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    model: str
+    version: str
+    labels: _containers.RepeatedCompositeFieldContainer[Tensor]
+    event_time_ns: int
+    prediction: _containers.RepeatedCompositeFieldContainer[Tensor]
+    prediction_time_ns: int
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., event_time_ns: _Optional[int] = ..., prediction: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., prediction_time_ns: _Optional[int] = ...) -> None: ...

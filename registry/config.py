@@ -25,6 +25,7 @@ from registry.checks import (
     check_str,
 )
 from registry.errors import ConfigError
+from registry.feedback_config import FeedbackConfig
 
 __all__ = [
     "PROVIDERS",
@@ -32,6 +33,7 @@ __all__ = [
     "VERSION_POLICIES",
     "BatchingConfig",
     "DriftConfig",
+    "FeedbackConfig",
     "ModelConfig",
     "ProviderOption",
     "RuntimeConfig",
@@ -254,6 +256,7 @@ _SECTIONS: tuple[type[Any], ...] = (
     SamplingConfig,
     DriftConfig,
     WarmupConfig,
+    FeedbackConfig,
 )
 
 
@@ -267,6 +270,7 @@ class ModelConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
 
     def __post_init__(self) -> None:
         for cls in _SECTIONS:

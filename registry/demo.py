@@ -65,6 +65,13 @@ latency_budget_ms = 50.0
 [versions]
 policy = "latest"
 latest = 2
+
+# Ground truth (POST /v1/feedback on the monitor; README "Feedback"): short quality windows, so that the
+# README's snippet closes some (by rows) within seconds.
+[feedback]
+window_rows = 50
+window_seconds = 300.0
+grace_seconds = 60.0
 """
 
 _REGRESSOR_TOML = """\

@@ -31,6 +31,26 @@ ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
+def guarded_demo(tmp_path: Path, token: str, max_body_bytes: int) -> MonitorConfig:
+    """A monitor config over a fresh demo registry in ``tmp_path``, ingest guarded by ``token``, no
+    history, bodies capped at ``max_body_bytes`` (the fuzz tests)."""
+    from registry.demo import build_demo
+
+    root = tmp_path / "registry"
+    build_demo(root)
+    token_file = tmp_path / "ingest.token"
+    token_file.write_text(token)
+    return MonitorConfig(root, port=0, db=None, max_body_bytes=max_body_bytes, ingest_token_file=token_file)
+
+
+def rss_kib() -> int:
+    """This process's resident memory (VmRSS of /proc/self/status), KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
 def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 30.0, every: float = 0.05) -> T:
     """Poll ``probe`` until it returns something other than None or False; fail naming ``what``."""
     deadline = time.monotonic() + timeout
@@ -144,6 +164,20 @@ class RunningMonitor:
     async def post(self, body: bytes) -> tuple[int, dict[str, Any]]:
         async with self.http.post("/v1/samples", data=body) as response:
             return response.status, await response.json()
+
+    async def feedback(
+        self, body: bytes, content_type: str = "application/x-protobuf"
+    ) -> tuple[int, dict[str, Any]]:
+        """POST ``body`` to /v1/feedback; (status, JSON answer)."""
+        async with self.http.post(
+            "/v1/feedback", data=body, headers={"Content-Type": content_type}
+        ) as response:
+            return response.status, await response.json()
+
+    async def wait_quality(self, model: str, version: int, windows: int, within_s: float = 60.0) -> None:
+        """Until ``windows`` quality windows of the version are published (an event, not a sleep)."""
+        async with asyncio.timeout(within_s):
+            await self.engine.quality.wait(model, version, windows)
 
 
 @asynccontextmanager

@@ -15,22 +15,13 @@ import numpy as np
 import pytest
 
 from monitor.app import METRICS
-from monitor.config import MonitorConfig
-from registry.demo import build_demo
 from tests.monitor_oracles import sample_batch
-from tests.monitor_servers import RunningMonitor, running_monitor
+from tests.monitor_servers import RunningMonitor, guarded_demo, rss_kib, running_monitor
 
 LIMIT = 64 * 1024
 TOKEN = "fuzz-ingest-6e1d"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 GOOD = sample_batch("classifier", "1", {"input": np.zeros((4, 16), np.float32)})
-
-
-def _rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS in /proc/self/status")
 
 
 def _frames(rng: random.Random, count: int) -> list[tuple[str, bytes]]:
@@ -81,20 +72,16 @@ async def _send(monitor: RunningMonitor, kind: str, payload: bytes, via_socket: 
 
 
 async def test_fuzzed_frames_keep_it_serving_with_flat_memory(tmp_path: Path) -> None:
-    root = tmp_path / "registry"
-    build_demo(root)
-    token = tmp_path / "ingest.token"
-    token.write_text(TOKEN)
-    config = MonitorConfig(root, port=0, db=None, max_body_bytes=LIMIT, ingest_token_file=token)
+    config = guarded_demo(tmp_path, TOKEN, LIMIT)
     rng = random.Random(15)
     warmup, fuzz = _frames(rng, 120), _frames(rng, 500)
     async with running_monitor(config) as monitor:
         for i, (kind, payload) in enumerate(warmup):  # the same traffic first, so caches are paid
             await _send(monitor, kind, payload, via_socket=i % 2 == 0)
-        before = _rss_kib()
+        before = rss_kib()
         for i, (kind, payload) in enumerate(fuzz):
             await _send(monitor, kind, payload, via_socket=i % 2 == 0)
-        after = _rss_kib()
+        after = rss_kib()
         async with monitor.http.get("/healthz") as response:
             assert response.status == 200
         async with monitor.http.post("/v1/samples", data=GOOD, headers=HEADERS) as response:

@@ -13,6 +13,8 @@ Contracts:
 - The parent restarts a worker that dies (at most ``MAX_RESTARTS`` in ``RESTART_WINDOW_S`` seconds, then it
   gives up and stops everything, exit 1). SIGTERM or SIGINT is forwarded as SIGTERM to every worker, which
   drains as a single gateway does; the parent exits 0 once all exited 0.
+- A worker whose parent dies (SIGKILL, crash) gets SIGTERM from the kernel (Linux ``PR_SET_PDEATHSIG``)
+  and drains and exits: no orphaned worker keeps serving the port.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
 POLL_S = 0.1
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def worker_config(config: GatewayConfig, index: int, workers: int, port: int) -> GatewayConfig:
@@ -54,13 +57,30 @@ def worker_config(config: GatewayConfig, index: int, workers: int, port: int) ->
     )
 
 
-def _worker_main(config: GatewayConfig, log_level: str, log_format: str) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Asks Linux to send this worker SIGTERM (a normal drain) when the parent dies, so a supervisor that
+    is SIGKILLed or crashes never leaves orphaned workers serving the port. Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning(
+            "prctl(PR_SET_PDEATHSIG) failed (errno %d); workers may outlive the parent", ctypes.get_errno()
+        )
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker_main(config: GatewayConfig, log_level: str, log_format: str, parent_pid: int) -> None:
     import asyncio
 
     from gateway.logs import configure_logging
     from gateway.server import serve
 
     configure_logging(log_level, log_format)
+    _die_with_parent(parent_pid)
     sys.exit(asyncio.run(serve(config)))
 
 
@@ -92,7 +112,7 @@ def run_workers(
     def start(index: int) -> BaseProcess:
         process = context.Process(
             target=_worker_main,
-            args=(worker_config(config, index, workers, port), log_level, log_format),
+            args=(worker_config(config, index, workers, port), log_level, log_format, os.getpid()),
             name=f"infergate-worker-{index}",
         )
         process.start()

@@ -128,3 +128,50 @@ def test_two_workers_share_the_port_survive_a_crash_and_drain(tmp_path: Path) ->
         reader.join(10)
         assert process.stdout is not None
         process.stdout.close()
+
+
+def _gone(pid: int, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # a zombie (exited, not reaped by init yet) counts as gone
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as stat:
+            if stat.read().split(")")[-1].split()[0] == "Z":
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    root = build_registry(tmp_path / "registry", {"mlp": mlp_model()})
+    command = [
+        sys.executable, "-m", "gateway", "--registry", str(root), "--port", "0",
+        "--metrics-port", "0", "--workers", "2", "--no-sampling", "--poll-interval", "0",
+        "--log-format", "text",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+    )
+    sink: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=_lines, args=(process, sink), daemon=True)
+    reader.start()
+    try:
+        pids = [_next_ready(sink)[1], _next_ready(sink)[1]]
+        process.kill()  # the supervisor only: no signal is forwarded
+        process.wait(10)
+        assert all(_gone(pid) for pid in pids), "a worker outlived its supervisor"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+        reader.join(10)
+        assert process.stdout is not None
+        process.stdout.close()

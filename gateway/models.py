@@ -262,6 +262,22 @@ class ModelTable:
             raise NotFoundError(f"model '{name}' is not found")
         return [state.versions[v] for v in sorted(state.versions)]
 
+    def model_info(self, name: str) -> ModelInfo | None:
+        """The registry scan the model was last (re)loaded from; None for an unknown or unloaded model."""
+        state = self._models.get(name)
+        return None if state is None or state.unloaded else state.info
+
+    def serving(self, name: str) -> tuple[int | None, frozenset[int]]:
+        """(default version, loaded versions) of ``name``; (None, empty) for an unknown model."""
+        state = self._models.get(name)
+        if state is None:
+            return None, frozenset()
+        return state.default, frozenset(state.versions)
+
+    def model_names(self) -> list[str]:
+        """Every known model name, sorted."""
+        return sorted(self._models)
+
     def all_loaded(self) -> list[LoadedVersion]:
         """Every loaded version of every model, by name then version."""
         return [lv for name in sorted(self._models) for lv in self.loaded_versions(name)]

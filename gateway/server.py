@@ -27,6 +27,10 @@ from gateway.errors import GatewayError
 from gateway.logs import AccessLog
 from gateway.metrics import GatewayMetrics, MetricsHTTPServer
 from gateway.models import ModelTable
+from gateway.rollout import RolloutController
+from gateway.rollout_drift import MonitorDrift
+from gateway.rollout_events import RolloutNotifier
+from gateway.rollout_metrics import RolloutMetrics
 from gateway.runner import available_providers
 from gateway.sampler import Sampler
 from gateway.servicer import InferenceServicer
@@ -64,8 +68,26 @@ class GatewayServer:
             self.sampler = Sampler(rate_override=config.sample_rate, metrics=self.metrics)
             self.shipper = Shipper(self.sampler, config.monitor_url, token_file=config.monitor_token_file)
         self.limit = concurrency_limit(config)
+        self.rollout_notifier = RolloutNotifier(config.rollout_webhook)
+        drift = (
+            MonitorDrift(config.monitor_url, token_file=config.monitor_read_token_file)
+            if config.sampling
+            else None
+        )
+        self.rollouts = RolloutController(
+            self.table,
+            RolloutMetrics(self.metrics.registry),
+            tick_s=config.rollout_tick_s,
+            notifier=self.rollout_notifier,
+            drift=drift,
+        )
         self.plane = DataPlane(
-            self.table, self.metrics, self.sampler, AccessLog(config.access_log_rate), self.limit
+            self.table,
+            self.metrics,
+            self.sampler,
+            AccessLog(config.access_log_rate),
+            self.limit,
+            self.rollouts,
         )
         self.servicer = InferenceServicer(self.table, self.plane)
         self.health = health_aio.HealthServicer()
@@ -111,6 +133,9 @@ class GatewayServer:
             self.watcher.start()
         if self.shipper is not None:
             self.shipper.start()
+        self.rollout_notifier.start()
+        await self.rollouts.tick()  # resume a rollout left in the registry before the first request
+        self.rollouts.start()
         log.info("serving %s on %s:%d", self.config.registry, self.config.host, self.port)
 
     async def stop(self, grace: float | None = None) -> None:
@@ -121,6 +146,8 @@ class GatewayServer:
         self.servicer.draining = True
         if self.watcher is not None:
             await self.watcher.stop()
+        await self.rollouts.stop()
+        await self.rollout_notifier.stop()
         await self.health.enter_graceful_shutdown()
         await server.stop(self.config.grace_seconds if grace is None else grace)
         await self.table.close()

@@ -1,13 +1,12 @@
 """``infergate-registry``: the command line over the registry directory (DESIGN.md §8).
 
 This module owns argument parsing and output formats only; every action is a call into the package.
-Subcommands: ``demo``, ``publish`` (prints the new version alone), ``list`` (a table), ``show`` (lineage
-as JSON), ``pin``, ``unpin``; and, in :mod:`registry.cli_ops`, ``rollback`` (prints the pinned version
-alone), ``verify``, ``diff`` and ``gc``. Every model name taken from the command line (``NAME``,
-``--model``) is checked with :func:`registry.layout.check_model_name` before anything touches the
-disk. A :class:`RegistryError` or OS error prints one line to stderr and exits 2; so does a usage
-error. ``verify`` exits 1 when it finds a damaged version.
-"""
+Subcommands: ``demo``, ``publish`` (prints the new version alone), ``list`` (a table), ``show`` (lineage as
+JSON), ``pin``, ``unpin``; and, in :mod:`registry.cli_ops`, ``rollback`` (prints the pinned version alone),
+``verify``, ``diff`` and ``gc``; in :mod:`registry.cli_rollout`, ``rollout``. Every model name taken from the
+command line (``NAME``, ``--model``) is checked with :func:`registry.layout.check_model_name` before anything
+touches the disk. A :class:`RegistryError` or OS error prints one line to stderr and exits 2; so does a usage
+error. ``verify`` exits 1 when it finds a damaged version."""
 
 from __future__ import annotations
 
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.cli_ops import add_parsers, version_arg
+from registry.cli_rollout import add_rollout_parser
 from registry.demo import build_demo
 from registry.errors import NotFoundError, RegistryError, UsageError
 from registry.layout import (
@@ -235,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("unpin", cmd_unpin, "remove the pin; the version policy decides again")
     p.add_argument("name", metavar="NAME")
     add_parsers(command)
+    add_rollout_parser(command)
     return parser
 
 

@@ -25,6 +25,7 @@ from registry.checks import (
     check_str,
 )
 from registry.errors import ConfigError
+from registry.rollout_config import RolloutConfig
 
 __all__ = [
     "PROVIDERS",
@@ -34,6 +35,7 @@ __all__ = [
     "DriftConfig",
     "ModelConfig",
     "ProviderOption",
+    "RolloutConfig",
     "RuntimeConfig",
     "SamplingConfig",
     "VersionsConfig",
@@ -254,6 +256,7 @@ _SECTIONS: tuple[type[Any], ...] = (
     SamplingConfig,
     DriftConfig,
     WarmupConfig,
+    RolloutConfig,
 )
 
 
@@ -267,6 +270,7 @@ class ModelConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
     def __post_init__(self) -> None:
         for cls in _SECTIONS:

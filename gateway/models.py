@@ -29,6 +29,7 @@ from gateway.loader import Stamp, load_version, version_stamp
 from gateway.metrics import GatewayMetrics
 from gateway.version import LoadedVersion
 from registry.layout import ModelInfo, default_version, scan_registry, select_versions, version_info
+from registry.rollout import describe_version
 
 log = logging.getLogger(__name__)
 
@@ -327,12 +328,18 @@ class ModelTable:
 
 
 def _state_of(state: ModelState, version: int) -> tuple[str, str]:
+    info = state.info
+    rollout = ""
+    if info is not None:
+        config = info.config.rollout
+        rollout = describe_version(info.rollout, info.rollout_plan, version, config.mode, config.steps)
     if version in state.versions:
         fallback = state.versions[version].runner.fallback_reason
-        return (
-            "READY",
+        notes = [
             f"serving on {state.versions[version].runner.provider}: {fallback}" if fallback else "",
-        )
+            rollout,
+        ]
+        return "READY", "; ".join(note for note in notes if note)
     if version in state.loading:
         return "LOADING", ""
     if version in state.failures:
@@ -341,4 +348,4 @@ def _state_of(state: ModelState, version: int) -> tuple[str, str]:
         return "UNAVAILABLE", "unloaded"
     if state.config_error:  # the policy could not even be read
         return "UNAVAILABLE", state.config_error
-    return "UNAVAILABLE", "not selected by the version policy"
+    return "UNAVAILABLE", rollout or "not selected by the version policy"

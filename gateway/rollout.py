@@ -199,7 +199,6 @@ class RolloutController:
             if await self._write(info, live.state, done):
                 await self._end(live.model)
                 self._announce(live.model, "promoted", done, "")
-                await self.table.load_model(live.model)
 
     async def _roll_back(
         self, info: ModelInfo, live: LiveRollout, verdict: Verdict, figures: dict[str, object]
@@ -218,7 +217,6 @@ class RolloutController:
             )  # fmt: skip
             if await self._write(info, expected, done):
                 self._announce(live.model, "rolled_back", done, verdict.gate)
-                await self.table.load_model(live.model)
                 return
             expected = await asyncio.to_thread(read_state, info.path)
 
@@ -226,6 +224,9 @@ class RolloutController:
         wrote = await asyncio.to_thread(replace_state, info.path, expected, new)
         if wrote:
             self._revision[info.name] = new.revision
+            # Rescan now (not at the next poll): the served versions and what RepositoryIndex and
+            # ModelMetadata show follow the file at once.
+            await self.table.load_model(info.name)
         return wrote
 
     async def _end(self, name: str, *, announce: RolloutState | None = None) -> None:

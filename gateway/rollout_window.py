@@ -11,8 +11,11 @@ Rules (docs/registry.md "Safe rollout"):
   can be compared, ``min_requests`` compared requests); a failing gate fails the step at once, before
   ``step_seconds`` have passed. The step advances when every gate passes and ``step_seconds`` passed.
 - error_ratio: candidate error ratio - stable error ratio > ``max_error_ratio`` fails.
-- p99_ratio: candidate p99 / stable p99 > ``max_p99_ratio`` fails. When the stable side has fewer than
-  ``min_requests`` requests in this window (a canary at 100 %), the last window that had enough is used.
+- p99_ratio: candidate p99 / stable p99 > ``max_p99_ratio`` fails, judged only while both versions serve
+  at least ``min_requests`` requests in the same window (latencies from different times and loads are
+  not compared): a canary's 100 % step does not judge it, the steps below do.
+- The stable error ratio comes from the same window, or, when the stable side has too few requests there
+  (a canary at 100 %), from the last window that had enough.
 - agreement: agreeing rows / compared rows < ``min_agreement`` fails.
 - drift: the monitor says the candidate drifts (or a feature's PSI exceeds ``max_drift_psi`` > 0).
 """
@@ -64,7 +67,8 @@ class StepWindow:
     compared: int = 0
     rows: int = 0
     agreeing: int = 0
-    #: (error ratio, p99) of the last stable window with enough requests (carried into the next step).
+    #: (error ratio, p99) of the last stable window with enough requests (its error ratio is carried into
+    #: the next step; the p99 only for the figures).
     stable_baseline: tuple[float, float] | None = None
 
     def record_comparison(self, rows: int, agreeing: int) -> None:
@@ -118,12 +122,12 @@ def judge(
     need = config.min_requests
     if cand.requests < need:
         return Verdict("hold", "", figures, results)
+    base_p99: float | None = None
+    base_errors: float | None = None
     if stable.requests >= need:
         base_errors, base_p99 = stable.error_ratio, stable.p99()
     elif window.stable_baseline is not None:
-        base_errors, base_p99 = window.stable_baseline
-    else:
-        base_errors, base_p99 = None, None
+        base_errors = window.stable_baseline[0]
     figures["candidate_error_ratio"] = round(cand.error_ratio, 6)
     if base_errors is not None:
         figures["stable_error_ratio"] = round(base_errors, 6)
@@ -151,8 +155,6 @@ def judge(
         results["agreement"] = "fail" if agreement < config.min_agreement else "pass"
         if results["agreement"] == "fail":
             return Verdict("fail", "agreement", figures, results)
-    if base_p99 is None:
-        return Verdict("hold", "", figures, results)  # no stable latency to judge against yet
     if elapsed_s < config.step_seconds:
         return Verdict("hold", "", figures, results)
     return Verdict("advance", "", figures, results)

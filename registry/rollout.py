@@ -39,9 +39,11 @@ __all__ = [
     "RolloutPlan",
     "RolloutState",
     "candidate_stamp",
+    "describe_version",
     "plan_rollout",
     "read_state",
     "replace_state",
+    "rollout_facts",
     "utc_now",
 ]
 
@@ -195,3 +197,37 @@ def plan_rollout(ready: tuple[int, ...], state: RolloutState | None, stamp_of: A
         return RolloutPlan(None, None, blocked)
     newest = max(usable)
     return RolloutPlan(state.stable, newest if newest > state.stable else None, blocked)
+
+
+def rollout_facts(state: RolloutState | None, steps: tuple[float, ...]) -> dict[str, str | int | float]:
+    """The recorded rollout, flat, for ModelMetadata ``parameters`` (``rollout.*``; empty without one)."""
+    if state is None:
+        return {}
+    facts: dict[str, str | int | float] = {"rollout.status": state.status, "rollout.step": state.step}
+    for key, value in (("stable", state.stable), ("candidate", state.candidate)):
+        if value is not None:
+            facts[f"rollout.{key}"] = value
+    if state.status == "running" and 0 <= state.step < len(steps):
+        facts["rollout.percent"] = steps[state.step]
+    if state.reason:
+        facts["rollout.reason"] = state.reason
+    if state.updated_at:
+        facts["rollout.updated_at"] = state.updated_at
+    return facts
+
+
+def describe_version(
+    state: RolloutState | None, plan: RolloutPlan | None, version: int, mode: str, steps: tuple[float, ...]
+) -> str:
+    """What the rollout means for ``version``, for RepositoryIndex ``reason`` ("" when nothing)."""
+    if state is None or plan is None:
+        return ""
+    if state.status == "running" and state.candidate is not None and 0 <= state.step < len(steps):
+        where = f"step {state.step + 1}/{len(steps)} ({steps[state.step]:g}% {mode})"
+        if version == state.candidate:
+            return f"rollout candidate against version {state.stable}: {where}"
+        if version == state.stable:
+            return f"rollout stable; candidate version {state.candidate} at {where}"
+    if version == plan.blocked:
+        return f"{state.status.replace('_', ' ')}: {state.reason}; not retried until its files change"
+    return ""

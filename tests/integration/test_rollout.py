@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import onnx
 import pytest
@@ -19,6 +20,9 @@ from prometheus_client import generate_latest
 from tritonclient.utils import InferenceServerException
 
 from gateway.config import GatewayConfig
+from gateway.rollout_live import share_of
+from protos import inference_pb2, inference_pb2_grpc
+from registry.cli import main as cli
 from registry.publish import publish
 from registry.rollout import RolloutState, read_state
 from tests.rollout_models import FEATURES, classifier, reference_logits
@@ -138,6 +142,22 @@ def make_server(tmp_path: Path) -> Iterator[Callable[[str], tuple[Path, ServerTh
         server.stop()
 
 
+def wait_live(server: ServerThread, running: bool, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (server.server.rollouts.live("m") is not None) != running:
+        assert time.monotonic() < deadline, (
+            f"the gateway never {'started' if running else 'ended'} the rollout"
+        )
+        time.sleep(0.02)
+
+
+def infer_version(server: ServerThread, request_id: str) -> str:
+    tensor = grpcclient.InferInput("x", [1, FEATURES], "FP32")
+    tensor.set_data_from_numpy(np.ones((1, FEATURES), np.float32))
+    with grpcclient.InferenceServerClient(server.target) as client:
+        return str(client.infer("m", [tensor], request_id=request_id).get_response().model_version)
+
+
 def check_answers(traffic: Traffic, shuffled_version: str = "") -> None:
     assert traffic.errors == []
     for version, x, logits in traffic.answers:
@@ -218,10 +238,8 @@ def test_canary_is_sticky_by_request_id_and_an_explicit_version_is_exact(make_se
     x = np.ones((1, FEATURES), np.float32)
     tensor = grpcclient.InferInput("x", [1, FEATURES], "FP32")
     tensor.set_data_from_numpy(x)
+    wait_live(server, True)
     with grpcclient.InferenceServerClient(server.target) as client:
-        deadline = time.monotonic() + 10
-        while server.server.rollouts.live("m") is None and time.monotonic() < deadline:
-            time.sleep(0.02)
         seen: dict[str, set[str]] = {}
         for i in range(40):
             rid = f"req-{i % 8}"
@@ -233,6 +251,42 @@ def test_canary_is_sticky_by_request_id_and_an_explicit_version_is_exact(make_se
                 assert answer.get_response().model_version == version
     assert all(len(versions) == 1 for versions in seen.values()), seen
     assert set().union(*seen.values()) == {"1", "2"}  # 8 ids at 50 %: both versions answer
+    expected = {rid: share_of(rid) < 5000 for rid in seen}
+    assert {rid: versions == {"2"} for rid, versions in seen.items()} == expected
+
+
+def test_rollout_state_is_visible_and_an_operator_can_abort_and_retry(make_server) -> None:
+    root, server = make_server(rollout_toml(steps="[50, 100]", step_seconds=3600.0))
+    publish_model(root, classifier(), "candidate")
+    wait_state(root, lambda s: s.status == "running")
+    wait_live(server, True)
+    with grpcclient.InferenceServerClient(server.target) as client:
+        reasons = {
+            e["version"]: e.get("reason", "")
+            for e in client.get_model_repository_index(as_json=True)["models"]
+        }
+    with grpc.insecure_channel(server.target) as channel:  # our stub: parameters are an infergate extension
+        stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        params = stub.ModelMetadata(inference_pb2.ModelMetadataRequest(name="m"), timeout=10).parameters
+    assert reasons["2"] == "rollout candidate against version 1: step 1/2 (50% canary)"
+    assert reasons["1"] == "rollout stable; candidate version 2 at step 1/2 (50% canary)"
+    assert params["rollout.status"].string_param == "running"
+    assert params["rollout.candidate"].int64_param == 2
+    assert params["rollout.percent"].double_param == 50.0
+
+    assert cli(["rollout", "abort", "--registry", str(root), "m"]) == 0
+    aborted = wait_state(root, lambda s: s.status == "aborted")
+    wait_live(server, False)
+    ids = [f"abort-{i}" for i in range(12)]
+    assert {infer_version(server, rid) for rid in ids} == {"1"}
+    assert metric(server, "infergate_rollout_events_total", model="m", event="aborted") == 1
+    assert aborted.candidate_stamp is not None
+
+    assert cli(["rollout", "retry", "--registry", str(root), "m"]) == 0
+    restarted = wait_state(root, lambda s: s.status == "running")
+    assert (restarted.stable, restarted.candidate, restarted.step) == (1, 2, 0)
+    wait_live(server, True)
+    assert {infer_version(server, rid) for rid in ids} == {"1", "2"}
 
 
 def test_shadow_never_changes_an_answer_and_rolls_back_a_disagreeing_candidate(make_server) -> None:

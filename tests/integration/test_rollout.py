@@ -5,11 +5,15 @@ restarted gateway resumes at the recorded step."""
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -121,8 +125,44 @@ def metric(server: ServerThread, name: str, **labels: str) -> float:
     return total
 
 
+class Hook:
+    """A real HTTP server on loopback collecting the JSON events POSTed to it."""
+
+    def __init__(self) -> None:
+        events: list[dict[str, Any]] = []
+        self.events = events
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                events.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(self.events) < count:
+            assert time.monotonic() < deadline, f"webhook got {self.events}"
+            time.sleep(0.02)
+        return self.events
+
+
 @pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[Callable[[str], tuple[Path, ServerThread]]]:
+def hook() -> Iterator[Hook]:
+    receiver = Hook()
+    yield receiver
+    receiver.server.shutdown()
+    receiver.server.server_close()
+
+
+@pytest.fixture
+def make_server(tmp_path: Path, hook: Hook) -> Iterator[Callable[[str], tuple[Path, ServerThread]]]:
     servers: list[ServerThread] = []
 
     def make(toml: str) -> tuple[Path, ServerThread]:
@@ -131,7 +171,13 @@ def make_server(tmp_path: Path) -> Iterator[Callable[[str], tuple[Path, ServerTh
         (root / "m" / "model.toml").write_text(toml)
         publish_model(root, classifier(), "stable")
         config = GatewayConfig(
-            root, sampling=False, port=0, metrics_port=None, poll_interval=POLL, rollout_tick_s=TICK
+            root,
+            sampling=False,
+            port=0,
+            metrics_port=None,
+            poll_interval=POLL,
+            rollout_tick_s=TICK,
+            rollout_webhook=hook.url,
         )
         servers.append(ServerThread(config))
         wait_state(root, lambda s: s.stable == 1 and s.status == "idle", timeout=10)
@@ -165,7 +211,9 @@ def check_answers(traffic: Traffic, shuffled_version: str = "") -> None:
         np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_good_candidate_is_promoted_through_every_step_without_a_failed_request(make_server) -> None:
+def test_good_candidate_is_promoted_through_every_step_without_a_failed_request(
+    make_server, hook: Hook
+) -> None:
     root, server = make_server(rollout_toml())
     traffic = Traffic(server.target)
     try:
@@ -190,6 +238,14 @@ def test_good_candidate_is_promoted_through_every_step_without_a_failed_request(
     assert metric(server, "infergate_rollout_gate_total", model="m", result="fail") == 0
     assert metric(server, "infergate_rollout_gate_total", model="m", gate="agreement", result="pass") == 3
     assert metric(server, "infergate_rollout_step", model="m", version="2") == -1
+    (event,) = hook.wait(1)
+    assert (event["event"], event["model"], event["version"], event["gate"]) == (
+        "rollout_promoted",
+        "m",
+        "2",
+        "",
+    )
+    assert event["report"] == json.loads(state.to_json())
 
 
 @pytest.mark.parametrize(
@@ -202,8 +258,14 @@ def test_good_candidate_is_promoted_through_every_step_without_a_failed_request(
     ids=["slower", "erroring", "disagreeing"],
 )
 def test_bad_candidate_is_rolled_back_by_its_gate_without_a_failed_request(
-    make_server, bad: onnx.ModelProto, gate: str, keys: dict[str, object]
+    make_server,
+    hook: Hook,
+    caplog: pytest.LogCaptureFixture,
+    bad: onnx.ModelProto,
+    gate: str,
+    keys: dict[str, object],
 ) -> None:
+    caplog.set_level(logging.INFO, logger="infergate.rollout")
     root, server = make_server(rollout_toml(**keys))
     traffic = Traffic(server.target)
     try:
@@ -226,6 +288,20 @@ def test_bad_candidate_is_rolled_back_by_its_gate_without_a_failed_request(
     check_answers(traffic, shuffled_version="2" if gate == "agreement" else "")
     assert metric(server, "infergate_rollout_gate_total", model="m", gate=gate, result="fail") == 1
     assert metric(server, "infergate_rollout_events_total", model="m", event="rolled_back") == 1
+    (event,) = hook.wait(1)
+    assert (event["event"], event["version"], event["gate"]) == ("rollout_rolled_back", "2", gate)
+    assert event["reason"] == state.reason
+    assert event["report"] == json.loads(state.to_json())
+    (line,) = [r for r in caplog.records if r.name == "infergate.rollout"]
+    fields = line.fields  # type: ignore[attr-defined]
+    assert (line.levelname, line.getMessage()) == ("WARNING", "rollout rolled back")
+    assert (fields["event"], fields["model"], fields["candidate"], fields["gate"]) == (
+        "rollout_rolled_back",
+        "m",
+        2,
+        gate,
+    )
+    assert fields["figures"] == dict(state.figures)
     # Not retried while its files are unchanged (the watcher keeps polling meanwhile).
     time.sleep(5 * POLL)
     assert read_state(root / "m") == state

@@ -10,7 +10,7 @@
 - Mirrors (shadow copies to the candidate, and canary pairs: copies of candidate-answered requests to the
   stable version, for the agreement gate) are tasks started after the answer was built, never awaited by
   the request. At most ``[rollout].shadow_max_inflight`` run at once; a copy is dropped (and counted)
-  beyond that, or when the answering version's queue holds more than one batch (the stable path comes
+  beyond that, whenever the stable version has requests waiting in its queue (the stable path comes
   first), or when the two versions' inputs differ.
 """
 
@@ -108,10 +108,10 @@ class LiveRollout:
         except Exception:
             self._count(metrics, target, "dropped")
             return
-        loaded_queue = answered.batcher.queued_rows
+        stable = answered if other.version == self.candidate else other
         if (
             self.mirrors_inflight >= self.config.shadow_max_inflight
-            or loaded_queue > max(answered.max_batch_size, 1)
+            or stable.batcher.queued_rows > 0
             or other.signature.inputs != answered.signature.inputs
         ):
             self._count(metrics, target, "dropped")

@@ -50,7 +50,7 @@ class RolloutConfig:
     agreement: str = "auto"
     agreement_output: str = ""
     max_relative_error: float = 1e-3
-    shadow_max_inflight: int = 16
+    shadow_max_inflight: int = 4
     drift_gate: bool = True
     max_drift_psi: float = 0.0
 

@@ -17,8 +17,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.onnx_models import IR_VERSION, OPSET
-
+OPSET = 17  # as tests/onnx_models.py (not imported: bench type-checks this module)
+IR_VERSION = 9
 FEATURES = 4
 CLASSES = 3
 

@@ -1,0 +1,197 @@
+"""Section ``rollout`` (``make bench-rollout``): issue 16's safe-rollout figures.
+
+Contracts:
+
+* One gateway (``--poll-interval 0.2``, sampling to a real monitor process for the drift gate) serves the
+  registry of :func:`bench.rollout_parts.build_registry`.
+* Shadow cost: a closed-loop probe of ``mlp`` (1 row, concurrency 32) measures capacity; then open-loop
+  Poisson at ``--rollout-load`` (0.5) of it, first with no rollout ("without"), then, after the same
+  weights are published as version 2 and the shadow rollout runs, with 10 % of requests mirrored
+  (``mlp``) and with 100 % (``mlp-full``). Goal: p99 with ÷ without ≤ 1.05 at the same offered rate.
+* Detection: for each bad kind (slower, erroring, disagreeing, drifting), one closed-loop run on
+  ``cls-<kind>`` (concurrency 8, 256 distinct payload rows of the N(0, 1) reference) during which the bad
+  candidate is published ``--publish-at`` s in. Figures: seconds from the publish to the rollout start
+  (load, warm-up, start), from the start to the rollback (time to detect), the gate that fired, and the
+  client's errors over the whole run (goal: 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from bench.kit import add_model, fresh_registry, measure, measured, ratio, start_gateway
+from bench.markdown import details, fmt, goal_table, header
+from bench.rollout_parts import KINDS, SHADOW_TOML, Watcher, build_registry, candidate, reference_rows
+from bench.sections import Goal, Results, Section
+from registry.publish import publish
+
+__all__ = ["SECTION"]
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--publish-at", type=float, default=2.0, help="rollout: seconds into a run to publish")
+    p.add_argument(
+        "--rollout-load", type=float, default=0.5, help="rollout: fraction of the probed capacity offered"
+    )
+
+
+def _errors(run: dict[str, Any]) -> int:
+    return sum(sum(step["errors"].values()) for step in run["report"]["steps"])
+
+
+def goals(results: Results) -> list[Goal]:
+    without = measured(results["without"])
+    out: list[Goal] = []
+    for share, key in (("10 %", "with_10"), ("100 %", "with_100")):
+        shadowed = measured(results[key])
+        out += [
+            Goal.at_most(
+                f"shadow at {share}: stable path p99 with ÷ without (ms)",
+                f"{fmt(shadowed.lat('p99'))} ÷ {fmt(without.lat('p99'))}",
+                ratio(shadowed.lat("p99"), without.lat("p99")),
+                1.05,
+            ),
+            Goal.report(
+                f"shadow at {share}: p50 with ÷ without (ms)",
+                f"{fmt(shadowed.lat('p50'))} ÷ {fmt(without.lat('p50'))}",
+                ratio(shadowed.lat("p50"), without.lat("p50")),
+            ),
+        ]
+    errors = [_errors(results[key]) for key in ("without", "with_10", "with_100")]
+    out.append(Goal.at_most("client errors in the shadow runs", " + ".join(map(str, errors)),
+                            float(sum(errors)), 0.0))  # fmt: skip
+    for kind in KINDS:
+        entry = results["detect"][kind]
+        times = entry["times"]
+        state = times.get("state") or {}
+        gate = (state.get("figures") or {}).get("gate", "none")
+        detect = None
+        if "ended_s" in times and "started_s" in times:
+            detect = times["ended_s"] - times["started_s"]
+        out.append(Goal.report(f"{kind}: seconds from rollout start to rollback (gate {gate})",
+                               f"publish -> start {fmt(times.get('started_s'))} s", detect))  # fmt: skip
+        out.append(Goal.at_most(f"{kind}: client errors during the run", "errors over the whole run",
+                                float(_errors(entry["run"])), 0.0))  # fmt: skip
+    return out
+
+
+def render(results: Results) -> str:
+    meta, cmd = results["meta"], results["gateway"]
+    probe = measured(results["probe"])
+    without = measured(results["without"])
+    shadowed = [measured(results["with_10"]), measured(results["with_100"])]
+    lines = header(
+        meta,
+        "Safe rollout (issue 16)",
+        [
+            f"- Gateway: `{cmd}` with a monitor process (`python -m monitor`, port 0) for the drift gate.",
+            f"- Shadow cost on `mlp` (1 row per request): capacity probe (closed loop, concurrency 32) "
+            f"{fmt(probe.report['throughput_rps'], 0)} req/s; every run open-loop Poisson at "
+            f'{fmt(without.step["offered"], 0)} req/s. "with": version 2 (the same weights) published '
+            '`[rollout] mode = "shadow"` held at a 10 % step (`mlp`) or at its 100 % step (`mlp-full`, '
+            "the same model), so that share of answered requests is also mirrored to it (a copy is dropped "
+            "while the stable queue is not empty or 4 copies are in flight).",
+            "- Detection on `cls-<kind>` (x FP32[batch, 4] -> logits, probs; canary steps 5/25/50/100 %, "
+            "`min_requests = 50`, `step_seconds = 10`): closed loop, concurrency 8, the bad version "
+            "published "
+            f"{results['publish_at']:g} s into the run: slower = an extra 160-layer 256-wide MatMul branch; "
+            "erroring = a Gather out of range for rows with x[0] > 1; disagreeing = output columns shuffled; "
+            "drifting = the same model with a reference profile of N(4, 1) (traffic is N(0, 1)).",
+        ],
+    )
+    lines += goal_table(goals(results))
+    lines += ["Rollbacks as recorded in rollout.json:", ""]
+    for kind in KINDS:
+        state = results["detect"][kind]["times"].get("state")
+        lines.append(
+            f"- {kind}: " + (f"{state['reason']}; figures {state['figures']}" if state else "not rolled back")
+        )
+    lines += [
+        "",
+        "Time to detect is bounded below by `min_requests` at the canary's 5 % share (50 candidate "
+        "requests need about 1000 requests), and for drift by the monitor's window (200 candidate rows). "
+        "The candidate's failed requests were answered by the stable version, so they are not client errors.",
+        "",
+        "### Runs",
+        "",
+        *details([probe, without, *shadowed, *(measured(results["detect"][k]["run"]) for k in KINDS)]),
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> Results:
+    from tests.monitor_servers import MonitorProcess
+
+    registry = fresh_registry(args.work, args.results, [])
+    build_registry(registry, args.work / "staging")
+    detect: dict[str, Any] = {}
+    with ExitStack() as stack:
+        monitor = MonitorProcess(registry, args.work / "monitor.db", args.work / "monitor.log")
+        stack.callback(monitor.stop)
+        log_path = args.work / "gateway.log"
+        gw = start_gateway(
+            stack, registry, log_path, "--poll-interval", "0.2", "--monitor-url", monitor.stream_url
+        )
+        common: dict[str, Any] = {"registry": registry, "target": gw.target, "metrics_url": gw.metrics_url}
+        probe = measure("probe", args.results, model="mlp", levels=(32,), processes=2,
+                        duration_s=min(3.0, args.duration), warmup_s=args.warmup, **common)  # fmt: skip
+        rate = max(1, round(args.rollout_load * float(probe.report["throughput_rps"])))
+        shadow_run: dict[str, Any] = {"model": "mlp", "mode": "open", "poisson": True, "levels": (rate,),
+                                      "processes": 2, "duration_s": args.duration, "warmup_s": args.warmup,
+                                      "payloads": 64}  # fmt: skip
+        without = measure("without", args.results, **shadow_run, **common)
+        shadowed = {}
+        for name, steps, label in (("mlp", "[10, 100]", "with-10"), ("mlp-full", "[100]", "with-100")):
+            add_model(registry, name, "mlp", SHADOW_TOML.format(steps=steps))  # version 2, the same weights
+            _wait_running(registry / name)
+            shadowed[label] = measure(label, args.results, **{**shadow_run, "model": name}, **common)
+        for kind in KINDS:
+            model, mean, clip0 = candidate(kind)
+            source = args.work / "staging" / f"cls-{kind}-bad.onnx"
+            onnx.save(model, source)
+            reference = args.work / "staging" / f"cls-{kind}-bad.npz"
+            reference_rows(reference, mean, clip0)
+            name = f"cls-{kind}"
+
+            def publish_one(name: str = name, source: Path = source, reference: Path = reference) -> None:
+                publish(registry, name, source, reference=reference, notes="rollout benchmark candidate")
+
+            watcher = Watcher(registry / name, publish_one, args.publish_at, args.warmup, "rolled_back")
+            result = measure(f"detect-{kind}", args.results, watcher, model=name, levels=(8,), processes=1,
+                             duration_s=max(args.duration, 20.0), warmup_s=args.warmup, payloads=256,
+                             **common)  # fmt: skip
+            if watcher.thread is not None:
+                watcher.thread.join(60)
+            detect[kind] = {"run": result.to_json(), "times": watcher.times}
+    return {
+        "probe": probe.to_json(),
+        "without": without.to_json(),
+        "with_10": shadowed["with-10"].to_json(),
+        "with_100": shadowed["with-100"].to_json(),
+        "detect": detect,
+        "publish_at": args.publish_at,
+        "gateway": gw.command,
+    }
+
+
+def _wait_running(model_dir: Path, timeout: float = 60.0) -> None:
+    import time
+
+    from registry.rollout import read_state
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = read_state(model_dir)
+        if state is not None and state.status == "running":
+            time.sleep(1.0)  # the gateways adopt it at their next tick
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{model_dir.name}: the shadow rollout did not start within {timeout:g} s")
+
+
+SECTION = Section("rollout", "Safe rollout (issue 16)", run, render, goals, _add_arguments, duration_s=10.0)

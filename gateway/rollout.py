@@ -12,8 +12,10 @@ Contracts (docs/registry.md "Safe rollout"):
   the last step records the promotion and reloads (the candidate becomes the default).
 - Writes are compare-and-replace: of several workers only one records a transition; the others adopt it
   from the file. A scan older than the revision this process wrote is ignored.
-- Every start, step, promotion and rollback is counted; promotions and rollbacks (and aborts seen in the
-  file) also write one structured log line and one webhook event (:mod:`gateway.rollout_events`).
+- Every start, step, promotion and rollback is counted; promotions and rollbacks also write one
+  structured log line and one webhook event (:mod:`gateway.rollout_events`), by the process that wrote
+  them. An operator's promote or abort (``infergate-registry rollout``) is announced by the processes
+  with ``announce_observed`` (worker 0, or the only process).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class RolloutController:
         clock: Callable[[], float] = time.monotonic,
         notifier: RolloutNotifier | None = None,
         drift: DriftProbe | None = None,
+        announce_observed: bool = True,
     ) -> None:
         self.table = table
         self.metrics = metrics
@@ -59,6 +62,9 @@ class RolloutController:
         self.clock = clock
         self.notifier = notifier
         self.drift = drift
+        #: Announce transitions this process only observed (an operator's promote or abort); with several
+        #: workers only worker 0 does, so each shows once.
+        self.announce_observed = announce_observed
         self._live: dict[str, LiveRollout] = {}
         self._revision: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
@@ -235,8 +241,13 @@ class RolloutController:
             return
         if self.metrics is not None:
             self.metrics.show_step(name, live.candidate, -1, 0.0)
-        if announce is not None and announce.status == "aborted" and announce.candidate == live.candidate:
-            self._announce(name, "aborted", announce, "")
+        if (
+            announce is not None
+            and self.announce_observed
+            and announce.status in ("aborted", "promoted")
+            and announce.candidate == live.candidate
+        ):
+            self._announce(name, announce.status, announce, "")
         await live.close()
 
     def _show(self, live: LiveRollout) -> None:

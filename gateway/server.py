@@ -80,6 +80,7 @@ class GatewayServer:
             tick_s=config.rollout_tick_s,
             notifier=self.rollout_notifier,
             drift=drift,
+            announce_observed=config.worker_index in (None, 0),
         )
         self.plane = DataPlane(
             self.table,

@@ -331,7 +331,7 @@ def test_canary_is_sticky_by_request_id_and_an_explicit_version_is_exact(make_se
     assert {rid: versions == {"2"} for rid, versions in seen.items()} == expected
 
 
-def test_rollout_state_is_visible_and_an_operator_can_abort_and_retry(make_server) -> None:
+def test_rollout_state_is_visible_and_an_operator_can_abort_and_retry(make_server, hook: Hook) -> None:
     root, server = make_server(rollout_toml(steps="[50, 100]", step_seconds=3600.0))
     publish_model(root, classifier(), "candidate")
     wait_state(root, lambda s: s.status == "running")
@@ -357,6 +357,12 @@ def test_rollout_state_is_visible_and_an_operator_can_abort_and_retry(make_serve
     assert {infer_version(server, rid) for rid in ids} == {"1"}
     assert metric(server, "infergate_rollout_events_total", model="m", event="aborted") == 1
     assert aborted.candidate_stamp is not None
+    (event,) = hook.wait(1)
+    assert (event["event"], event["version"], event["reason"]) == (
+        "rollout_aborted",
+        "2",
+        "aborted by an operator",
+    )
 
     assert cli(["rollout", "retry", "--registry", str(root), "m"]) == 0
     restarted = wait_state(root, lambda s: s.status == "running")

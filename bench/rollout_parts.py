@@ -3,9 +3,9 @@ times how long a bad candidate lives before its rollback.
 
 Contracts:
 
-* :func:`build_registry` publishes ``mlp`` and ``mlp-full`` (the bench MLP, ``[rollout] mode = "shadow"``
-  held at its first step, 10 % and 100 %, for the whole run: ``min_requests`` is never reached, so the
-  gates never end it) and one
+* :func:`build_registry` publishes ``mlp-plain`` (the bench MLP, no rollout), ``mlp-10`` and ``mlp-100``
+  (the same, ``[rollout] mode = "shadow"`` held at a first step of 10 % or 100 % for the whole run:
+  ``min_requests`` is never reached, so the gates never end it) and one
   ``cls-<kind>`` model per bad kind (the classifier of :mod:`tests.rollout_models`, ``mode = "canary"``),
   each with version 1 only; the candidates are published during the run.
 * :class:`Watcher` is a :func:`loadtests.run.run_load` progress hook: ``at_s`` seconds into the measured
@@ -31,12 +31,14 @@ from loadtests.pool import START_LEAD_S
 from registry.publish import publish
 from registry.rollout import read_state
 
-__all__ = ["KINDS", "SHADOW_TOML", "Watcher", "build_registry", "candidate", "reference_rows"]
+__all__ = ["KINDS", "SHADOWED", "SHADOW_TOML", "Watcher", "build_registry", "candidate", "reference_rows"]
 
 #: Bad candidate kinds, in report order; "drifting" needs the monitor.
 KINDS = ("slower", "erroring", "disagreeing", "drifting")
 
-#: ``{steps}``: "[10, 100]" (held at 10 %) or "[100]".
+#: The shadowed copies of the bench MLP and their steps (each held at its first step for the run).
+SHADOWED = {"mlp-10": "[10, 100]", "mlp-100": "[100]"}
+#: ``{steps}``: one of :data:`SHADOWED`'s values.
 SHADOW_TOML = """\
 [batching]
 max_batch_size = 64
@@ -102,8 +104,9 @@ def candidate(kind: str) -> tuple[onnx.ModelProto, float, float | None]:
 def build_registry(registry: Path, staging: Path) -> None:
     from tests.rollout_models import classifier
 
-    add_model(registry, "mlp", "mlp", SHADOW_TOML.format(steps="[10, 100]"))
-    add_model(registry, "mlp-full", "mlp", SHADOW_TOML.format(steps="[100]"))
+    add_model(registry, "mlp-plain", "mlp", "[batching]\nmax_batch_size = 64\n")
+    for name, steps in SHADOWED.items():
+        add_model(registry, name, "mlp", SHADOW_TOML.format(steps=steps))
     staging.mkdir(parents=True, exist_ok=True)
     stable = staging / "cls-stable.onnx"
     onnx.save(classifier(), stable)

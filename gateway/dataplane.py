@@ -9,8 +9,9 @@ errors to status codes.
 
 Contracts:
 - :meth:`DataPlane.infer` returns a response or raises a :class:`GatewayError` (or, for a bug, any other
-  exception, which the transport answers INTERNAL). Every outcome is counted exactly once in
-  ``infergate_requests_total`` and ``infergate_request_duration_seconds``.
+  exception, which the transport answers INTERNAL). Every attempt on a version is counted exactly once in
+  ``infergate_requests_total`` and ``infergate_request_duration_seconds``: a canary request the candidate
+  failed counts that failure under the candidate and the stable version's answer under the stable one.
 - Per-request work is bounded and allocation-light: metric children, the version string and the
   validation plan are resolved once per loaded version (:class:`_VersionHot`); request ids and access-log
   records are built only when something will use them.

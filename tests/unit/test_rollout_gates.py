@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.agreement import agreeing_rows, agreement_kind
+from gateway.rollout_drift import drift_url, entry_drifts
 from gateway.rollout_live import share_of
 from gateway.rollout_window import StepWindow, judge
 from registry.rollout_config import RolloutConfig
@@ -147,3 +148,14 @@ def test_the_split_is_sticky_monotone_and_near_the_share() -> None:
         assert picked == pytest.approx(percent / 100, abs=0.01)
     # An id on the candidate at 5 % is still there at 25 % (the threshold only grows).
     assert set(np.flatnonzero(shares < 500)) <= set(np.flatnonzero(shares < 2500))
+
+
+def test_drift_url_and_verdict_of_a_monitor_entry() -> None:
+    assert drift_url("ws://127.0.0.1:8090/v1/samples/stream") == "http://127.0.0.1:8090/v1/drift"
+    assert drift_url("wss://monitor:443/v1/samples/stream") == "https://monitor:443/v1/drift"
+    quiet = {"drift": False, "skew": None, "features": [{"psi": 0.05}, {"psi": None}]}
+    assert not entry_drifts(quiet, 0.0)
+    assert not entry_drifts(quiet, 0.1)
+    assert entry_drifts(quiet, 0.01)
+    assert entry_drifts({**quiet, "drift": True}, 0.0)
+    assert entry_drifts({**quiet, "skew": True}, 0.0)

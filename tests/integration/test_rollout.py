@@ -96,6 +96,13 @@ class Traffic:
         with self._lock:
             return len(self.answers)
 
+    def wait_more(self, answers: int, timeout: float = 10.0) -> None:
+        """Returns once ``answers`` more requests were answered (or after ``timeout``)."""
+        target = self.count() + answers
+        deadline = time.monotonic() + timeout
+        while self.count() < target and time.monotonic() < deadline:
+            time.sleep(0.02)
+
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:
@@ -219,10 +226,7 @@ def test_good_candidate_is_promoted_through_every_step_without_a_failed_request(
     try:
         publish_model(root, classifier(), "good")
         state = wait_state(root, finished)
-        before = traffic.count()
-        deadline = time.monotonic() + 10
-        while traffic.count() < before + 20 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        traffic.wait_more(20)
     finally:
         traffic.stop()
     assert state.status == "promoted", state
@@ -273,10 +277,7 @@ def test_bad_candidate_is_rolled_back_by_its_gate_without_a_failed_request(
         state = wait_state(root, finished)
         # Rolled back: every request sent from now on is answered by the stable version.
         seen = time.monotonic()
-        before = traffic.count()
-        deadline = time.monotonic() + 10
-        while traffic.count() < before + 30 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        traffic.wait_more(30)
     finally:
         traffic.stop()
     assert state.status == "rolled_back", state

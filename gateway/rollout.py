@@ -55,6 +55,7 @@ class RolloutController:
         notifier: RolloutNotifier | None = None,
         drift: DriftProbe | None = None,
         announce_observed: bool = True,
+        reload: bool = True,
     ) -> None:
         self.table = table
         self.metrics = metrics
@@ -65,6 +66,9 @@ class RolloutController:
         #: Announce transitions this process only observed (an operator's promote or abort); with several
         #: workers only worker 0 does, so each shows once.
         self.announce_observed = announce_observed
+        #: Reload the model after each write (so the served versions follow at once); off when nothing
+        #: but Repository RPCs may change what serves (``--model-control`` explicit or none, or no polling).
+        self.reload = reload
         self._live: dict[str, LiveRollout] = {}
         self._revision: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
@@ -95,7 +99,10 @@ class RolloutController:
 
     async def tick(self) -> None:
         """One pass: follow the registry, then judge every running step."""
-        for name in self.table.model_names():
+        names = self.table.model_names()
+        for name in set(self._live) - set(names):
+            await self._end(name)  # the model left the registry
+        for name in names:
             await self.sync(name)
             live = self._live.get(name)
             if live is not None:
@@ -230,9 +237,10 @@ class RolloutController:
         wrote = await asyncio.to_thread(replace_state, info.path, expected, new)
         if wrote:
             self._revision[info.name] = new.revision
-            # Rescan now (not at the next poll): the served versions and what RepositoryIndex and
-            # ModelMetadata show follow the file at once.
-            await self.table.load_model(info.name)
+            if self.reload:
+                # Rescan now (not at the next poll): the served versions and what RepositoryIndex and
+                # ModelMetadata show follow the file at once.
+                await self.table.load_model(info.name)
         return wrote
 
     async def _end(self, name: str, *, announce: RolloutState | None = None) -> None:

@@ -68,6 +68,7 @@ class GatewayServer:
             self.sampler = Sampler(rate_override=config.sample_rate, metrics=self.metrics)
             self.shipper = Shipper(self.sampler, config.monitor_url, token_file=config.monitor_token_file)
         self.limit = concurrency_limit(config)
+        polling = config.poll_interval > 0 and control.watcher_enabled(config.model_control)
         self.rollout_notifier = RolloutNotifier(config.rollout_webhook)
         drift = (
             MonitorDrift(config.monitor_url, token_file=config.monitor_read_token_file)
@@ -81,6 +82,7 @@ class GatewayServer:
             notifier=self.rollout_notifier,
             drift=drift,
             announce_observed=config.worker_index in (None, 0),
+            reload=polling,
         )
         self.plane = DataPlane(
             self.table,
@@ -92,7 +94,6 @@ class GatewayServer:
         )
         self.servicer = InferenceServicer(self.table, self.plane)
         self.health = health_aio.HealthServicer()
-        polling = config.poll_interval > 0 and control.watcher_enabled(config.model_control)
         self.watcher = RegistryWatcher(self.table, config.poll_interval) if polling else None
         self._server: grpc.aio.Server | None = None
         self._metrics_http: MetricsHTTPServer | None = None

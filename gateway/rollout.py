@@ -252,6 +252,7 @@ class RolloutController:
         if (
             announce is not None
             and self.announce_observed
+            and announce.actor == "operator"
             and announce.status in ("aborted", "promoted")
             and announce.candidate == live.candidate
         ):

@@ -6,7 +6,8 @@ the candidate); the gateway measures traffic and judges the gates, and writes tr
 
 The file holds ``stable`` (the version that serves by default), ``candidate`` (the version under rollout, or
 the last one judged), ``step`` (index into ``[rollout].steps``; -1 when none runs), ``status`` (idle | running
-| promoted | rolled_back | aborted), ``revision`` (+1 per write), ``step_started`` and ``updated_at`` (UTC
+| promoted | rolled_back | aborted), ``revision`` (+1 per write), ``actor`` ("gateway" or "operator", who
+wrote it), ``step_started`` and ``updated_at`` (UTC
 wall time, for people only; gateways time steps with their own monotonic clocks), ``reason`` and ``figures``
 (why the last transition happened, with the measured numbers), and ``candidate_stamp``: the file stamp of the
 candidate's ``model.onnx`` when it was rolled back or aborted, so it is not retried until its files change or
@@ -50,6 +51,7 @@ __all__ = [
 STATE_FILE = "rollout.json"
 LOCK_FILE = ".rollout.lock"
 STATUSES = ("idle", "running", "promoted", "rolled_back", "aborted")
+ACTORS = ("", "gateway", "operator")
 #: Statuses that keep their candidate from being tried again while its files are unchanged.
 BLOCKING = ("rolled_back", "aborted")
 
@@ -74,6 +76,8 @@ class RolloutState:
     candidate_stamp: FileStamp | None = None
     #: Incremented by every write: a reader holding a higher revision knows a scan it gets is stale.
     revision: int = 0
+    #: Who wrote this revision: "gateway", "operator" (``infergate-registry rollout``) or "" (unknown).
+    actor: str = ""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -82,6 +86,8 @@ class RolloutState:
             value = getattr(self, key)
             if value is not None and (type(value) is not int or value < 1):
                 raise ConfigError(f"{STATE_FILE}: {key}: expected a version number, got {value!r}")
+        if self.actor not in ACTORS:
+            raise ConfigError(f"{STATE_FILE}: actor: expected one of {list(ACTORS)}, got {self.actor!r}")
         if type(self.revision) is not int or self.revision < 0:
             raise ConfigError(f"{STATE_FILE}: revision: expected an integer >= 0, got {self.revision!r}")
         if type(self.step) is not int or self.step < -1:
@@ -90,7 +96,9 @@ class RolloutState:
             raise ConfigError(f"{STATE_FILE}: a running rollout needs a candidate and a step")
 
     def replace(self, **changes: Any) -> RolloutState:
-        """The next revision: a copy with ``changes``, ``updated_at`` set to now and ``revision`` + 1."""
+        """The next revision: a copy with ``changes``, ``updated_at`` set to now and ``revision`` + 1 (and
+        ``actor`` "gateway" unless the changes name it)."""
+        changes.setdefault("actor", "gateway")
         return dataclasses.replace(self, updated_at=utc_now(), revision=self.revision + 1, **changes)
 
     def to_json(self) -> bytes:
@@ -117,7 +125,7 @@ class RolloutState:
                 doc["candidate_stamp"] = (stamp[0], stamp[1], stamp[2])
             if not isinstance(doc.get("figures", {}), dict):
                 raise ValueError("figures: expected an object")
-            for key in ("step_started", "updated_at", "reason"):
+            for key in ("step_started", "updated_at", "reason", "actor"):
                 if not isinstance(doc.get(key, ""), str):
                     raise ValueError(f"{key}: expected a string")
             if "stable" not in doc:

@@ -84,7 +84,12 @@ def promote(root: Path, model: str) -> RolloutState:
     state = _running(model_dir, model, "promote")
     assert state.candidate is not None
     done = state.replace(
-        stable=state.candidate, step=-1, status="promoted", reason="promoted by an operator", figures={}
+        stable=state.candidate,
+        step=-1,
+        status="promoted",
+        reason="promoted by an operator",
+        figures={},
+        actor="operator",
     )
     return _write(model_dir, model, state, done)
 
@@ -99,6 +104,7 @@ def abort(root: Path, model: str) -> RolloutState:
         status="aborted",
         reason="aborted by an operator",
         candidate_stamp=candidate_stamp(model_dir, state.candidate),
+        actor="operator",
     )
     return _write(model_dir, model, state, done)
 
@@ -118,6 +124,7 @@ def retry(root: Path, model: str) -> RolloutState:
         figures={},
         candidate_stamp=None,
         step_started=utc_now(),
+        actor="operator",
     )
     return _write(model_dir, model, state, done)
 

@@ -1,12 +1,13 @@
 """``infergate-registry``: the command line over the registry directory (DESIGN.md §8).
 
 This module owns argument parsing and output formats only; every action is a call into the package.
-Subcommands: ``demo``, ``publish`` (prints the new version alone), ``list`` (a table), ``show`` (lineage as
-JSON), ``pin``, ``unpin``; and, in :mod:`registry.cli_ops`, ``rollback`` (prints the pinned version alone),
-``verify``, ``diff`` and ``gc``; in :mod:`registry.cli_rollout`, ``rollout``. Every model name taken from the
-command line (``NAME``, ``--model``) is checked with :func:`registry.layout.check_model_name` before anything
-touches the disk. A :class:`RegistryError` or OS error prints one line to stderr and exits 2; so does a usage
-error. ``verify`` exits 1 when it finds a damaged version."""
+Subcommands: ``demo``, ``publish`` (prints the new version alone), ``list`` (a table), ``show`` (lineage
+as JSON), ``pin``, ``unpin``; and, in :mod:`registry.cli_ops`, ``rollback`` (prints the pinned version
+alone), ``verify``, ``diff`` and ``gc``. Every model name taken from the command line (``NAME``,
+``--model``) is checked with :func:`registry.layout.check_model_name` before anything touches the
+disk. A :class:`RegistryError` or OS error prints one line to stderr and exits 2; so does a usage
+error. ``verify`` exits 1 when it finds a damaged version.
+"""
 
 from __future__ import annotations
 

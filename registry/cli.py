@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from registry.cli_ops import add_parsers, version_arg
-from registry.cli_rollout import add_rollout_parser
 from registry.demo import build_demo
 from registry.errors import NotFoundError, RegistryError, UsageError
 from registry.layout import (
@@ -236,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("unpin", cmd_unpin, "remove the pin; the version policy decides again")
     p.add_argument("name", metavar="NAME")
     add_parsers(command)
+    from registry.cli_rollout import add_rollout_parser  # here, not above: main's import block moves a lot
+
     add_rollout_parser(command)
     return parser
 

@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("unpin", cmd_unpin, "remove the pin; the version policy decides again")
     p.add_argument("name", metavar="NAME")
     add_parsers(command)
-    from registry.cli_rollout import add_rollout_parser  # here, not above: main's import block moves a lot
+    from registry.cli_rollout import add_rollout_parser  # its own module (registry/cli_rollout.py)
 
     add_rollout_parser(command)
     return parser

@@ -30,7 +30,6 @@ from gateway.models import ModelTable
 from gateway.rollout import RolloutController
 from gateway.rollout_drift import MonitorDrift
 from gateway.rollout_events import RolloutNotifier
-from gateway.rollout_metrics import RolloutMetrics
 from gateway.runner import available_providers
 from gateway.sampler import Sampler
 from gateway.servicer import InferenceServicer
@@ -77,7 +76,7 @@ class GatewayServer:
         )
         self.rollouts = RolloutController(
             self.table,
-            RolloutMetrics(self.metrics.registry),
+            self.metrics.rollout,
             tick_s=config.rollout_tick_s,
             notifier=self.rollout_notifier,
             drift=drift,

@@ -132,7 +132,22 @@ def render(results: Results) -> str:
         lines.append(
             f"- {kind}: " + (f"{state['reason']}; figures {state['figures']}" if state else "not rolled back")
         )
+    by_arm = []
+    for arm, model, title in ARMS:
+        counts: dict[str, int] = {}
+        for run in results["arms"][arm]:
+            for step in run["report"]["steps"]:
+                for code, n in step["errors"].items():
+                    counts[code] = counts.get(code, 0) + n
+        rounds = ", ".join(fmt(measured(run).lat("p99")) for run in results["arms"][arm])
+        errors = ", ".join(f"{code} {n}" for code, n in sorted(counts.items())) or "none"
+        by_arm.append(f"- {title} (`{model}`): p99 per round {rounds} ms; client errors {errors}.")
     lines += [
+        "",
+        "Shadow arms, round by round (CANCELLED is gRPC core refusing calls past `--max-pending-calls` "
+        "when the process falls behind, i.e. the machine had no CPU to spare):",
+        "",
+        *by_arm,
         "",
         "Time to detect is bounded below by `min_requests` at the canary's 5 % share (50 candidate "
         "requests need about 1000 requests), and for drift by the monitor's window (200 candidate rows). "

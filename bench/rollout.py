@@ -29,7 +29,7 @@ from typing import Any
 import onnx
 
 from bench.kit import add_model, fresh_registry, measure, measured, ratio, start_gateway
-from bench.markdown import details, fmt, goal_table, header
+from bench.markdown import details, fmt, goal_table, header, percent
 from bench.rollout_parts import (
     KINDS,
     SHADOW_TOML,
@@ -113,7 +113,7 @@ def render(results: Results) -> str:
             f"- Gateway: `{cmd}` with a monitor process (`python -m monitor`, port 0) for the drift gate.",
             f"- Shadow cost on the bench MLP (1 row per request): capacity probe of `mlp-plain` (closed "
             f"loop, concurrency 32) {fmt(probe.report['throughput_rps'], 0)} req/s; every run open-loop "
-            f"Poisson at {fmt(runs[0].step['offered'], 0)} req/s ({fmt(results.get('load'))} of it: "
+            f"Poisson at {fmt(runs[0].step['offered'], 0)} req/s ({percent(results.get('load'))} of it: "
             "mirroring 100 % doubles the model's work, and the rate leaves the cores room for it). "
             "Three copies of the model: `mlp-plain` (no "
             "rollout), `mlp-10` and `mlp-100`, where version 2 (the same weights) is under a shadow rollout "

@@ -153,6 +153,8 @@ def render(results: Results) -> str:
         "",
         *by_arm,
         "",
+        _resolution(results),
+        "",
         "Time to detect is bounded below by `min_requests` at the canary's 5 % share (50 candidate "
         "requests need about 1000 requests), and for drift by the monitor's window (200 candidate rows). "
         "The candidate's failed requests were answered by the stable version, so they are not client errors.",
@@ -162,6 +164,25 @@ def render(results: Results) -> str:
         *details([probe, *runs, *(measured(results["detect"][k]["run"]) for k in KINDS)]),
     ]
     return "\n".join(lines)
+
+
+def _resolution(results: Results) -> str:
+    """Whether the rounds resolve a 5 % difference: the no-rollout arm's spread against 5 % of its median."""
+    p99s = [v for v in (measured(run).lat("p99") for run in results["arms"]["plain"]) if v is not None]
+    middle = _median(list(p99s))
+    if not p99s or middle is None:
+        return "Reading: no p99 was measured without a rollout."
+    spread = max(p99s) - min(p99s)
+    if spread > 0.05 * middle:
+        return (
+            f"Reading: without a rollout the p99 alone spans {fmt(min(p99s))} to {fmt(max(p99s))} ms over "
+            f"the rounds, more than 5 % of its median ({fmt(0.05 * middle)} ms), so these runs do not "
+            "resolve a 5 % difference: a met verdict says the shadowed medians were within it, not that "
+            "a cost that small was measured."
+        )
+    return (
+        f"Reading: without a rollout the p99 spans {fmt(min(p99s))} to {fmt(max(p99s))} ms over the rounds."
+    )
 
 
 def run(args: argparse.Namespace) -> Results:

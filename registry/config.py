@@ -255,8 +255,8 @@ _SECTIONS: tuple[type[Any], ...] = (
     VersionsConfig,
     SamplingConfig,
     DriftConfig,
-    WarmupConfig,
     RolloutConfig,
+    WarmupConfig,
 )
 
 
@@ -269,8 +269,8 @@ class ModelConfig:
     versions: VersionsConfig = field(default_factory=VersionsConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
-    warmup: WarmupConfig = field(default_factory=WarmupConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
 
     def __post_init__(self) -> None:
         for cls in _SECTIONS:

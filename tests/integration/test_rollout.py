@@ -357,6 +357,11 @@ def test_rollout_state_is_visible_and_an_operator_can_abort_and_retry(make_serve
     ids = [f"abort-{i}" for i in range(12)]
     assert {infer_version(server, rid) for rid in ids} == {"1"}
     assert metric(server, "infergate_rollout_events_total", model="m", event="aborted") == 1
+    with grpcclient.InferenceServerClient(server.target) as client:
+        entries = client.get_model_repository_index(as_json=True)["models"]
+    blocked = next(e for e in entries if e["version"] == "2")
+    assert blocked["state"] == "UNAVAILABLE"
+    assert blocked["reason"] == "aborted: aborted by an operator; not retried until its files change"
     assert aborted.candidate_stamp is not None
     (event,) = hook.wait(1)
     assert (event["event"], event["version"], event["reason"]) == (

@@ -36,6 +36,7 @@ REGISTRY: dict[str, str] = {
     "hotpath": "bench.hotpath",
     "batching": "bench.batching",
     "swap": "bench.swap",
+    "rollout": "bench.rollout",
     "sampling": "bench.sampling",
     "workers": "bench.workers",
     "auth": "bench.auth",

@@ -88,6 +88,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="calls gRPC core holds before Python takes them; past it gRPC core refuses calls at once "
         "(CANCELLED) without running Python (default 64; 0 = gRPC's own, 1000)",
     )
+    rollout = parser.add_argument_group("staged rollouts (docs/registry.md: Safe rollout)")
+    rollout.add_argument(
+        "--rollout-webhook",
+        default=None,
+        metavar="URL",
+        help="POST rollout promotion/rollback events here (the monitor's webhook format)",
+    )
+    rollout.add_argument(
+        "--monitor-read-token-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="bearer token for the monitor's /v1/drift (its --read-token-file), read by the drift gate",
+    )
     security.add_arguments(parser)
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     parser.add_argument(
@@ -128,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             adaptive_concurrency=not args.no_adaptive_concurrency,
             max_concurrent_streams=args.max_concurrent_streams,
             max_pending_calls=args.max_pending_calls,
+            rollout_webhook=args.rollout_webhook,
+            monitor_read_token_file=args.monitor_read_token_file,
         )
     except ValueError as exc:
         print(f"infergate-gateway: {exc}", file=sys.stderr)

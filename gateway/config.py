@@ -57,6 +57,12 @@ class GatewayConfig:
     #: Directory of trusted Ed25519 public keys (registry/signing.py): when set, a version must be signed
     #: by one of them to load.
     trusted_keys: Path | None = None
+    #: Staged rollouts (docs/registry.md "Safe rollout"): where promotion/rollback events are POSTed (None:
+    #: log lines only), the monitor's read token for its ``/v1/drift`` (the drift gate), and how often the
+    #: controller judges the running steps.
+    rollout_webhook: str | None = None
+    monitor_read_token_file: Path | None = None
+    rollout_tick_s: float = 0.25
 
     def __post_init__(self) -> None:
         if self.sample_rate is not None and not 0.0 <= self.sample_rate <= 1.0:
@@ -82,6 +88,12 @@ class GatewayConfig:
                 raise ValueError(f"{name} must be >= 0 (0 = no limit), got {getattr(self, name)}")
         if self.grace_seconds < 0:
             raise ValueError(f"grace_seconds must be >= 0, got {self.grace_seconds}")
+        if self.rollout_webhook is not None and not self.rollout_webhook.startswith(("http://", "https://")):
+            raise ValueError(
+                f"rollout_webhook must be an http:// or https:// URL, got {self.rollout_webhook!r}"
+            )
+        if not self.rollout_tick_s > 0:
+            raise ValueError(f"rollout_tick_s must be > 0, got {self.rollout_tick_s}")
         validate_security(self)
 
     @property

@@ -1,14 +1,17 @@
 """The data plane: one inference, from a decoded ``ModelInferRequest`` to its ``ModelInferResponse``.
 
-It owns every step between the transport and the batcher, for the unary and the streaming paths alike
-(and any later front end): lease the version -> admit (the adaptive concurrency limit) -> validate and
-decode -> deadline and priority -> ``batcher.submit`` -> encode -> statistics, metrics, sampling hand-off
-and the access log. The servicer only adapts gRPC calls to it and maps errors to status codes.
+It owns every step between the transport and the batcher, for the unary and the streaming paths alike (and any
+later front end): route (a staged rollout's split, :meth:`DataPlane._split`, is the one place that decides
+which version a request without ``model_version`` reaches) -> lease the version -> admit (the adaptive
+concurrency limit) -> validate and decode -> deadline and priority -> ``batcher.submit`` -> encode ->
+statistics, metrics, sampling hand-off and the access log. The servicer only adapts gRPC calls to it and maps
+errors to status codes.
 
 Contracts:
 - :meth:`DataPlane.infer` returns a response or raises a :class:`GatewayError` (or, for a bug, any other
-  exception, which the transport answers INTERNAL). Every outcome is counted exactly once in
-  ``infergate_requests_total`` and ``infergate_request_duration_seconds``.
+  exception, which the transport answers INTERNAL). Every attempt on a version is counted exactly once in
+  ``infergate_requests_total`` and ``infergate_request_duration_seconds``: a canary request the candidate
+  failed counts that failure under the candidate and the stable version's answer under the stable one.
 - Per-request work is bounded and allocation-light: metric children, the version string and the
   validation plan are resolved once per loaded version (:class:`_VersionHot`); request ids and access-log
   records are built only when something will use them.
@@ -30,10 +33,12 @@ from typing import Any
 from gateway.codec import encode_array
 from gateway.concurrency import ConcurrencyLimit
 from gateway.deadlines import request_deadline, request_priority
-from gateway.errors import DeadlineExceededError, ResourceExhaustedError, status_name
+from gateway.errors import DeadlineExceededError, InvalidArgumentError, ResourceExhaustedError, status_name
 from gateway.logs import AccessLog
 from gateway.metrics import GatewayMetrics
 from gateway.models import ModelTable
+from gateway.rollout import RolloutController
+from gateway.rollout_live import LiveRollout
 from gateway.sampler import Sampler
 from gateway.validate import DecodedRequest, decode_request
 from gateway.version import LoadedVersion
@@ -63,8 +68,11 @@ class DataPlane:
         sampler: Sampler | None = None,
         access_log: AccessLog | None = None,
         limit: ConcurrencyLimit | None = None,
+        rollouts: RolloutController | None = None,
     ) -> None:
         self.table = table
+        self.rollouts = rollouts
+        self.rollout_metrics = rollouts.metrics if rollouts is not None else None
         self.metrics = metrics
         self.sampler = sampler
         self.access_log = access_log
@@ -103,15 +111,70 @@ class DataPlane:
         names the client, called only when the access log records this request. A request without an
         ``id`` gets a generated one, echoed in the response.
         """
-        started = time.perf_counter_ns()
         if not request.id:
             request.id = f"{self._id_prefix}{next(self._ids):016x}"
+        rollouts = self.rollouts
+        live = (
+            rollouts.live(request.model_name) if rollouts is not None and not request.model_version else None
+        )
+        if live is None:
+            return await self._infer(request, grpc_remaining, peer, request.model_version, None)
+        return await self._split(request, grpc_remaining, peer, live)
+
+    async def _split(
+        self,
+        request: pb.ModelInferRequest,
+        grpc_remaining: float | None,
+        peer: Callable[[], str] | None,
+        live: LiveRollout,
+    ) -> pb.ModelInferResponse:
+        """A request without a version while ``live`` runs: the canary's share goes to the candidate, and
+        a candidate failure is answered by the stable version (counted against the candidate unless the
+        stable version refuses the input too); the rest goes to the default (stable) version, mirrored to
+        the candidate in shadow mode."""
+        window = live.window
+        started = time.perf_counter()
+        if live.canary and live.picks(request.id):
+            try:
+                response = await self._infer(request, grpc_remaining, peer, str(live.candidate), live)
+            except Exception:
+                failed_after = time.perf_counter() - started
+                try:
+                    response = await self._infer(request, grpc_remaining, peer, str(live.stable), None)
+                except InvalidArgumentError:
+                    raise  # the stable version refuses it too: the client's input, not the candidate
+                except Exception:
+                    window.candidate.record(False, failed_after)
+                    raise
+                window.candidate.record(False, failed_after)
+                return response
+            window.candidate.record(True, time.perf_counter() - started)
+            return response
+        try:
+            response = await self._infer(request, grpc_remaining, peer, "", live)
+        except Exception as exc:
+            if not isinstance(exc, InvalidArgumentError):
+                window.stable.record(False, time.perf_counter() - started)
+            raise
+        if response.model_version == str(live.stable):
+            window.stable.record(True, time.perf_counter() - started)
+        return response
+
+    async def _infer(
+        self,
+        request: pb.ModelInferRequest,
+        grpc_remaining: float | None,
+        peer: Callable[[], str] | None,
+        version: str,
+        live: LiveRollout | None,
+    ) -> pb.ModelInferResponse:
+        started = time.perf_counter_ns()
         limit = self.limit
         budget_s = 0.0  # > 0 once admitted: the budget the concurrency limit judges the call against
         late = False
         loaded: LoadedVersion | None = None
         try:
-            with self.table.lease(request.model_name, request.model_version) as loaded:
+            with self.table.lease(request.model_name, version) as loaded:
                 try:
                     batching = loaded.config.batching
                     decoded = decode_request(request, loaded.signature, max_batch_size=loaded.max_batch_size)
@@ -129,7 +192,7 @@ class DataPlane:
                             )
                         budget_s = max(deadline - now, 1e-6)
                     response, result_fields = await self._run(
-                        request, loaded, decoded, deadline, priority, started
+                        request, loaded, decoded, deadline, priority, started, live
                     )
                 except BaseException as exc:
                     late = isinstance(exc, DeadlineExceededError)
@@ -156,6 +219,7 @@ class DataPlane:
         deadline: float,
         priority: int,
         started: int,
+        live: LiveRollout | None = None,
     ) -> tuple[pb.ModelInferResponse, tuple[int, int, int]]:
         decoded_at = time.perf_counter_ns()
         result = await loaded.batcher.submit(decoded, deadline, priority)
@@ -170,6 +234,11 @@ class DataPlane:
             outputs.add(name=name, datatype=datatype, shape=array.shape)
             raw.append(encode_array(array, datatype))
         finished = time.perf_counter_ns()
+        if live is not None and (
+            loaded.version == live.candidate or (not live.canary and live.picks(request.id))
+        ):
+            # After the answer is built; the copy runs as its own task and never delays this request.
+            live.mirror(self.table, self.rollout_metrics, loaded, decoded, result.outputs)
         if self.sampler is not None:
             self._sample(request, loaded, decoded, result.outputs)
         loaded.stats.record_request(

@@ -50,9 +50,13 @@ def server_metadata() -> pb.ServerMetadataResponse:
 
 
 def model_metadata(
-    name: str, versions: list[LoadedVersion], answering: LoadedVersion
+    name: str,
+    versions: list[LoadedVersion],
+    answering: LoadedVersion,
+    rollout: dict[str, str | int | float] | None = None,
 ) -> pb.ModelMetadataResponse:
-    """Metadata of ``answering``; ``versions`` lists every loaded version of the model."""
+    """Metadata of ``answering``; ``versions`` lists every loaded version of the model; ``rollout`` adds
+    the model's recorded rollout (``rollout.*`` parameters, :func:`registry.rollout.rollout_facts`)."""
     signature = answering.signature
     response = pb.ModelMetadataResponse(
         name=name,
@@ -61,7 +65,7 @@ def model_metadata(
         inputs=[_tensor_metadata(spec) for spec in signature.inputs],
         outputs=[_tensor_metadata(spec) for spec in signature.outputs],
     )
-    for key, value in lineage(answering).items():
+    for key, value in {**lineage(answering), **(rollout or {})}.items():
         parameter = response.parameters[key]
         if isinstance(value, bool):
             parameter.bool_param = value

@@ -21,6 +21,8 @@ from prometheus_client import (
     start_http_server,
 )
 
+from gateway.rollout_metrics import RolloutMetrics
+
 #: 100 µs .. 10 s, roughly x2.5 per step.
 LATENCY_BUCKETS = (
     0.0001,
@@ -132,6 +134,7 @@ class GatewayMetrics:
             ["model", "result"],
             registry=registry,
         )
+        self.rollout = RolloutMetrics(registry)  # infergate_rollout_* (gateway/rollout_metrics.py)
 
 
 def _version(distribution: str) -> str:

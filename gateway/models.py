@@ -29,6 +29,7 @@ from gateway.loader import Stamp, load_version, version_stamp
 from gateway.metrics import GatewayMetrics
 from gateway.version import LoadedVersion
 from registry.layout import ModelInfo, default_version, scan_registry, select_versions, version_info
+from registry.rollout import describe_version
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +285,22 @@ class ModelTable:
             raise NotFoundError(f"model '{name}' is not found")
         return [state.versions[v] for v in sorted(state.versions)]
 
+    def model_info(self, name: str) -> ModelInfo | None:
+        """The registry scan the model was last (re)loaded from; None for an unknown or unloaded model."""
+        state = self._models.get(name)
+        return None if state is None or state.unloaded else state.info
+
+    def serving(self, name: str) -> tuple[int | None, frozenset[int]]:
+        """(default version, loaded versions) of ``name``; (None, empty) for an unknown model."""
+        state = self._models.get(name)
+        if state is None:
+            return None, frozenset()
+        return state.default, frozenset(state.versions)
+
+    def model_names(self) -> list[str]:
+        """Every known model name, sorted."""
+        return sorted(self._models)
+
     def all_loaded(self) -> list[LoadedVersion]:
         """Every loaded version of every model, by name then version."""
         return [lv for name in sorted(self._models) for lv in self.loaded_versions(name)]
@@ -333,12 +350,18 @@ class ModelTable:
 
 
 def _state_of(state: ModelState, version: int) -> tuple[str, str]:
+    info = state.info
+    rollout = ""
+    if info is not None:
+        config = info.config.rollout
+        rollout = describe_version(info.rollout, info.rollout_plan, version, config.mode, config.steps)
     if version in state.versions:
         fallback = state.versions[version].runner.fallback_reason
-        return (
-            "READY",
+        notes = [
             f"serving on {state.versions[version].runner.provider}: {fallback}" if fallback else "",
-        )
+            rollout,
+        ]
+        return "READY", "; ".join(note for note in notes if note)
     if version in state.loading:
         return "LOADING", ""
     if version in state.failures:
@@ -347,4 +370,4 @@ def _state_of(state: ModelState, version: int) -> tuple[str, str]:
         return "UNAVAILABLE", "unloaded"
     if state.config_error:  # the policy could not even be read
         return "UNAVAILABLE", state.config_error
-    return "UNAVAILABLE", "not selected by the version policy"
+    return "UNAVAILABLE", rollout or "not selected by the version policy"

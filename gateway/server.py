@@ -28,6 +28,9 @@ from gateway.errors import GatewayError
 from gateway.logs import AccessLog
 from gateway.metrics import GatewayMetrics, MetricsHTTPServer
 from gateway.models import ModelTable
+from gateway.rollout import RolloutController
+from gateway.rollout_drift import MonitorDrift
+from gateway.rollout_events import RolloutNotifier
 from gateway.runner import available_providers
 from gateway.sampler import Sampler
 from gateway.servicer import InferenceServicer
@@ -65,12 +68,32 @@ class GatewayServer:
             self.sampler = Sampler(rate_override=config.sample_rate, metrics=self.metrics)
             self.shipper = Shipper(self.sampler, config.monitor_url, token_file=config.monitor_token_file)
         self.limit = concurrency_limit(config)
+        polling = config.poll_interval > 0 and control.watcher_enabled(config.model_control)
+        self.rollout_notifier = RolloutNotifier(config.rollout_webhook)
+        drift = (
+            MonitorDrift(config.monitor_url, token_file=config.monitor_read_token_file)
+            if config.sampling
+            else None
+        )
+        self.rollouts = RolloutController(
+            self.table,
+            self.metrics.rollout,
+            tick_s=config.rollout_tick_s,
+            notifier=self.rollout_notifier,
+            drift=drift,
+            announce_observed=config.worker_index in (None, 0),
+            reload=polling,
+        )
         self.plane = DataPlane(
-            self.table, self.metrics, self.sampler, AccessLog(config.access_log_rate), self.limit
+            self.table,
+            self.metrics,
+            self.sampler,
+            AccessLog(config.access_log_rate),
+            self.limit,
+            self.rollouts,
         )
         self.servicer = InferenceServicer(self.table, self.plane)
         self.health = health_aio.HealthServicer()
-        polling = config.poll_interval > 0 and control.watcher_enabled(config.model_control)
         self.watcher = RegistryWatcher(self.table, config.poll_interval) if polling else None
         self._server: grpc.aio.Server | None = None
         self._metrics_http: MetricsHTTPServer | None = None
@@ -112,6 +135,9 @@ class GatewayServer:
             self.watcher.start()
         if self.shipper is not None:
             self.shipper.start()
+        self.rollout_notifier.start()
+        await self.rollouts.tick()  # resume a rollout left in the registry before the first request
+        self.rollouts.start()
         log.info("serving %s on %s:%d", self.config.registry, self.config.host, self.port)
 
     async def stop(self, grace: float | None = None) -> None:
@@ -122,6 +148,8 @@ class GatewayServer:
         self.servicer.draining = True
         if self.watcher is not None:
             await self.watcher.stop()
+        await self.rollouts.stop()
+        await self.rollout_notifier.stop()
         await self.health.enter_graceful_shutdown()
         await server.stop(self.config.grace_seconds if grace is None else grace)
         await self.table.close()

@@ -21,6 +21,7 @@ from gateway.errors import GatewayError, ModelLoadError, status_name
 from gateway.models import ModelTable
 from protos import inference_pb2 as pb
 from protos import inference_pb2_grpc as pb_grpc
+from registry.rollout import rollout_facts
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
         def build() -> pb.ModelMetadataResponse:
             answering = self.table.resolve(request.name, request.version)
-            return metadata.model_metadata(request.name, self.table.loaded_versions(request.name), answering)
+            info = self.table.model_info(request.name)
+            rollout = rollout_facts(info.rollout, info.config.rollout.steps) if info is not None else None
+            return metadata.model_metadata(
+                request.name, self.table.loaded_versions(request.name), answering, rollout
+            )
 
         return await _guard(context, _now(build))
 

@@ -249,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("unpin", cmd_unpin, "remove the pin; the version policy decides again")
     p.add_argument("name", metavar="NAME")
     add_parsers(command)
+    from registry.cli_rollout import add_rollout_parser  # its own module (registry/cli_rollout.py)
+
+    add_rollout_parser(command)
     return parser
 
 

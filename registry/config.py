@@ -26,6 +26,7 @@ from registry.checks import (
 )
 from registry.errors import ConfigError
 from registry.feedback_config import FeedbackConfig
+from registry.rollout_config import RolloutConfig
 
 __all__ = [
     "PROVIDERS",
@@ -36,6 +37,7 @@ __all__ = [
     "FeedbackConfig",
     "ModelConfig",
     "ProviderOption",
+    "RolloutConfig",
     "RuntimeConfig",
     "SamplingConfig",
     "VersionsConfig",
@@ -255,6 +257,7 @@ _SECTIONS: tuple[type[Any], ...] = (
     VersionsConfig,
     SamplingConfig,
     DriftConfig,
+    RolloutConfig,
     WarmupConfig,
     FeedbackConfig,
 )
@@ -269,6 +272,7 @@ class ModelConfig:
     versions: VersionsConfig = field(default_factory=VersionsConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
 

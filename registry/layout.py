@@ -23,6 +23,7 @@ from pathlib import Path
 from registry.checks import check_int
 from registry.config import ModelConfig, load_model_config
 from registry.errors import ConfigError, NotFoundError, RegistryError
+from registry.rollout import RolloutPlan, RolloutState, candidate_stamp, plan_rollout, read_state
 
 __all__ = [
     "CONFIG_FILE",
@@ -109,6 +110,10 @@ class ModelInfo:
     pin: int | None
     config: ModelConfig
     config_error: str | None = None
+    #: ``rollout.json`` as read (None: none), and the plan it gives when ``[rollout]`` is staged, no pin
+    #: is set and the policy is "latest" or "all" (None otherwise: versions serve as before).
+    rollout: RolloutState | None = None
+    rollout_plan: RolloutPlan | None = None
 
     def version(self, version: int) -> VersionInfo:
         """The VersionInfo of ``version`` of this model (not checked to be READY)."""
@@ -180,13 +185,24 @@ def scan_model(model_dir: Path) -> ModelInfo:
     except ConfigError as exc:
         pin = None
         errors.append(str(exc))
+    try:
+        state = read_state(model_dir)
+    except ConfigError as exc:
+        state = None
+        errors.append(str(exc))
+    versions = ready_versions(model_dir)
+    plan = None
+    if config.rollout.staged and pin is None and config.versions.policy != "specific" and not errors:
+        plan = plan_rollout(versions, state, lambda v: candidate_stamp(model_dir, v))
     return ModelInfo(
         name=model_dir.name,
         path=model_dir,
-        versions=ready_versions(model_dir),
+        versions=versions,
         pin=pin,
         config=config,
         config_error="; ".join(errors) or None,
+        rollout=state,
+        rollout_plan=plan,
     )
 
 
@@ -221,10 +237,15 @@ def select_versions(info: ModelInfo) -> tuple[int, ...]:
     """The READY versions to serve under ``info.config.versions``, ascending.
 
     "latest": the highest ``latest`` READY versions; "all": every READY version; "specific": the listed
-    versions that are READY. A pinned READY version is always included.
+    versions that are READY. A pinned READY version is always included. Under a staged rollout
+    (``info.rollout_plan``) the policy counts versions up to the stable one, never a blocked (rolled back
+    or aborted) candidate, and the candidate is added.
     """
     policy = info.config.versions
     ready = info.versions
+    plan = info.rollout_plan
+    if plan is not None:
+        ready = tuple(v for v in ready if v != plan.blocked and (plan.stable is None or v <= plan.stable))
     if policy.policy == "all":
         chosen = set(ready)
     elif policy.policy == "specific":
@@ -233,12 +254,21 @@ def select_versions(info: ModelInfo) -> tuple[int, ...]:
         chosen = set(ready[-policy.latest :]) if ready else set()
     if info.pin is not None and info.pin in ready:
         chosen.add(info.pin)
+    if plan is not None and plan.candidate is not None:
+        chosen.add(plan.candidate)
     return tuple(sorted(chosen))
 
 
 def default_version(info: ModelInfo, loaded: Iterable[int]) -> int | None:
-    """The version a request without a version goes to: the pin if loaded, else the highest loaded."""
+    """The version a request without a version goes to: the pin if loaded, else the highest loaded; under
+    a staged rollout the highest loaded up to the stable version (the candidate's share is the gateway's
+    traffic split), and never a blocked candidate while another version is loaded."""
     available = set(loaded)
     if info.pin is not None and info.pin in available:
         return info.pin
+    plan = info.rollout_plan
+    if plan is not None:
+        usable = {v for v in available if v != plan.blocked} or available
+        below = {v for v in usable if plan.stable is None or v <= plan.stable}
+        return max(below or usable, default=None)
     return max(available, default=None)

@@ -103,11 +103,14 @@ def serving_default_of(cache: IntegrityCache) -> ServingDefault:
     pinned = info.pin is not None and info.pin in info.versions
     if pinned and info.pin is not None and cache.first_intact([info.pin], skipped) is not None:
         return result(info.pin, "pin")
-    wanted = [v for v in reversed(selected) if v not in skipped]
+    # Under a staged rollout the candidate answers only its traffic share: the default is the stable side.
+    plan = info.rollout_plan
+    candidate = plan.candidate if plan is not None else None
+    wanted = [v for v in reversed(selected) if v not in skipped and v != candidate]
     found = cache.first_intact(wanted, skipped)
     if found is not None:
         return result(found, "policy")
-    top = max(selected, default=None)
+    top = max((v for v in selected if v != candidate), default=None)
     below = [v for v in reversed(info.versions) if top is not None and v < top and v not in skipped]
     found = cache.first_intact(below, skipped)
     return result(found, "fallback" if found is not None else "none")

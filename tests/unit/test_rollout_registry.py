@@ -16,6 +16,7 @@ from registry.layout import default_version, scan_model, select_versions
 from registry.publish import publish
 from registry.rollout import RolloutState, plan_rollout, read_state, replace_state
 from registry.rollout_config import RolloutConfig
+from registry.serving import serving_default
 from tests.rollout_models import classifier
 
 CANARY = '[rollout]\nmode = "canary"\nsteps = [10, 50, 100]\n'
@@ -153,3 +154,15 @@ def test_rollout_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert cli(["rollout", "retry", *reg, "m"]) == 2
     assert cli(["rollout", "status", *reg, "nope"]) == 2
     assert cli(["rollout", "status", *reg, "../m"]) == 2
+
+
+def test_serving_default_and_rollback_start_from_the_stable_version_during_a_rollout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _registry(tmp_path, CANARY, 3)
+    running = RolloutState(stable=2).replace(candidate=3, step=0, status="running")
+    replace_state(root / "m", None, running)
+    found = serving_default(root, "m")
+    assert (found.version, found.source) == (2, "policy")  # not the candidate, which has only its share
+    assert cli(["rollback", "--registry", str(root), "m"]) == 0
+    assert capsys.readouterr().out == "1\n"  # below what is served by default, not the stable version itself

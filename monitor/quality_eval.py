@@ -68,7 +68,12 @@ def window_summary(window: ClosedQuality) -> dict[str, Any]:
 def evaluate_quality(window: ClosedQuality, inputs: JudgeInputs) -> dict[str, Any]:
     """The window's summary plus ``metrics`` (realized), ``baseline`` (source and values), ``decision``
     (the verdict, null while there is no baseline), ``estimate`` and ``estimate_error`` (CBPE, classifiers
-    with probabilities and a calibrator), and ``detail`` (why something is null)."""
+    with probabilities and a calibrator), and ``detail`` (why something is null).
+
+    The decision is against the validation metrics when the manifest has them (``against:
+    "validation"``), else against the first ``baseline_windows`` windows (``"windows"``). With validation
+    metrics, once the first windows are folded the window is also judged against them (``self``), and
+    ``degraded`` is true when either verdict is; each verdict applies BH across its own metrics."""
     report = window_summary(window)
     report.update(metrics=None, baseline=None, decision=None, estimate=None, estimate_error=None, detail=None)
     if window.rows == 0:
@@ -101,9 +106,25 @@ def evaluate_quality(window: ClosedQuality, inputs: JudgeInputs) -> dict[str, An
     if chosen is not None:
         try:
             verdict = judge_window(rows, chosen[1], config.min_effect, config.alpha, config.confidence)
-            report["decision"] = verdict.as_dict()
+            report["decision"] = {**verdict.as_dict(), "against": chosen[0], "self": None}
         except StatsError as exc:
             report["detail"] = f"no decision: {exc}"
+    own = inputs.window_baseline
+    if (
+        report["decision"] is not None
+        and chosen
+        and chosen[0] == "validation"
+        and own.windows >= config.baseline_windows
+    ):
+        # Also against the version's own first windows: a model that served better than its validation
+        # score and then lost it is degraded, though still above the score recorded at publish.
+        report["baseline"]["windows"] = own.metrics
+        try:
+            mine = judge_window(rows, own.metrics, config.min_effect, config.alpha, config.confidence)
+            report["decision"]["self"] = mine.as_dict()
+            report["decision"]["degraded"] = bool(report["decision"]["degraded"] or mine.degraded)
+        except StatsError as exc:
+            report["detail"] = f"no decision against the first windows: {exc}"
     if inputs.calibrator is not None and proba is not None and isinstance(quality, ClassifierQuality):
         try:
             est = estimate(inputs.calibrator, proba, confidence=config.confidence)

@@ -231,7 +231,8 @@ class QualityPublisher:
 
     async def _publish(self, vf: VersionFeedback, window: ClosedQuality, report: dict[str, Any]) -> None:
         metrics = report.get("metrics")
-        if metrics and (report.get("baseline") or {}).get("source") == "pending":
+        if metrics and vf.window_baseline.windows < vf.config.baseline_windows:
+            # the first windows are the version's own baseline, whether or not validation metrics exist
             vf.window_baseline = vf.window_baseline.fold(metrics, window.rows)
         decision = report.get("decision")
         event = None

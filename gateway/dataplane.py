@@ -261,7 +261,8 @@ class DataPlane:
         sampler = self.sampler
         assert sampler is not None
         config = loaded.config.sampling
-        if not sampler.decide(request.id, sampler.rate(config.rate)):
+        rate = sampler.rate(config.rate)
+        if not sampler.decide(request.id, rate):
             return
         feeds = decoded.feeds
         inputs = {spec.name: (spec.datatype, feeds[spec.name]) for spec in loaded.signature.inputs}
@@ -270,7 +271,7 @@ class DataPlane:
             for name, array in zip(decoded.output_names, outputs, strict=True)
         }
         sampler.offer(
-            loaded.model, str(loaded.version), request.id, inputs, answered, config.max_rows_per_request
+            loaded.model, str(loaded.version), request.id, inputs, answered, config.max_rows_per_request, rate
         )
 
     def _count_shed(self, loaded: LoadedVersion, reason: str) -> None:

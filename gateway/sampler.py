@@ -14,7 +14,6 @@ Contracts:
 from __future__ import annotations
 
 import collections
-import hashlib
 import random
 import time
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from typing import Any, NamedTuple
 import numpy.typing as npt
 
 from gateway.metrics import GatewayMetrics
+from registry.sampling import would_sample
 
 #: Bytes assumed per BYTES element when sizing the buffer (object arrays do not know their payload size).
 BYTES_ELEMENT_ESTIMATE = 64
@@ -42,6 +42,7 @@ class Sample(NamedTuple):
     outputs: tuple[tuple[str, str, npt.NDArray[Any]], ...]
     rows: int
     nbytes: int
+    rate: float = 0.0
 
 
 def _cut(
@@ -89,8 +90,7 @@ class Sampler:
         if rate >= 1.0:
             return True
         if request_id:
-            digest = hashlib.blake2b(request_id.encode(), digest_size=8).digest()
-            return int.from_bytes(digest, "little") < rate * 2.0**64
+            return would_sample(request_id, rate)
         return self._random.random() < rate
 
     def offer(
@@ -101,8 +101,10 @@ class Sampler:
         inputs: Mapping[str, tuple[str, npt.NDArray[Any]]],
         outputs: Mapping[str, tuple[str, npt.NDArray[Any]]],
         max_rows: int,
+        rate: float = 0.0,
     ) -> bool:
         """Buffers one answered request's first ``max_rows`` rows; False (and counted) when dropped.
+        ``rate`` is the rate it was sampled at (shipped with it, so the monitor can tell unsampled ids).
 
         Runs on the request path, so it does the least it can: arrays are sliced only when they hold more
         than ``max_rows`` rows, and sizes come from ``nbytes`` (no copies)."""
@@ -131,6 +133,7 @@ class Sampler:
                 cut_outputs,
                 rows,
                 size,
+                rate,
             )
         )
         self._rows += rows

@@ -37,6 +37,7 @@ def encode_batch(samples: list[Sample]) -> bytes:
             request_id=sample.request_id,
             timestamp_ns=sample.timestamp_ns,
             monotonic_ns=sample.monotonic_ns,
+            sample_rate=sample.rate,
         )
         for target, tensors in ((message.inputs, sample.inputs), (message.outputs, sample.outputs)):
             for name, datatype, array in tensors:

@@ -127,6 +127,7 @@ class Engine:
         self.feedback.observe(
             [(st, d, s.request_id, s.timestamp_ns) for (st, d), s in zip(decoded, batch.samples, strict=True)]
         )
+        self.feedback.note_rates(batch.samples)
         now, wall = asyncio.get_running_loop().time(), time.time()
         accepted = 0
         for state, decoded_sample in decoded:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -53,6 +53,8 @@ class FeedbackHub:
         self.saved_stores: dict[str, dict[str, npt.NDArray[Any]]] = {}
         #: Models whose store changed since the last snapshot.
         self.dirty: dict[str, bool] = {}
+        #: The gateway's sampling rate per model, from the samples' ``sample_rate`` (the last one said).
+        self.rates: dict[str, float] = {}
         #: Called with each new VersionFeedback (to resume its saved state).
         self.on_version: Callable[[VersionFeedback], None] = lambda vf: None
 
@@ -154,6 +156,13 @@ class FeedbackHub:
                 [parts[k][3] for k in named], vf.version, rows[named], times[named], pred, proba
             )
         self.gauge_store()
+
+    def note_rates(self, samples: Iterable[Any]) -> None:
+        """Remember each model's sampling rate as the gateway states it in its samples (0: not stated)."""
+        rates = self.rates
+        for sample in samples:
+            if sample.sample_rate > 0.0:
+                rates[sample.model] = sample.sample_rate
 
     async def ingest(self, items: FeedbackItems) -> Outcome:
         """Join every item of a batch (monitor/feedback_join.py); never raises for an item's fault."""

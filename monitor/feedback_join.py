@@ -5,10 +5,12 @@ the matches. Each item ends ``joined`` (with the stored prediction), ``accepted`
 carried) or refused with a reason: ``malformed``, ``unknown_model``, ``unknown_version``, ``config`` (the
 version has no usable ``[feedback]`` roles), ``signature``, ``datatype``, ``shape``, ``value``,
 ``unmatched`` (no stored prediction and none carried, or a stored one of another version than named),
+``unsampled`` (no stored prediction and none carried, and the gateway's deterministic rule at the rate its
+samples state says it never sampled this id: expected, not a broken join),
 ``late`` (the prediction is older than ``ttl_seconds`` at the label event, or its window is closed),
 ``duplicate`` (the request is labelled already: the first label wins, within a batch too). A refusal never
 affects the other items. Counted in ``infergate_feedback_total{model,result}`` with result matched (joined
-or accepted), unmatched, late, duplicate or invalid (every other reason).
+or accepted), unmatched, unsampled, late, duplicate or invalid (every other reason).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from monitor.feedback_store import PredictionStore
 from monitor.feedback_version import LabelError, VersionFeedback
 from monitor.feedback_wire import FeedbackItems
 from registry.layout import parse_version
+from registry.sampling import would_sample
 
 if TYPE_CHECKING:
     from monitor.feedback import FeedbackHub
@@ -34,6 +37,7 @@ _RESULT = {
     "joined": "matched",
     "accepted": "matched",
     "unmatched": "unmatched",
+    "unsampled": "unsampled",
     "late": "late",
     "duplicate": "duplicate",
 }
@@ -106,15 +110,17 @@ class Join:
         bare = np.fromiter(
             (not items.prediction(i) and not items.version[i] for i in missing.tolist()), np.bool_
         )
-        out.status[missing[bare]] = "unmatched"
-        out.errors += [
-            {
-                "index": i,
-                "reason": "unmatched",
-                "error": f"no prediction of {model} is stored for this request",
-            }
-            for i in missing[bare].tolist()
-        ]
+        rate = self.hub.rates.get(model, 0.0)
+        for i in missing[bare].tolist():
+            if 0.0 < rate < 1.0 and not would_sample(items.request_id[i], rate):
+                out.refuse(
+                    i,
+                    "unsampled",
+                    f"the gateway did not sample this request ({model} is sampled at {rate:g}); "
+                    "send its prediction with the label",
+                )
+            else:
+                out.refuse(i, "unmatched", f"no prediction of {model} is stored for this request")
         for item in missing[~bare].tolist():
             await self._carry(model, item)
 

@@ -22,7 +22,8 @@ class FeedbackMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.total = Counter(
             "infergate_feedback",
-            "Feedback items by result: matched (joined or accepted), unmatched, late, duplicate, invalid",
+            "Feedback items by result: matched (joined or accepted), unmatched, unsampled, late, duplicate, "
+            "invalid",
             ("model", "result"),
             registry=registry,
         )

@@ -13,7 +13,7 @@ class SampleBatch(_message.Message):
     def __init__(self, samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ...) -> None: ...
 
 class Sample(_message.Message):
-    __slots__ = ("model", "version", "request_id", "timestamp_ns", "inputs", "outputs", "monotonic_ns")
+    __slots__ = ("model", "version", "request_id", "timestamp_ns", "inputs", "outputs", "monotonic_ns", "sample_rate")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,7 @@ class Sample(_message.Message):
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     MONOTONIC_NS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     request_id: str
@@ -28,7 +29,8 @@ class Sample(_message.Message):
     inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
     outputs: _containers.RepeatedCompositeFieldContainer[Tensor]
     monotonic_ns: int
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., request_id: _Optional[str] = ..., timestamp_ns: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., monotonic_ns: _Optional[int] = ...) -> None: ...
+    sample_rate: float
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., request_id: _Optional[str] = ..., timestamp_ns: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., monotonic_ns: _Optional[int] = ..., sample_rate: _Optional[float] = ...) -> None: ...
 
 class Tensor(_message.Message):
     __slots__ = ("name", "datatype", "shape", "raw")

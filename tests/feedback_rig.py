@@ -41,11 +41,13 @@ def tensor(message: Any, name: str, array: npt.NDArray[Any], datatype: str | Non
 
 
 def samples(model: str, version: str, ids: list[str], times: list[int], x: npt.NDArray[np.float32],
-            outputs: dict[str, npt.NDArray[Any]]) -> bytes:  # fmt: skip
-    """A SampleBatch of one sample per request (one row each)."""
+            outputs: dict[str, npt.NDArray[Any]], rate: float = 0.0) -> bytes:  # fmt: skip
+    """A SampleBatch of one sample per request (one row each), stating ``rate`` as the gateway does."""
     batch = monitor_pb2.SampleBatch()
     for i, (rid, stamp) in enumerate(zip(ids, times, strict=True)):
-        s = batch.samples.add(model=model, version=version, request_id=rid, timestamp_ns=stamp)
+        s = batch.samples.add(
+            model=model, version=version, request_id=rid, timestamp_ns=stamp, sample_rate=rate
+        )
         tensor(s.inputs, "input", x[i : i + 1])
         for name, array in outputs.items():
             tensor(s.outputs, name, array[i : i + 1])

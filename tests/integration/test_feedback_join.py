@@ -14,6 +14,7 @@ import pytest
 
 from monitor.config import MonitorConfig
 from registry.demo import build_demo
+from registry.sampling import would_sample
 from tests.feedback_rig import (
     SECOND,
     T0,
@@ -236,3 +237,32 @@ async def test_a_version_whose_roles_do_not_fit_says_so(tmp_path: Path) -> None:
         block = (await monitor.entry("classifier", 1))["quality"]
         assert block["status"] == "config"
         assert "[feedback].prediction" in block["detail"]
+
+
+async def test_labels_of_requests_the_gateway_never_sampled_are_unsampled_not_unmatched(
+    demo: Path, tmp_path: Path
+) -> None:
+    """The gateway states its rate with each sample; its choice per id is deterministic (would_sample), so
+    a label for an id it skipped is expected, and one for an id it took but the monitor lacks is not."""
+    rate = 0.3
+    ids = [f"u{i}" for i in range(400)]
+    taken = [i for i in ids if would_sample(i, rate)]
+    skipped = [i for i in ids if not would_sample(i, rate)]
+    assert len(taken) > 3
+    assert len(skipped) > 3
+    async with running_monitor(MonitorConfig(demo, port=0, db=tmp_path / "m.db")) as monitor:
+        clocked(monitor)
+        x = demo_inputs(demo, len(taken), 5)
+        out = classifier_outputs(demo, 1, x)
+        kept, lost = taken[:-3], taken[-3:]  # the monitor never gets the last three sampled predictions
+        body = samples("classifier", "1", kept, [T0 + SECOND] * len(kept), x[: len(kept)], out, rate)
+        assert (await monitor.post(body))[0] == 200
+        asked = [*kept[:5], *lost, *skipped[:4]]
+        labels = np.zeros(len(asked), np.int64)
+        status, answer = await monitor.feedback(feedback("classifier", asked, labels))
+        assert status == 200
+        assert answer["results"] == ["joined"] * 5 + ["unmatched"] * 3 + ["unsampled"] * 4
+        assert "send its prediction with the label" in answer["errors"][-1]["error"]
+        text = await monitor.metrics()
+        assert 'infergate_feedback_total{model="classifier",result="unsampled"} 4.0' in text
+        assert 'infergate_feedback_total{model="classifier",result="unmatched"} 3.0' in text

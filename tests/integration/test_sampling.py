@@ -92,6 +92,7 @@ def test_samples_carry_version_ids_and_exact_bytes(gateway: ServerThread, port: 
         assert (sample.model, sample.version) == ("multi_io", "1")
         assert sample.timestamp_ns > 0
         assert sample.monotonic_ns > 0
+        assert sample.sample_rate == 1.0  # the rate in force, for the monitor's unsampled verdict
         inputs = {t.name: t for t in sample.inputs}
         outputs = {t.name: t for t in sample.outputs}
         assert list(inputs["a"].shape) == [3, 4]  # max_rows_per_request = 3

@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.metrics import GatewayMetrics
 from gateway.sampler import Sampler
+from registry.sampling import would_sample
 
 
 def _offer(sampler: Sampler, rows: int, model: str = "m") -> bool:
@@ -79,3 +80,9 @@ def test_offer_keeps_views_cuts_to_max_rows_and_counts_bytes() -> None:
     small = np.ones((2, 4), dtype=np.float32)
     assert sampler.offer("m", "1", "id", {"x": ("FP32", small)}, {}, max_rows=3)
     assert sampler.take(10, 1 << 20)[0].inputs[0][2] is small  # fewer rows than the cap: no slice at all
+
+
+def test_the_gateway_decides_by_the_shared_rule_the_monitor_applies() -> None:
+    sampler = Sampler()
+    ids = [f"id-{i}" for i in range(2000)]
+    assert [sampler.decide(i, 0.2) for i in ids] == [would_sample(i, 0.2) for i in ids]

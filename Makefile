@@ -114,8 +114,8 @@ bench-list: install-dev
 # One section each, as before the suite had one command (about 1-4 minutes each on 2 cores; drift about 2).
 # bench-hotpath: issue 13's goals (a), (b), (d), (e), (f) in one run (about 3-5 minutes on 2 cores);
 # bench-auth: issue 15's cost of auth and TLS.
-.PHONY: bench-batching bench-swap bench-sampling bench-workers bench-drift bench-hotpath bench-auth
-bench-batching bench-swap bench-sampling bench-workers bench-drift bench-hotpath bench-auth:
+.PHONY: bench-batching bench-swap bench-sampling bench-workers bench-drift bench-drift-power bench-hotpath bench-auth
+bench-batching bench-swap bench-sampling bench-workers bench-drift bench-drift-power bench-hotpath bench-auth:
 	$(MAKE) bench SECTIONS=$(@:bench-%=%)
 
 # Where a request's time goes (bench/profiling.py, docs/loadtests.md "Profiling the gateway"): starts a

@@ -40,6 +40,7 @@ REGISTRY: dict[str, str] = {
     "workers": "bench.workers",
     "auth": "bench.auth",
     "drift": "bench.drift",
+    "drift-power": "bench.drift_power",
     "gpu": "bench.gpu",
     "peers": "bench.peers",
 }

@@ -62,7 +62,12 @@ class GatewayServer:
         self.shipper: Shipper | None = None
         if config.sampling:
             self.sampler = Sampler(rate_override=config.sample_rate, metrics=self.metrics)
-            self.shipper = Shipper(self.sampler, config.monitor_url, token_file=config.monitor_token_file)
+            self.shipper = Shipper(
+                self.sampler,
+                config.monitor_url,
+                token_file=config.monitor_token_file,
+                tls_ca=config.monitor_tls_ca,
+            )
         self.limit = concurrency_limit(config)
         self.plane = DataPlane(
             self.table, self.metrics, self.sampler, AccessLog(config.access_log_rate), self.limit

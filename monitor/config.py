@@ -119,6 +119,9 @@ class MonitorConfig:
     #: A separate address for ingest (monitor/auth.py); None serves it on ``host:port`` with the rest.
     ingest_host: str | None = None
     ingest_port: int = 8091
+    #: TLS of the ingest address (monitor/tls.py), for a monitor other pods ship to; needs ``ingest_host``.
+    ingest_tls_cert: Path | None = None
+    ingest_tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.registry, Path):
@@ -141,3 +144,7 @@ class MonitorConfig:
         _int("ingest_port", self.ingest_port, 0, 65535)
         if self.ingest_host is not None and self.ingest_port != 0 and self.ingest_port == self.port:
             raise ConfigError(f"ingest_port: must differ from port ({self.port})")
+        if (self.ingest_tls_cert is None) != (self.ingest_tls_key is None):
+            raise ConfigError("ingest_tls_cert and ingest_tls_key: give both or neither")
+        if self.ingest_tls_cert is not None and self.ingest_host is None:
+            raise ConfigError("ingest_tls_cert: TLS is for the separate ingest address; set ingest_host")

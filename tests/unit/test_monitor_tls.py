@@ -48,5 +48,5 @@ def test_rotation_loads_a_new_pair_and_skips_a_mismatched_one(tmp_path: Path) ->
 def test_a_bad_pair_at_start_names_the_files(tmp_path: Path) -> None:
     cert = tmp_path / "monitor.crt"
     cert.write_text("not a certificate")
-    with pytest.raises(ConfigError, match="monitor.crt"):
+    with pytest.raises(ConfigError, match=r"monitor\.crt"):
         IngestTls(cert, tmp_path / "monitor.key")

@@ -209,8 +209,15 @@ def render(results: Results) -> str:
     return "\n".join([*lines, ""])
 
 
+#: Not part of a plain ``make bench``: a long simulation whose figures move only with the decision rules.
 SECTION = Section(
-    "drift-power", "Power of the default [drift] settings (monitor)", run, render, goals, _add_arguments
+    "drift-power",
+    "Power of the default [drift] settings (monitor)",
+    run,
+    render,
+    goals,
+    _add_arguments,
+    default=False,
 )
 
 if __name__ == "__main__":

@@ -21,9 +21,9 @@ the reference's by at least ``nonfinite_threshold``. A feature without values in
 
 ``psi_sized`` says whether the window is large enough for the calibrated cut: the chi-square null of
 PSI needs about :data:`MIN_VALUES_PER_BIN` window values per coarse bin the reference fills (with fewer,
-a decile left empty by chance adds ``0.1 ln(0.1 / eps)`` to PSI and false alarms soar: the
-``drift-power`` benchmark measured most 10-row windows drifting). Always true in fixed mode, whose own size
-rule is :func:`monitor.decisions.large_enough`'s.
+a decile left empty by chance adds ``0.1 ln(0.1 / eps)`` to PSI and false alarms soar: see the 20-row
+case of ``python -m bench drift-power``). Always true in fixed mode, whose own size rule is
+:func:`monitor.decisions.large_enough`'s.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def evaluate_window(profile: Profile, config: DriftConfig, window: ClosedWindow)
                 nan_rate=_num(nan_rate),
                 inf_rate=_num(inf_rate),
                 reasons=tuple(reasons),
-                psi_sized=not calibrated or counts.n[f] >= MIN_VALUES_PER_BIN * (df + 1),
+                psi_sized=not calibrated or bool(counts.n[f] >= MIN_VALUES_PER_BIN * (df + 1)),
             )
         )
     slide = stats.evaluate(grid, profile.counts, window.sliding)

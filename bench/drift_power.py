@@ -34,7 +34,7 @@ CASES = (
     (2_000, 1, 1000),
     (10_000, 1, 1000),
     (100_000, 1, 1000),
-    (10_000, 16, 1000),
+    (20_000, 16, 1000),  # over 10,000 values the KS p-value is asymptotic: 16 exact ones per window are slow
     (10_000, 1, 100),
     (10_000, 1, 20),
 )

@@ -155,7 +155,7 @@ def build_profile(
             columns.append(finite)
             edges.append(e)
             coarse.append(c)
-    grid = Grid.build(edges, coarse, [k == "categorical" for k in kinds])
+    grid = Grid.build(edges, coarse, _point_bins(kinds, columns))
     counts, special = grid.zeros()
     for t in layout.tensors:
         array = arrays[t.key] if keep is None else arrays[t.key][keep]
@@ -170,6 +170,15 @@ def build_profile(
         sorted_off=np.cumsum([0] + [c.size for c in columns], dtype=np.int64),
         rows=rows if keep is None else int(keep.size),
     )
+
+
+def _point_bins(kinds: list[str], sorted_columns: list[F64]) -> list[bool]:
+    """Features whose grid KS is exact: categorical ones, and constant ones (their reference sits on one
+    value, the left edge of its own bin, and has no mass in the bins beside it)."""
+    return [
+        k == "categorical" or (c.size > 0 and c[0] == c[-1])
+        for k, c in zip(kinds, sorted_columns, strict=True)
+    ]
 
 
 def _quantile_bins(finite: F64, fine: int, bins: int) -> tuple[F64, npt.NDArray[np.int64]]:
@@ -282,7 +291,7 @@ def _read_cache(path: Path, key: dict[str, Any]) -> Profile | None:
         grid = Grid.build(
             [data["bounds"][off[f] : off[f + 1] - 1] for f in range(n)],
             [data["coarse_of"][off[f] : off[f + 1]] for f in range(n)],
-            [k == "categorical" for k in meta["kinds"]],
+            _point_bins(meta["kinds"], np.split(data["sorted_values"], data["sorted_off"][1:-1])),
         )
         if not np.array_equal(grid.coarse_off, coarse_off):
             return None

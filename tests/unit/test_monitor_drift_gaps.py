@@ -97,6 +97,7 @@ def test_values_off_a_constant_drift_without_the_audit(constant: Profile, mode: 
     assert f.psi > 0.2
     # the grid is exact here: the reference has no mass off the constant
     assert f.ks == pytest.approx(sps.ks_2samp(x, reference).statistic, abs=1e-12)
+    assert f.ks_bound == f.ks
     assert f.reasons[:2] == ("psi", "ks")
 
 

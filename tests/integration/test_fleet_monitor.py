@@ -12,6 +12,7 @@ every one of its samples as dropped.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,18 @@ from tests.certs import Pki
 from tests.monitor_servers import MonitorProcess, wait_until
 from tests.servers import ServerThread
 
-pytestmark = pytest.mark.slow
+# asyncio may still be closing a TLS socket of an in-process gateway's sample stream (the close_notify
+# exchange) when ServerThread stops that gateway's loop: the half-closed transport is collected later and
+# warns "unclosed". It happens in about one run in ten, only to loops stopped by the test harness (a real
+# gateway exits with its process). It is collected here (gc below) and that warning alone is ignored, so
+# it never fails an unrelated test later on.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings(
+        r"ignore:Exception ignored in. <(socket\.socket|function _SelectorTransport\.__del__):"
+        "pytest.PytestUnraisableExceptionWarning"
+    ),
+]
 
 MODEL, VERSION = "classifier", 2
 WINDOW, PIECE, PIECES = 200, 50, 12  # 12 pieces of 50 rows, alternating gateways: 3 windows of 200
@@ -110,6 +122,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     finally:
         for gateway in gateways:
             gateway.stop()
+        gc.collect()  # see pytestmark
         assert monitor.stop() == 0, monitor.log_tail()
 
 
@@ -158,4 +171,5 @@ def test_a_gateway_that_does_not_trust_the_monitor_delivers_nothing(fleet: Fleet
         assert stranger.server.shipper.connects == 0
     finally:
         stranger.stop()
+        gc.collect()  # see pytestmark
     assert monitor_metric(fleet.monitor, "infergate_monitor_rows_total") == before

@@ -89,8 +89,8 @@ clean:
 # `make bench` runs every section (load, hotpath, batching, swap, sampling, workers, auth, drift, feedback) on fresh servers
 # on fresh registries under bench-out/ (git-ignored), saves each section's JSON under bench-out/results/,
 # rewrites each section's block of BENCHMARKS.md, copies the plots it links to docs/bench/, and rewrites the
-# summary table of goals met or missed at the top. A subset: `make bench SECTIONS="batching swap"`; the gpu
-# section runs only when named. BENCH_ARGS passes options through (`python -m bench --help`), e.g.
+# summary table of goals met or missed at the top. A subset: `make bench SECTIONS="batching swap"`; the gpu and
+# drift-power sections run only when named. BENCH_ARGS passes options through (`python -m bench --help`), e.g.
 # `BENCH_ARGS="--duration 1 --warmup 0"` for a short try, `--render-only` to re-render saved results.
 # BENCH_BASELINE_REV: the load section also measures a gateway built from that git revision (default: the
 # foundation's, unbatched) for before/after figures; `make bench BENCH_BASELINE_REV=` skips it.
@@ -120,8 +120,8 @@ bench-list: install-dev
 # bench-hotpath: issue 13's goals (a), (b), (d), (e), (f) in one run (about 3-5 minutes on 2 cores);
 # bench-auth: issue 15's cost of auth and TLS.
 # bench-feedback: issue 17's ground-truth ingest (labels/s over HTTP, bytes per stored prediction; about 1 minute).
-.PHONY: bench-batching bench-swap bench-sampling bench-workers bench-drift bench-hotpath bench-auth bench-feedback
-bench-batching bench-swap bench-sampling bench-workers bench-drift bench-hotpath bench-auth bench-feedback:
+.PHONY: bench-batching bench-swap bench-sampling bench-workers bench-drift bench-drift-power bench-hotpath bench-auth bench-feedback
+bench-batching bench-swap bench-sampling bench-workers bench-drift bench-drift-power bench-hotpath bench-auth bench-feedback:
 	$(MAKE) bench SECTIONS=$(@:bench-%=%)
 
 # Where a request's time goes (bench/profiling.py, docs/loadtests.md "Profiling the gateway"): starts a

@@ -42,6 +42,7 @@ REGISTRY: dict[str, str] = {
     "auth": "bench.auth",
     "drift": "bench.drift",
     "feedback": "bench.feedback",
+    "drift-power": "bench.drift_power",
     "gpu": "bench.gpu",
     "peers": "bench.peers",
 }

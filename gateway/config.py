@@ -51,6 +51,8 @@ class GatewayConfig:
     auth_reflection: str = "open"
     auth_reload_seconds: float = 1.0
     monitor_token_file: Path | None = None
+    #: CA bundle verifying a ``wss://`` monitor's certificate (None: the system's trust store).
+    monitor_tls_ca: Path | None = None
     #: Who changes what serves (gateway/control.py): "poll" (the watcher), "explicit" (Repository RPCs
     #: only) or "none" (load at start only).
     model_control: str = "poll"

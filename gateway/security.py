@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from gateway.auth import REFLECTION_MODES, AuthInterceptor
 from gateway.control import MODES
 from gateway.grants import GrantStore, parse_grants
+from gateway.shipper import monitor_ssl
 from gateway.tls import CertificateFiles, RotatingCertificates
 from registry.errors import RegistryError
 from registry.signing import load_trusted_keys
@@ -113,6 +114,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="file holding the monitor's ingest token, sent by the sample shipper",
     )
+    group.add_argument(
+        "--monitor-tls-ca",
+        type=Path,
+        default=None,
+        help="CA bundle (PEM) that verifies a wss:// --monitor-url's certificate (default: the system's)",
+    )
 
 
 def config_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -128,6 +135,8 @@ def config_options(args: argparse.Namespace) -> dict[str, Any]:
             load_trusted_keys(args.trusted_keys)
         if args.monitor_token_file is not None and not args.monitor_token_file.read_text().strip():
             raise ValueError(f"{args.monitor_token_file} is empty")
+        if args.monitor_tls_ca is not None:
+            monitor_ssl(args.monitor_tls_ca)
     except (OSError, RegistryError, ssl.SSLError) as exc:
         raise ValueError(str(exc)) from exc
     return {
@@ -138,6 +147,7 @@ def config_options(args: argparse.Namespace) -> dict[str, Any]:
         "auth_reflection": args.auth_reflection,
         "auth_reload_seconds": args.auth_reload_seconds,
         "monitor_token_file": args.monitor_token_file,
+        "monitor_tls_ca": args.monitor_tls_ca,
         "model_control": args.model_control,
         "trusted_keys": args.trusted_keys,
     }

@@ -66,7 +66,12 @@ class GatewayServer:
         self.shipper: Shipper | None = None
         if config.sampling:
             self.sampler = Sampler(rate_override=config.sample_rate, metrics=self.metrics)
-            self.shipper = Shipper(self.sampler, config.monitor_url, token_file=config.monitor_token_file)
+            self.shipper = Shipper(
+                self.sampler,
+                config.monitor_url,
+                token_file=config.monitor_token_file,
+                tls_ca=config.monitor_tls_ca,
+            )
         self.limit = concurrency_limit(config)
         polling = config.poll_interval > 0 and control.watcher_enabled(config.model_control)
         self.rollout_notifier = RolloutNotifier(config.rollout_webhook)

@@ -8,6 +8,8 @@ Contracts:
   the sampler drops (and counts) new samples and whatever was buffered.
 - :meth:`Shipper.stop` flushes what is buffered within ``grace`` seconds, then closes; rows it could not
   send are counted as dropped.
+- A ``wss://`` URL is verified against ``tls_ca`` (a CA bundle, read at each connect so a rotated CA is
+  followed) when given, else against the system's trust store; ``token_file`` likewise at each connect.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from pathlib import Path
 
 import aiohttp
@@ -56,6 +59,14 @@ def bearer_header(token_file: Path | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def monitor_ssl(ca_file: Path) -> ssl.SSLContext:
+    """A client context that verifies the monitor's certificate (and its name) against ``ca_file`` only;
+    OSError (ssl.SSLError included) when the file is unreadable or holds no certificate."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 class Shipper:
     """Owns the WebSocket to the monitor; ``start()`` it, ``await stop()`` it."""
 
@@ -70,6 +81,7 @@ class Shipper:
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
         token_file: Path | None = None,
+        tls_ca: Path | None = None,
     ) -> None:
         self.sampler = sampler
         self.url = url
@@ -79,6 +91,7 @@ class Shipper:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.token_file = token_file  # the monitor's ingest token, read at each connect (rotation)
+        self.tls_ca = tls_ca  # the CA of a wss:// monitor, read at each connect (rotation)
         self.connects = 0
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -107,8 +120,9 @@ class Shipper:
             while True:
                 try:
                     headers = bearer_header(self.token_file)
+                    tls = monitor_ssl(self.tls_ca) if self.tls_ca is not None else True
                     async with session.ws_connect(
-                        self.url, heartbeat=10.0, max_msg_size=0, headers=headers
+                        self.url, heartbeat=10.0, max_msg_size=0, headers=headers, ssl=tls
                     ) as ws:
                         self._ws = ws
                         self.connects += 1

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from monitor.config import MonitorConfig, WebhookSettings
 from monitor.errors import ConfigError
+from monitor.tls import IngestTls
 
 __all__ = ["SWITCH_INTERVAL_S", "build_parser", "main"]
 
@@ -68,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     security.add_argument(
         "--ingest-port", type=int, default=8091, help="port of --ingest-host (default 8091; 0: any)"
     )
+    security.add_argument(
+        "--ingest-tls-cert",
+        type=Path,
+        default=None,
+        help="serve --ingest-host over TLS with this PEM certificate chain (reloaded when it changes)",
+    )
+    security.add_argument("--ingest-tls-key", type=Path, default=None, help="the key of --ingest-tls-cert")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -88,15 +96,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             read_token_file=args.read_token_file,
             ingest_host=args.ingest_host,
             ingest_port=args.ingest_port,
+            ingest_tls_cert=args.ingest_tls_cert,
+            ingest_tls_key=args.ingest_tls_key,
         )
+        tls = None
+        if config.ingest_tls_cert is not None and config.ingest_tls_key is not None:
+            tls = IngestTls(config.ingest_tls_cert, config.ingest_tls_key)
     except ConfigError as exc:
         print(f"infergate-monitor: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(_serve(config))
+    asyncio.run(_serve(config, tls))
     return 0
 
 
-async def _serve(config: MonitorConfig) -> None:
+async def _serve(config: MonitorConfig, tls: IngestTls | None = None) -> None:
     from monitor.app import create_app  # here, so that --help never waits for numba
 
     # Window evaluations run in a worker thread that needs the GIL between its (GIL-free) kernels; under
@@ -112,15 +125,20 @@ async def _serve(config: MonitorConfig) -> None:
         if config.ingest_host is not None:
             from monitor.app import serve_ingest
 
-            ingest = await serve_ingest(runner, config.ingest_host, config.ingest_port)
+            context = None if tls is None else tls.context
+            ingest = await serve_ingest(runner, config.ingest_host, config.ingest_port, context)
         print(f"infergate-monitor listening on http://{host}:{port}", flush=True)
         if ingest is not None:
-            print(f"infergate-monitor ingest on http://{config.ingest_host}:{ingest}", flush=True)
+            scheme = "http" if tls is None else "https"
+            print(f"infergate-monitor ingest on {scheme}://{config.ingest_host}:{ingest}", flush=True)
+        rotation = None if tls is None else asyncio.create_task(tls.follow(), name="ingest-tls-rotation")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        if rotation is not None:
+            rotation.cancel()
     finally:
         await runner.cleanup()
 

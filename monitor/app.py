@@ -10,6 +10,7 @@ the :mod:`monitor.auth` middleware guards ingest and reads.
 
 from __future__ import annotations
 
+import ssl
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
@@ -60,9 +61,12 @@ def _auth(config: MonitorConfig, metrics: MonitorMetrics, ports: set[int]) -> li
     return [*middlewares, auth_middleware(ingest, read, lambda: metrics)]
 
 
-async def serve_ingest(runner: web.AppRunner, host: str, port: int) -> int:
-    """Binds the separate ingest address on a set-up ``runner``; returns the port bound."""
-    site = web.TCPSite(runner, host, port)
+async def serve_ingest(
+    runner: web.AppRunner, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> int:
+    """Binds the separate ingest address on a set-up ``runner`` (over TLS with ``ssl_context``); returns
+    the port bound."""
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
     bound = int(runner.addresses[-1][1])  # the site started last lists its sockets last
     runner.app[INGEST_PORTS].add(bound)

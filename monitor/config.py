@@ -121,6 +121,9 @@ class MonitorConfig:
     ingest_port: int = 8091
     #: How often changed prediction stores are saved to ``db`` (monitor/feedback_db.py), seconds.
     feedback_snapshot_s: float = 30.0
+    #: TLS of the ingest address (monitor/tls.py), for a monitor other pods ship to; needs ``ingest_host``.
+    ingest_tls_cert: Path | None = None
+    ingest_tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.registry, Path):
@@ -144,3 +147,7 @@ class MonitorConfig:
         _int("ingest_port", self.ingest_port, 0, 65535)
         if self.ingest_host is not None and self.ingest_port != 0 and self.ingest_port == self.port:
             raise ConfigError(f"ingest_port: must differ from port ({self.port})")
+        if (self.ingest_tls_cert is None) != (self.ingest_tls_key is None):
+            raise ConfigError("ingest_tls_cert and ingest_tls_key: give both or neither")
+        if self.ingest_tls_cert is not None and self.ingest_host is None:
+            raise ConfigError("ingest_tls_cert: TLS is for the separate ingest address; set ingest_host")

@@ -132,13 +132,18 @@ class DriftTracker:
 
 
 def large_enough(result: WindowResult) -> bool:
-    """Whether a window can tell skew from noise: it has values, and for every feature with values the
-    PSI threshold used is at least the null-calibrated one (``chi2(B - 1, 1 - alpha) * (1/n + 1/m)``),
-    so the PSI rule false-alarms at most at rate ``alpha``. Always true in "calibrated" mode; in "fixed"
-    mode with 10 bins, alpha 0.01 and a large training profile, from about 110 rows."""
+    """Whether a window can tell drift or skew from noise: it has values, and for every feature with
+    values the PSI threshold used is at least the null-calibrated one (``chi2(B - 1, 1 - alpha / F) *
+    (1/n + 1/m)``), so the PSI rule false-alarms at most at rate ``alpha``, and the window is
+    ``psi_sized`` (:data:`monitor.drift.MIN_VALUES_PER_BIN` values per filled coarse bin, in "calibrated"
+    mode, where the first condition always holds). In "fixed" mode with 10 bins, alpha 0.01, one feature
+    and a large reference, from about 110 rows; in "calibrated" mode with deciles, from 200 rows."""
     judged = [f for f in result.features if f.values and f.psi_threshold is not None]
     return bool(judged) and all(
-        f.psi_null_threshold is None or f.psi_threshold is None or f.psi_null_threshold <= f.psi_threshold
+        f.psi_sized
+        and (
+            f.psi_null_threshold is None or f.psi_threshold is None or f.psi_null_threshold <= f.psi_threshold
+        )
         for f in judged
     )
 

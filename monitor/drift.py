@@ -11,11 +11,19 @@ into a :class:`WindowResult`:
 * the same PSI and grid KS for the sliding window.
 
 A feature **drifts** when (1) PSI >= the PSI threshold (``psi_threshold``, or with
-``psi_threshold_mode = "calibrated"`` the null quantile of :func:`monitor.thresholds.psi_null_threshold`),
+``psi_threshold_mode = "calibrated"`` the null quantile of :func:`monitor.thresholds.psi_null_threshold`
+at level ``alpha / F``, ``F`` the features with values in the window: Bonferroni, so the window as a
+whole false-alarms at about ``alpha`` however many features the version has),
 or (2) its KS statistic >= ``ks_min_effect`` and, where a p-value was computed, the adjusted p-value
 < ``alpha`` (effect size first: at large n a p-value alone flags everything; without the audit the
 statistic is the grid value, a lower bound of the true one), or (3) its NaN or +-inf rate differs from
 the reference's by at least ``nonfinite_threshold``. A feature without values in the window is null.
+
+``psi_sized`` says whether the window is large enough for the calibrated cut: the chi-square null of
+PSI needs about :data:`MIN_VALUES_PER_BIN` window values per coarse bin the reference fills (with fewer,
+a decile left empty by chance adds ``0.1 ln(0.1 / eps)`` to PSI and false alarms soar: see the 20-row
+case of ``python -m bench drift-power``). Always true in fixed mode, whose own size rule is
+:func:`monitor.decisions.large_enough`'s.
 """
 
 from __future__ import annotations
@@ -33,7 +41,11 @@ from monitor.thresholds import benjamini_hochberg, psi_null_threshold
 from monitor.windows import ClosedWindow
 from registry.config import DriftConfig
 
-__all__ = ["FeatureResult", "SlidingResult", "WindowResult", "evaluate_window"]
+__all__ = ["MIN_VALUES_PER_BIN", "FeatureResult", "SlidingResult", "WindowResult", "evaluate_window"]
+
+MIN_VALUES_PER_BIN = 20
+"""Calibrated mode judges a window only with this many values per coarse bin the reference fills (200
+for deciles); measured by ``python -m bench drift-power`` (the 20- and 100-row cases)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,7 @@ class FeatureResult:
     nan_rate: float | None
     inf_rate: float | None
     reasons: tuple[str, ...]
+    psi_sized: bool = True
 
     @property
     def drift(self) -> bool:
@@ -111,13 +124,16 @@ def evaluate_window(profile: Profile, config: DriftConfig, window: ClosedWindow)
             ks[exact], pvalues[exact] = d, p
     adjusted = benjamini_hochberg(pvalues)
     ref_nan, ref_inf = profile.nan_rate(), profile.inf_rate()
+    calibrated = config.psi_threshold_mode == "calibrated"
+    level = config.alpha / max(1, int(np.count_nonzero(counts.n)))  # Bonferroni over the features
     features = []
     for f, name in enumerate(profile.names):
         total = int(values[f])
         nan_rate = special[3 * f] / total if total else math.nan
         inf_rate = (special[3 * f + 1] + special[3 * f + 2]) / total if total else math.nan
-        null_cut = psi_null_threshold(profile.psi_df(f), int(counts.n[f]), int(n_ref[f]), config.alpha)
-        cut = config.psi_threshold if config.psi_threshold_mode == "fixed" else null_cut
+        df = profile.psi_df(f)
+        null_cut = psi_null_threshold(df, int(counts.n[f]), int(n_ref[f]), level)
+        cut = null_cut if calibrated else config.psi_threshold
         reasons = []
         if counts.psi[f] >= cut:
             reasons.append("psi")
@@ -145,6 +161,7 @@ def evaluate_window(profile: Profile, config: DriftConfig, window: ClosedWindow)
                 nan_rate=_num(nan_rate),
                 inf_rate=_num(inf_rate),
                 reasons=tuple(reasons),
+                psi_sized=not calibrated or bool(counts.n[f] >= MIN_VALUES_PER_BIN * (df + 1)),
             )
         )
     slide = stats.evaluate(grid, profile.counts, window.sliding)

@@ -12,7 +12,9 @@ the per-feature state every window is compared with (a :class:`Profile`), once p
   and Fan type 1: the smallest reference value whose ECDF reaches the level, i.e. the
   ``ceil(level * n)``-th smallest, computed in integers), duplicates removed. Every edge is a reference
   value; the coarse edges (deciles for ``bins = 10``) are a subset of the fine edges, so coarse bins
-  nest exactly.
+  nest exactly. Except one: when the top coarse edge is a repeated maximum (a point mass, a constant
+  reference being the extreme case), ``nextafter(max, +inf)`` is added as a fine and coarse edge, so
+  values above the maximum have a bin of their own instead of hiding in the maximum's.
 * Per feature, contiguously: the edges, the reference count per fine bin (so proportions come from
   counting, never assumed), its NaN / +inf / -inf counts and its sorted finite values (for exact KS).
 
@@ -29,6 +31,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +61,7 @@ CACHE_FILE = "monitor-profile.npz"
 TRAINING_CACHE_FILE = "monitor-training-profile.npz"
 QUANTILE_METHOD = "inverted_cdf (exact ranks)"
 SUBSAMPLE_SEED = 0
-_FORMAT = 1
+_FORMAT = 2  # 2: a point mass at the maximum gets a bin above it
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
@@ -91,9 +94,26 @@ class Profile:
         return int(self.grid.coarse_off[f + 1] - self.grid.coarse_off[f])
 
     def psi_df(self, f: int) -> int:
-        """Degrees of freedom of feature ``f``'s PSI under no drift: coarse bins the reference can fill,
-        less one (a categorical feature's "unseen" bin is empty in the reference)."""
-        return self.coarse_bins(f) - (2 if self.kinds[f] == "categorical" else 1)
+        """Degrees of freedom of feature ``f``'s PSI under no drift: the coarse bins that hold reference
+        values, less one, and **at least 1**.
+
+        Bins the reference left empty (a categorical feature's "unseen" bin, the sides of a point mass
+        at the reference maximum) have no chi-square null of their own: under no drift a window puts
+        nothing there, and any mass ``q`` there adds about ``q ln(q / eps)`` to PSI. The floor makes a
+        feature with one filled bin (a one-category feature, a constant one) a comparison of two cells,
+        filled and empty, which is a chi-square with 1 degree of freedom: its calibrated threshold is
+        finite, so values the reference never had are flagged in calibrated mode as in fixed mode.
+        """
+        return int(self._psi_df[f])
+
+    @cached_property
+    def _psi_df(self) -> I64:
+        grid = self.grid
+        feature = np.repeat(np.arange(self.n_features), np.diff(grid.bin_off))
+        held = np.zeros(int(grid.coarse_off[-1]), dtype=bool)
+        held[(grid.coarse_off[feature] + grid.coarse_of)[self.counts > 0]] = True
+        filled = np.add.reduceat(held.astype(np.int64), grid.coarse_off[:-1]) if held.size else held
+        return np.maximum(np.asarray(filled, dtype=np.int64) - 1, 1)
 
     def nan_rate(self) -> F64:
         return self.special[0::3] / max(self.rows, 1)
@@ -135,7 +155,7 @@ def build_profile(
             columns.append(finite)
             edges.append(e)
             coarse.append(c)
-    grid = Grid.build(edges, coarse, [k == "categorical" for k in kinds])
+    grid = Grid.build(edges, coarse, _point_bins(kinds, columns))
     counts, special = grid.zeros()
     for t in layout.tensors:
         array = arrays[t.key] if keep is None else arrays[t.key][keep]
@@ -152,6 +172,15 @@ def build_profile(
     )
 
 
+def _point_bins(kinds: list[str], sorted_columns: list[F64]) -> list[bool]:
+    """Features whose grid KS is exact: categorical ones, and constant ones (their reference sits on one
+    value, the left edge of its own bin, and has no mass in the bins beside it)."""
+    return [
+        k == "categorical" or (c.size > 0 and c[0] == c[-1])
+        for k, c in zip(kinds, sorted_columns, strict=True)
+    ]
+
+
 def _quantile_bins(finite: F64, fine: int, bins: int) -> tuple[F64, npt.NDArray[np.int64]]:
     """Edges at the inverted-CDF quantiles of levels ``j / fine`` and ``k / bins`` of the sorted values."""
     n = finite.size
@@ -164,6 +193,12 @@ def _quantile_bins(finite: F64, fine: int, bins: int) -> tuple[F64, npt.NDArray[
 
     edges = np.unique(finite[np.union1d(ranks(fine), ranks(bins))])
     coarse_edges = np.unique(finite[ranks(bins)])
+    top = np.nextafter(finite[-1], np.inf)
+    if coarse_edges[-1] == finite[-1] and (n == 1 or finite[-2] == finite[-1]) and np.isfinite(top):
+        # The top coarse bin [max, +inf) holds only copies of the maximum (a constant reference is the
+        # extreme case): values above it would share its bin, invisible to PSI and the grid KS. An edge
+        # just above gives them a coarse bin of their own, empty in the reference.
+        edges, coarse_edges = np.append(edges, top), np.append(coarse_edges, top)
     coarse_of = np.concatenate([[0], np.searchsorted(coarse_edges, edges, side="right")])
     return edges, coarse_of.astype(np.int64)
 
@@ -256,7 +291,7 @@ def _read_cache(path: Path, key: dict[str, Any]) -> Profile | None:
         grid = Grid.build(
             [data["bounds"][off[f] : off[f + 1] - 1] for f in range(n)],
             [data["coarse_of"][off[f] : off[f + 1]] for f in range(n)],
-            [k == "categorical" for k in meta["kinds"]],
+            _point_bins(meta["kinds"], np.split(data["sorted_values"], data["sorted_off"][1:-1])),
         )
         if not np.array_equal(grid.coarse_off, coarse_off):
             return None

@@ -175,8 +175,9 @@ class DriftConfig:
     """``[drift]``: monitor window size (rows, seconds), PSI bins and threshold, KS effect and level, and
     how many consecutive drifting windows raise an alert.
 
-    ``psi_threshold_mode`` picks the PSI cut: "fixed" (``psi_threshold``) or "calibrated" (the null
-    quantile ``chi2(bins - 1, 1 - alpha) * (1/n + 1/m)``). ``nonfinite_threshold`` is the change in a
+    ``psi_threshold_mode`` picks the PSI cut: "calibrated" (the default: the null quantile
+    ``chi2(B - 1, 1 - alpha / F) * (1/n + 1/m)``, docs/monitor.md; chosen from ``python -m bench
+    drift-power``) or "fixed" (``psi_threshold``). ``nonfinite_threshold`` is the change in a
     feature's NaN or +-inf rate (absolute, vs the reference) that counts as drift. Windows of at most
     ``audit_max_rows`` rows keep raw values for the exact KS test (0 turns that off). ``sliding_panes``
     closed windows make up the sliding window. The first ``skew_windows`` windows of a version are also
@@ -192,7 +193,7 @@ class DriftConfig:
     ks_min_effect: float = 0.1
     alpha: float = 0.01
     consecutive: int = 2
-    psi_threshold_mode: str = "fixed"
+    psi_threshold_mode: str = "calibrated"
     nonfinite_threshold: float = 0.01
     audit_max_rows: int = 100_000
     sliding_panes: int = 5

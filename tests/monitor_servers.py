@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,9 +65,12 @@ def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 30.0, 
 
 class MonitorProcess:
     """``python -m monitor`` serving ``registry`` on 127.0.0.1 (a port of its choosing, read from the line
-    it prints); stderr goes to ``log``. :meth:`stop` sends SIGINT and returns the exit status."""
+    it prints); stderr goes to ``log``. :meth:`stop` sends SIGINT and returns the exit status. ``extra``
+    options are appended; with ``--ingest-host`` the second line it prints gives ``ingest_port``."""
 
-    def __init__(self, registry: Path, db: Path, log: Path, *, start_timeout: float = 60.0) -> None:
+    def __init__(
+        self, registry: Path, db: Path, log: Path, *, start_timeout: float = 60.0, extra: Sequence[str] = ()
+    ) -> None:
         self.log = log
         command = [
             sys.executable,
@@ -79,6 +82,7 @@ class MonitorProcess:
             "0",
             "--db",
             str(db),
+            *extra,
         ]
         with log.open("w") as stderr:
             self.proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
@@ -92,6 +96,11 @@ class MonitorProcess:
             raise AssertionError(f"the monitor did not start ({line!r}): {self.log_tail()}")
         self.url = line.split()[-1]
         self.port = int(self.url.rsplit(":", 1)[1])
+        self.ingest_port: int | None = None
+        if "--ingest-host" in extra:
+            ingest = self.proc.stdout.readline()
+            assert ingest.startswith("infergate-monitor ingest on "), ingest
+            self.ingest_port = int(ingest.rsplit(":", 1)[1])
 
     @property
     def stream_url(self) -> str:

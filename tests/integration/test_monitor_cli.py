@@ -58,3 +58,9 @@ def test_bad_options_exit_2(tmp_path: Path) -> None:
     assert main(["--registry", str(tmp_path / "missing")]) == 2
     assert main(["--registry", str(tmp_path), "--port", "70000"]) == 2
     assert main(["--registry", str(tmp_path), "--alert-webhook", "ftp://x"]) == 2
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    tls = ["--ingest-tls-cert", str(junk), "--ingest-tls-key", str(junk)]
+    assert main(["--registry", str(tmp_path), *tls]) == 2  # TLS is for the ingest address only
+    assert main(["--registry", str(tmp_path), "--ingest-host", "127.0.0.1", *tls[:2]]) == 2  # no key
+    assert main(["--registry", str(tmp_path), "--ingest-host", "127.0.0.1", *tls]) == 2  # not a pair

@@ -24,7 +24,7 @@ latency_budget_ms = 30000.0
 rate = 1.0
 
 [drift]
-window_rows = 150
+window_rows = 200  # calibrated PSI (the default) judges windows of at least 20 rows per decile
 window_seconds = 3600.0
 consecutive = 1
 

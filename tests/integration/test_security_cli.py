@@ -58,7 +58,7 @@ def test_gateway_process_with_tls_tokens_and_trusted_keys(tmp_path: Path) -> Non
     assert "tok-infer-8c1f0e" not in (tmp_path / "gateway.log").read_text()
 
 
-@pytest.mark.parametrize("problem", ["tokens", "pair", "keys"])
+@pytest.mark.parametrize("problem", ["tokens", "pair", "keys", "monitor-ca"])
 def test_bad_security_files_stop_the_command_line(tmp_path: Path, problem: str) -> None:
     root = tmp_path / "registry"
     publish(root, "m", adder(tmp_path / "m.onnx", 1.0))
@@ -69,6 +69,7 @@ def test_bad_security_files_stop_the_command_line(tmp_path: Path, problem: str) 
         "tokens": (["--auth-tokens", str(tmp_path / "t.toml")], "unknown scope 'admin'"),
         "pair": (["--tls-cert", str(cert), "--tls-key", str(other_key)], ""),
         "keys": (["--trusted-keys", str(tmp_path)], "holds no"),
+        "monitor-ca": (["--monitor-tls-ca", str(tmp_path / "t.toml")], ""),  # not a certificate
     }
     (tmp_path / "t.toml").write_text(
         '[[token]]\nname = "x"\nsha256 = "' + "0" * 64 + '"\nscopes = ["admin"]\n'

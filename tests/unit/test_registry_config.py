@@ -252,15 +252,15 @@ def test_monitor_drift_keys_name_the_key(tmp_path: Path, text: str, key: str, pr
 
 
 def test_monitor_drift_keys_parse_and_default(tmp_path: Path) -> None:
-    assert DriftConfig().psi_threshold_mode == "fixed"
+    assert DriftConfig().psi_threshold_mode == "calibrated"
     assert (DriftConfig().nonfinite_threshold, DriftConfig().audit_max_rows) == (0.01, 100_000)
     assert DriftConfig().sliding_panes == 5
     text = (
-        '[drift]\npsi_threshold_mode = "calibrated"\nnonfinite_threshold = 1\naudit_max_rows = 0\n'
+        '[drift]\npsi_threshold_mode = "fixed"\nnonfinite_threshold = 1\naudit_max_rows = 0\n'
         "sliding_panes = 3\n"
     )
     drift = load_model_config(write(tmp_path, text)).drift
-    assert (drift.psi_threshold_mode, drift.audit_max_rows, drift.sliding_panes) == ("calibrated", 0, 3)
+    assert (drift.psi_threshold_mode, drift.audit_max_rows, drift.sliding_panes) == ("fixed", 0, 3)
     assert type(drift.nonfinite_threshold) is float
     assert drift.nonfinite_threshold == 1.0
 

@@ -86,7 +86,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 # Benchmark suite (bench/, docs/loadtests.md "The benchmark suite"; not installed, not part of `make test`).
-# `make bench` runs every section (load, hotpath, batching, swap, sampling, workers, auth, drift, feedback) on fresh servers
+# `make bench` runs every section (load, hotpath, batching, swap, rollout, sampling, workers, auth, drift, feedback) on fresh servers
 # on fresh registries under bench-out/ (git-ignored), saves each section's JSON under bench-out/results/,
 # rewrites each section's block of BENCHMARKS.md, copies the plots it links to docs/bench/, and rewrites the
 # summary table of goals met or missed at the top. A subset: `make bench SECTIONS="batching swap"`; the gpu and

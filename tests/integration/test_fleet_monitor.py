@@ -13,6 +13,8 @@ every one of its samples as dropped.
 from __future__ import annotations
 
 import gc
+import json
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,3 +175,37 @@ def test_a_gateway_that_does_not_trust_the_monitor_delivers_nothing(fleet: Fleet
         stranger.stop()
         gc.collect()  # see pytestmark
     assert monitor_metric(fleet.monitor, "infergate_monitor_rows_total") == before
+
+
+def post_feedback(monitor: MonitorProcess, items: list[dict[str, Any]], token: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{monitor.url}/v1/feedback",
+        data=json.dumps({"items": items}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        answer: dict[str, Any] = json.load(reply)
+    return answer
+
+
+def test_labels_join_predictions_from_either_gateway(fleet: Fleet) -> None:
+    """Labels come from systems that do not know which replica answered: one monitor holds both."""
+    rows = np.random.default_rng(1).choice(fleet.reference, 2 * PIECE).astype(np.float32)
+    answered: dict[str, int] = {}
+    for k, gateway in enumerate(fleet.gateways):
+        before = samples(gateway, "sent")
+        with grpcclient.InferenceServerClient(gateway.target) as client:
+            for j in range(PIECE):
+                tensor = grpcclient.InferInput("input", [1, rows.shape[1]], "FP32")
+                tensor.set_data_from_numpy(rows[k * PIECE + j : k * PIECE + j + 1])
+                result = client.infer(MODEL, [tensor], model_version=str(VERSION), request_id=f"g{k}-{j}")
+                answered[f"g{k}-{j}"] = int(result.as_numpy("label")[0])
+        wait_until("the requests shipped", lambda g=gateway, b=before: samples(g, "sent") == b + PIECE)
+    items = [
+        {"request_id": rid, "model": MODEL, "labels": {"label": [label]}} for rid, label in answered.items()
+    ]
+    answer = post_feedback(fleet.monitor, items, TOKEN)
+    assert answer["results"] == ["joined"] * (2 * PIECE)  # ids answered by gateway 0 and by gateway 1
+    assert (
+        monitor_metric(fleet.monitor, "infergate_feedback_total", model=MODEL, result="matched") == 2 * PIECE
+    )

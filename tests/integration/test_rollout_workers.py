@@ -4,12 +4,7 @@ client request fails. Real subprocesses, real tritonclient traffic."""
 
 from __future__ import annotations
 
-import os
-import queue
 import signal
-import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -24,8 +19,8 @@ from tests.integration.test_rollout import (
     rollout_toml,
     wait_state,
 )
-from tests.integration.test_workers import _lines, _next_ready
 from tests.rollout_models import classifier
+from tests.workers_rig import gateway_workers
 
 
 def scrape(port: int, name: str, **labels: str) -> float | None:
@@ -46,49 +41,30 @@ def test_two_workers_agree_on_one_rollout(tmp_path: Path) -> None:
     (root / "m" / "model.toml").write_text(rollout_toml(steps="[50, 100]", min_requests=20))
     publish_model(root, classifier(), "stable")
     port, metrics = free_port(), free_port()
-    command = [
-        sys.executable, "-m", "gateway", "--registry", str(root), "--port", str(port),
-        "--metrics-port", str(metrics), "--workers", "2", "--no-sampling", "--poll-interval", "0.1",
-        "--log-format", "text",
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        start_new_session=True,  # its own process group: a failed test takes the workers down too
-    )
-    sink: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=_lines, args=(process, sink), daemon=True).start()
+    options = ("--port", str(port), "--metrics-port", str(metrics), "--no-sampling", "--poll-interval", "0.1")
     traffic = None
-    try:
-        ports = sorted(m for _, _, _, m in (_next_ready(sink), _next_ready(sink)))
-        wait_state(root, lambda s: s.status == "idle", timeout=20)
-        traffic = Traffic(f"127.0.0.1:{port}", threads=6)
-        publish_model(root, classifier(), "candidate")
-        state = wait_state(root, finished, timeout=90)
-        traffic.stop()
-        assert state.status == "promoted", state
-        check_answers(traffic)
-        assert len(traffic.answers) > 0
-        # Each transition was written once, by whichever worker judged it first; the other adopted it.
-        for event, count in (("started", 1), ("step", 1), ("promoted", 1)):
-            seen = [scrape(p, "infergate_rollout_events_total", event=event) or 0.0 for p in ports]
-            assert sum(seen) == count, (event, seen)
-        deadline = time.monotonic() + 20
-        while any(scrape(p, "infergate_rollout_step", version="2") not in (-1.0, None) for p in ports):
-            assert time.monotonic() < deadline, "a worker still shows the rollout running"
-            time.sleep(0.05)
-        final = read_state(root / "m")
-        assert final == state
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(60) == 0
-    finally:
-        if traffic is not None:
+    with gateway_workers(root, 2, *options) as gateway:
+        try:
+            ports = sorted(m for _, _, _, m in (gateway.next_ready(), gateway.next_ready()))
+            wait_state(root, lambda s: s.status == "idle", timeout=20)
+            traffic = Traffic(f"127.0.0.1:{port}", threads=6)
+            publish_model(root, classifier(), "candidate")
+            state = wait_state(root, finished, timeout=90)
             traffic.stop()
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
-        assert process.stdout is not None
-        process.stdout.close()
+            assert state.status == "promoted", state
+            check_answers(traffic)
+            assert len(traffic.answers) > 0
+            # Each transition was written once, by whichever worker judged it first; the other adopted it.
+            for event, count in (("started", 1), ("step", 1), ("promoted", 1)):
+                seen = [scrape(p, "infergate_rollout_events_total", event=event) or 0.0 for p in ports]
+                assert sum(seen) == count, (event, seen)
+            deadline = time.monotonic() + 20
+            while any(scrape(p, "infergate_rollout_step", version="2") not in (-1.0, None) for p in ports):
+                assert time.monotonic() < deadline, "a worker still shows the rollout running"
+                time.sleep(0.05)
+            assert read_state(root / "m") == state
+            gateway.process.send_signal(signal.SIGTERM)
+            assert gateway.process.wait(60) == 0
+        finally:
+            if traffic is not None:
+                traffic.stop()

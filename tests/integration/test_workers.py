@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -22,30 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.collector import free_port
 from tests.onnx_models import build_registry, mlp_model
-
-READY = re.compile(r"worker (\d+) pid (\d+) listening on 127\.0\.0\.1:(\d+) \(metrics :(\d+)\)")
-
-
-def _lines(process: subprocess.Popen[str], sink: queue.Queue[str]) -> None:
-    assert process.stdout is not None
-    for line in process.stdout:
-        sink.put(line)
-
-
-def _next_ready(sink: queue.Queue[str], timeout: float = 60.0) -> tuple[int, int, int, int]:
-    deadline = time.monotonic() + timeout
-    seen: list[str] = []
-    while time.monotonic() < deadline:
-        try:
-            line = sink.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            break
-        match = READY.search(line)
-        if match:
-            index, pid, port, metrics = (int(g) for g in match.groups())
-            return index, pid, port, metrics
-        seen.append(line)
-    raise AssertionError("no worker became ready; the gateway printed:\n" + "".join(seen[-40:]))
+from tests.workers_rig import gateway_workers
 
 
 def _ok_requests(metrics_port: int) -> float:
@@ -74,24 +47,11 @@ def _infer_with_retry(target: str, deadline_s: float = 30.0) -> str:
 def test_two_workers_share_the_port_survive_a_crash_and_drain(tmp_path: Path) -> None:
     root = build_registry(tmp_path / "registry", {"mlp": mlp_model()})
     port, metrics = free_port(), free_port()
-    command = [
-        sys.executable, "-m", "gateway", "--registry", str(root), "--port", str(port),
-        "--metrics-port", str(metrics), "--workers", "2", "--no-sampling", "--poll-interval", "0",
-        "--log-format", "text",
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        start_new_session=True,  # its own process group: a failed test kills the workers too
-    )
-    sink: queue.Queue[str] = queue.Queue()
-    reader = threading.Thread(target=_lines, args=(process, sink), daemon=True)
-    reader.start()
-    try:
-        workers = dict(sorted((i, (pid, m)) for i, pid, _, m in (_next_ready(sink), _next_ready(sink))))
+    options = ("--port", str(port), "--metrics-port", str(metrics), "--no-sampling", "--poll-interval", "0")
+    with gateway_workers(root, 2, *options) as gateway:
+        process = gateway.process
+        ready = (gateway.next_ready(), gateway.next_ready())
+        workers = dict(sorted((i, (pid, m)) for i, pid, _, m in ready))
         assert set(workers) == {0, 1}
         assert {m for _, m in workers.values()} == {metrics, metrics + 1}
         target = f"127.0.0.1:{port}"
@@ -105,7 +65,7 @@ def test_two_workers_share_the_port_survive_a_crash_and_drain(tmp_path: Path) ->
         os.kill(victim_pid, signal.SIGKILL)
         for _ in range(40):  # clients retry through while worker 1 is restarted
             assert _infer_with_retry(target) == "1"
-        index, new_pid, _, _ = _next_ready(sink)
+        index, new_pid, _, _ = gateway.next_ready()
         assert index == 1
         assert new_pid != victim_pid
         for _ in range(20):
@@ -119,15 +79,6 @@ def test_two_workers_share_the_port_survive_a_crash_and_drain(tmp_path: Path) ->
                 raise AssertionError("a worker is still listening after SIGTERM")
             except grpc.FutureTimeoutError:
                 pass
-    finally:
-        # Kill the whole group: workers that outlive a killed supervisor would hold the pipe open, and
-        # the reader (and this test) would wait on it forever instead of reporting the failure above.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
-        reader.join(10)
-        assert process.stdout is not None
-        process.stdout.close()
 
 
 def _gone(pid: int, timeout: float = 60.0) -> bool:
@@ -147,31 +98,9 @@ def _gone(pid: int, timeout: float = 60.0) -> bool:
 
 def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     root = build_registry(tmp_path / "registry", {"mlp": mlp_model()})
-    command = [
-        sys.executable, "-m", "gateway", "--registry", str(root), "--port", "0",
-        "--metrics-port", "0", "--workers", "2", "--no-sampling", "--poll-interval", "0",
-        "--log-format", "text",
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        start_new_session=True,
-    )
-    sink: queue.Queue[str] = queue.Queue()
-    reader = threading.Thread(target=_lines, args=(process, sink), daemon=True)
-    reader.start()
-    try:
-        pids = [_next_ready(sink)[1], _next_ready(sink)[1]]
-        process.kill()  # the supervisor only: no signal is forwarded
-        process.wait(10)
+    options = ("--port", "0", "--metrics-port", "0", "--no-sampling", "--poll-interval", "0")
+    with gateway_workers(root, 2, *options) as gateway:
+        pids = [gateway.next_ready()[1], gateway.next_ready()[1]]
+        gateway.process.kill()  # the supervisor only: no signal is forwarded
+        gateway.process.wait(10)
         assert all(_gone(pid) for pid in pids), "a worker outlived its supervisor"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
-        reader.join(10)
-        assert process.stdout is not None
-        process.stdout.close()

@@ -42,7 +42,9 @@ def rollout_toml(mode: str = "canary", **keys: object) -> str:
         "steps": "[25, 50, 100]",
         "step_seconds": "0.3",
         "min_requests": "30",
-        "max_p99_ratio": "4.0",
+        # Out of reach unless a test sets it: latency on a loaded machine must not decide which gate a
+        # test sees (only the slower candidate's test judges p99, against a 160-layer model).
+        "max_p99_ratio": "1000.0",
         "drift_gate": "false",
     }
     settings.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in keys.items()})

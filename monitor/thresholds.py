@@ -93,6 +93,8 @@ def benjamini_hochberg(pvalues: npt.ArrayLike) -> npt.NDArray[np.float64]:
     if present.size == 0:
         return adjusted
     order = present[np.argsort(p[present], kind="stable")]
-    ranked = p[order] * present.size / np.arange(1, present.size + 1)
+    # p * (m / rank), in scipy's order of operations: a p-value exactly at its step-up threshold then
+    # compares equal to alpha (p * m / rank rounds 0.1 * 6 / 3 up to 0.20000000000000004)
+    ranked = p[order] * (present.size / np.arange(1, present.size + 1))
     adjusted[order] = np.minimum(1.0, np.minimum.accumulate(ranked[::-1])[::-1])
     return adjusted

@@ -169,3 +169,11 @@ def test_benjamini_hochberg_edges() -> None:
             benjamini_hochberg(np.array(bad), 0.05)
     with pytest.raises(StatsError, match="alpha"):
         benjamini_hochberg(np.array([0.1]), 0.0)
+
+
+def test_benjamini_hochberg_rejects_a_pvalue_exactly_at_its_threshold() -> None:
+    """Found by Hypothesis: sorted 0, 0, 0.1 with m = 6 and alpha 0.2 puts 0.1 exactly at 3 alpha / m."""
+    p = np.array([0.0, 0.0, 1.0, 1.0, 1.0, 0.1])
+    expected = stats.false_discovery_control(p, method="bh") <= 0.2
+    np.testing.assert_array_equal(benjamini_hochberg(p, 0.2), expected)
+    assert benjamini_hochberg(p, 0.2).tolist() == [True, True, False, False, False, True]

@@ -66,7 +66,9 @@ def test_untrusted_versions_are_refused_while_the_old_one_serves_under_load(
     def refused(version: str) -> str | None:
         with grpcclient.InferenceServerClient(server.target) as client:
             index = client.get_model_repository_index(as_json=True)["models"]
-        reasons = [e.get("reason", "") for e in index if e["version"] == version and e["state"] != "READY"]
+        # UNAVAILABLE, not merely "not READY": a version still LOADING has no reason yet
+        wanted = (version, "UNAVAILABLE")
+        reasons = [e.get("reason", "") for e in index if (e["version"], e["state"]) == wanted]
         return reasons[0] if reasons else None
 
     def failed_loads() -> float:

@@ -7,159 +7,37 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import grpc
 import numpy as np
 import onnx
 import pytest
 import tritonclient.grpc as grpcclient
-from prometheus_client import generate_latest
-from tritonclient.utils import InferenceServerException
 
 from gateway.config import GatewayConfig
 from gateway.rollout_live import share_of
 from protos import inference_pb2, inference_pb2_grpc
 from registry.cli import main as cli
-from registry.publish import publish
-from registry.rollout import RolloutState, read_state
-from tests.rollout_models import FEATURES, classifier, reference_logits
+from registry.rollout import read_state
+from tests.rollout_models import FEATURES, classifier
+from tests.rollout_rig import (
+    POLL,
+    TICK,
+    Hook,
+    Traffic,
+    check_answers,
+    finished,
+    infer_version,
+    metric,
+    publish_model,
+    rollout_toml,
+    wait_live,
+    wait_state,
+)
 from tests.servers import ServerThread
-
-POLL = 0.1
-TICK = 0.05
-
-
-def rollout_toml(mode: str = "canary", **keys: object) -> str:
-    settings = {
-        "mode": f'"{mode}"',
-        "steps": "[25, 50, 100]",
-        "step_seconds": "0.3",
-        "min_requests": "30",
-        # Out of reach unless a test sets it: latency on a loaded machine must not decide which gate a
-        # test sees (only the slower candidate's test judges p99, against a 160-layer model).
-        "max_p99_ratio": "1000.0",
-        "drift_gate": "false",
-    }
-    settings.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in keys.items()})
-    body = "\n".join(f"{k} = {v}" for k, v in settings.items())
-    return f"[batching]\nlatency_budget_ms = 30000.0\n\n[rollout]\n{body}\n"
-
-
-def publish_model(root: Path, model: onnx.ModelProto, tag: str) -> int:
-    source = root.parent / f"{tag}.onnx"
-    onnx.save(model, source)
-    return publish(root, "m", source).version
-
-
-class Traffic:
-    """Client threads sending requests (random ids) to "m" until stopped; every answer and error kept."""
-
-    def __init__(self, target: str, threads: int = 3) -> None:
-        self.target = target
-        self.answers: list[tuple[str, np.ndarray, np.ndarray]] = []
-        self.sent: list[float] = []  # when each answered request was sent (monotonic)
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
-        for thread in self._threads:
-            thread.start()
-
-    def _run(self, seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        with grpcclient.InferenceServerClient(self.target) as client:
-            while not self._stop.is_set():
-                x = rng.normal(size=(int(rng.integers(1, 4)), FEATURES)).astype(np.float32)
-                tensor = grpcclient.InferInput("x", list(x.shape), "FP32")
-                tensor.set_data_from_numpy(x)
-                sent = time.monotonic()
-                try:
-                    result = client.infer("m", [tensor], request_id=uuid.uuid4().hex)
-                except InferenceServerException as exc:
-                    with self._lock:
-                        self.errors.append(str(exc))
-                    continue
-                with self._lock:
-                    self.answers.append((result.get_response().model_version, x, result.as_numpy("logits")))
-                    self.sent.append(sent)
-
-    def versions_sent_after(self, moment: float) -> set[str]:
-        with self._lock:
-            return {v for (v, _, _), sent in zip(self.answers, self.sent, strict=True) if sent > moment}
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self.answers)
-
-    def wait_more(self, answers: int, timeout: float = 10.0) -> None:
-        """Returns once ``answers`` more requests were answered (or after ``timeout``)."""
-        target = self.count() + answers
-        deadline = time.monotonic() + timeout
-        while self.count() < target and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(10)
-
-
-def wait_state(root: Path, done: Callable[[RolloutState], bool], timeout: float = 60.0) -> RolloutState:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = read_state(root / "m")
-        if state is not None and done(state):
-            return state
-        time.sleep(0.02)
-    raise AssertionError(f"rollout state never matched; last: {read_state(root / 'm')}")
-
-
-def finished(state: RolloutState) -> bool:
-    return state.status in ("promoted", "rolled_back")
-
-
-def metric(server: ServerThread, name: str, **labels: str) -> float:
-    text = generate_latest(server.registry).decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-class Hook:
-    """A real HTTP server on loopback collecting the JSON events POSTed to it."""
-
-    def __init__(self) -> None:
-        events: list[dict[str, Any]] = []
-        self.events = events
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                events.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while len(self.events) < count:
-            assert time.monotonic() < deadline, f"webhook got {self.events}"
-            time.sleep(0.02)
-        return self.events
 
 
 @pytest.fixture
@@ -195,29 +73,6 @@ def make_server(tmp_path: Path, hook: Hook) -> Iterator[Callable[[str], tuple[Pa
     yield make
     for server in servers:
         server.stop()
-
-
-def wait_live(server: ServerThread, running: bool, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while (server.server.rollouts.live("m") is not None) != running:
-        assert time.monotonic() < deadline, (
-            f"the gateway never {'started' if running else 'ended'} the rollout"
-        )
-        time.sleep(0.02)
-
-
-def infer_version(server: ServerThread, request_id: str) -> str:
-    tensor = grpcclient.InferInput("x", [1, FEATURES], "FP32")
-    tensor.set_data_from_numpy(np.ones((1, FEATURES), np.float32))
-    with grpcclient.InferenceServerClient(server.target) as client:
-        return str(client.infer("m", [tensor], request_id=request_id).get_response().model_version)
-
-
-def check_answers(traffic: Traffic, shuffled_version: str = "") -> None:
-    assert traffic.errors == []
-    for version, x, logits in traffic.answers:
-        expected = reference_logits(x, shuffled=version == shuffled_version)
-        np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_good_candidate_is_promoted_through_every_step_without_a_failed_request(

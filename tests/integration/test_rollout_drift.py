@@ -11,9 +11,9 @@ import onnx
 
 from gateway.config import GatewayConfig
 from registry.publish import publish
-from tests.integration.test_rollout import Traffic, check_answers, finished, metric, wait_state
 from tests.monitor_servers import MonitorProcess
 from tests.rollout_models import FEATURES, classifier
+from tests.rollout_rig import Traffic, check_answers, finished, metric, wait_state
 from tests.servers import ServerThread
 
 TOML = """\

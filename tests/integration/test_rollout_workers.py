@@ -11,7 +11,8 @@ from pathlib import Path
 
 from registry.rollout import read_state
 from tests.collector import free_port
-from tests.integration.test_rollout import (
+from tests.rollout_models import classifier
+from tests.rollout_rig import (
     Traffic,
     check_answers,
     finished,
@@ -19,7 +20,6 @@ from tests.integration.test_rollout import (
     rollout_toml,
     wait_state,
 )
-from tests.rollout_models import classifier
 from tests.workers_rig import gateway_workers
 
 

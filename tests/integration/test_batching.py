@@ -225,11 +225,13 @@ def test_cancelled_call_leaves_the_queue_uncomputed(server: ServerThread) -> Non
             stub.ModelInfer.future(_request("slow", "x", np.ones((8, 4), np.float32), "FP32"))
             for _ in range(16)
         ]
+        # Send it only once busy requests wait in the queue: arriving first, at an idle instance, it would
+        # run at once and never be queued (a race a loaded machine lost).
+        depth = {"model": "slow", "version": "1"}
+        assert _wait_for(lambda: _metric(server, "infergate_queue_depth", depth) >= 8)
         doomed = stub.ModelInfer.future(_request("slow", "x", np.ones((3, 4), np.float32), "FP32"))
         # Cancel only once the server has queued it: the queue then holds whole 8-row requests plus its 3.
-        assert _wait_for(
-            lambda: _metric(server, "infergate_queue_depth", {"model": "slow", "version": "1"}) % 8 == 3
-        )
+        assert _wait_for(lambda: _metric(server, "infergate_queue_depth", depth) % 8 == 3)
         doomed.cancel()
         for call in busy:
             assert call.result(timeout=30).model_version == "1"

@@ -18,12 +18,13 @@ Contracts:
   (f): tiny C=64 and mlp C=64 on every configuration.
 * (e): with two or more usable cores the server's every thread is pinned to the first one (``taskset -a
   -p``) and this process, hence the load client it spawns, to the others; otherwise nothing is pinned and
-  the results say why. Per server: a closed-loop probe at C=64 (tiny) measures its capacity there, then
-  Poisson arrivals at 2x and 4x that capacity with ``timeout`` = gRPC deadline = goodput budget = 50 ms.
-  Servers: echo (reference, its own capacity), the defaults gateway, then a gateway with
-  ``--max-pending-calls 32`` (tuned) offered the same rates as the defaults gateway (a closed loop at C=64
-  would only measure its own refusals). A server's RSS (``VmRSS`` of ``/proc/PID/status``) is read
-  before the 2x step, between, and after 4x.
+  the results say why. Per scenario of :data:`bench.hotpath_overload.SCENARIOS` and server: a closed-loop
+  probe measures its capacity there, then Poisson arrivals at 2x and 4x that capacity with ``timeout`` =
+  gRPC deadline = goodput budget = 50 ms. Servers: echo (reference, its own capacity; ``tiny`` only), the
+  defaults gateway, then a fresh gateway with :data:`~bench.hotpath_overload.TUNED_FLAGS` (tuned) offered
+  the same rates as the defaults gateway (its own probe would count the refusals its push-back causes at
+  a closed loop's concurrency). A server's RSS (``VmRSS`` of ``/proc/PID/status``) is read before the 2x
+  step, between, and after 4x.
 * Results: every load run as :meth:`bench.kit.Measured.to_json` under ``runs``, plus ``ceiling``,
   ``overload``, ``configs`` and ``commands``; :mod:`bench.hotpath_md` renders them and states the goals.
 """
@@ -40,7 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.hotpath_md import BUDGET_MS, CONFIGS, FACTORS, PROBE_CONCURRENCY, TITLE, goals, render
+from bench.hotpath_md import CONFIGS, TITLE, goals, render
+from bench.hotpath_overload import BUDGET_MS, FACTORS, SCENARIOS, TUNED_FLAGS
 from bench.kit import Gateway, Measured, add_model, measure, start_gateway
 from bench.sections import Results, Section
 
@@ -142,16 +144,22 @@ class _Bench:
         return self.load(label, server, model, levels=(float(concurrency),), rows=rows)
 
     def overload(
-        self, server: _Server, plan: dict[str, Any], capacity_of: dict[str, Any] | None = None
+        self,
+        server: _Server,
+        scenario: str,
+        plan: dict[str, Any],
+        capacity_of: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Capacity probe (or ``capacity_of``'s), then 2x and 4x (see the module contract)."""
+        _, model, rows, probe_c = SCENARIOS[scenario]
         if plan["pinned"]:
             pin(server.pid, plan["server_cpus"])
         mine = os.sched_getaffinity(0)
         os.sched_setaffinity(0, set(plan["client_cpus"]))
         try:
             if capacity_of is None:
-                probe = self.closed(server, "tiny", PROBE_CONCURRENCY, label=f"{server.key}-probe")
+                label = f"{server.key}-{scenario}-probe"
+                probe = self.closed(server, model, probe_c, rows=rows, label=label)
                 capacity, source = float(probe.report["throughput_rps"]), probe.label
             else:
                 capacity, source = float(capacity_of["capacity_rps"]), str(capacity_of["capacity_from"])
@@ -159,11 +167,11 @@ class _Bench:
             out["rss_kib"] = [rss_kib(server.pid)]
             duration = self.args.hotpath_overload_duration or self.args.duration
             for factor in FACTORS if capacity > 0 else ():
-                label = f"{server.key}-{factor}x"
+                label = f"{server.key}-{scenario}-{factor}x"
                 self.load(
-                    label, server, "tiny", mode="open", poisson=True, levels=(round(factor * capacity, 1),),
-                    duration_s=duration, timeout_us=int(BUDGET_MS * 1000), deadline_s=BUDGET_MS / 1000,
-                    budget_ms=BUDGET_MS, drain_s=1.0,
+                    label, server, model, mode="open", poisson=True, levels=(round(factor * capacity, 1),),
+                    rows=rows, duration_s=duration, timeout_us=int(BUDGET_MS * 1000),
+                    deadline_s=BUDGET_MS / 1000, budget_ms=BUDGET_MS, drain_s=1.0,
                 )  # fmt: skip
                 out["steps"][str(factor)] = label
                 out["rss_kib"].append(rss_kib(server.pid))
@@ -199,7 +207,7 @@ def _run(args: argparse.Namespace) -> Results:
     ceiling_registry = args.work / "registry-ceiling"
     add_model(ceiling_registry, "mlp", "mlp", f"[runtime]\nintra_op_threads = {threads}\n")
     plan = _cpu_plan()
-    overload: dict[str, Any] = {}
+    overload: dict[str, dict[str, Any]] = {}
     rows = args.hotpath_rows
     with ExitStack() as stack:
         registry = b.registries["defaults"]
@@ -226,12 +234,16 @@ def _run(args: argparse.Namespace) -> Results:
                     other, _ = b.gateway(inner, key, b.registries[key])
                     b.closed(other, "tiny", 64)
                     b.closed(other, "mlp", 64)
-        overload["echo"] = b.overload(echo, plan)
+        overload = {scenario: {} for scenario in SCENARIOS}
+        overload["tiny"]["echo"] = b.overload(echo, "tiny", plan)
         echo_proc.stop()
-        overload["defaults"] = b.overload(gw, plan)
+        for scenario in SCENARIOS:
+            overload[scenario]["defaults"] = b.overload(gw, scenario, plan)
         gw_process.process.stop()
-        tuned, _ = b.gateway(stack, "pending32", registry, "--max-pending-calls", "32")
-        overload["pending32"] = b.overload(tuned, plan, capacity_of=overload["defaults"])
+        tuned, _ = b.gateway(stack, "tuned", registry, *TUNED_FLAGS)
+        for scenario in SCENARIOS:
+            defaults = overload[scenario]["defaults"]
+            overload[scenario]["tuned"] = b.overload(tuned, scenario, plan, capacity_of=defaults)
     return {
         "runs": b.runs,
         "ceiling": {**result, "gateway_mean_batch": mean, "rows_per_request": rows},

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from bench import hotpath_md
-from bench.hotpath_md import beyond_deadline, fast_share, goals, render
+from bench.hotpath_md import goals, render
+from bench.hotpath_overload import SERVERS, beyond_deadline, fast_share
 from bench.kit import Measured
 from bench.runner import build_parser
 from bench.sections import REGISTRY, load_section
@@ -68,14 +69,19 @@ def _results() -> dict[str, Any]:
         "peers-mlp-c64": _step(700, batch=20.0),
         "threads2-tiny-c64": _step(700),
         "threads2-mlp-c64": _step(500),
-        "echo-probe": _step(1200),
-        "echo-2x": _step(400, error_ms=(60, 70)),
-        "echo-4x": _step(300, ok_ms=(30,), error_ms=(80,), lag_ms=25),
-        "defaults-probe": _step(700),
-        "defaults-2x": _step(600, goodput=600, ok_ms=(10, 40), error_ms=(1, 2, 3, 55), offered=1400),
-        "defaults-4x": _step(550, goodput=500, ok_ms=(20, 30), error_ms=(1, 1), offered=2800),
-        "pending32-2x": _step(300, goodput=300, error_ms=(1,)),
-        # pending32-4x never ran: its figures are None, its verdicts "-"
+        "echo-tiny-probe": _step(1200),
+        "echo-tiny-2x": _step(400, error_ms=(60, 70)),
+        "echo-tiny-4x": _step(300, ok_ms=(30,), error_ms=(80,), lag_ms=25),
+        "defaults-tiny-probe": _step(700),
+        "defaults-tiny-2x": _step(600, goodput=600, ok_ms=(10, 40), error_ms=(1, 2, 3, 55), offered=1400),
+        "defaults-tiny-4x": _step(550, goodput=500, ok_ms=(20, 30), error_ms=(1, 1), offered=2800),
+        "tuned-tiny-2x": _step(300, goodput=300, error_ms=(1,)),
+        # tuned-tiny-4x never ran: its figures are None, its verdicts "-"
+        "defaults-mlp32-probe": _step(100, rows=32),
+        "defaults-mlp32-2x": _step(20, goodput=20, offered=200),
+        "defaults-mlp32-4x": _step(10, goodput=10, offered=400),
+        "tuned-mlp32-2x": _step(95, goodput=95, offered=200),
+        "tuned-mlp32-4x": _step(90, goodput=90, offered=400, lag_ms=25),
     }
     return {
         "runs": {label: _run(label, step) for label, step in steps.items()},
@@ -89,23 +95,39 @@ def _results() -> dict[str, Any]:
             "rows_per_request": 32,
         },
         "overload": {
-            "echo": {
-                "capacity_rps": 1200.0,
-                "capacity_from": "echo-probe",
-                "steps": {"2": "echo-2x", "4": "echo-4x"},
-                "rss_kib": [1, 2, 3],
+            "tiny": {
+                "echo": {
+                    "capacity_rps": 1200.0,
+                    "capacity_from": "echo-tiny-probe",
+                    "steps": {"2": "echo-tiny-2x", "4": "echo-tiny-4x"},
+                    "rss_kib": [1, 2, 3],
+                },
+                "defaults": {
+                    "capacity_rps": 700.0,
+                    "capacity_from": "defaults-tiny-probe",
+                    "steps": {"2": "defaults-tiny-2x", "4": "defaults-tiny-4x"},
+                    "rss_kib": [102400, 110592, 133120],
+                },
+                "tuned": {
+                    "capacity_rps": 700.0,
+                    "capacity_from": "defaults-tiny-probe",
+                    "steps": {"2": "tuned-tiny-2x"},
+                    "rss_kib": [100000, None],
+                },
             },
-            "defaults": {
-                "capacity_rps": 700.0,
-                "capacity_from": "defaults-probe",
-                "steps": {"2": "defaults-2x", "4": "defaults-4x"},
-                "rss_kib": [102400, 110592, 133120],
-            },
-            "pending32": {
-                "capacity_rps": 700.0,
-                "capacity_from": "defaults-probe",
-                "steps": {"2": "pending32-2x"},
-                "rss_kib": [100000, None],
+            "mlp32": {
+                "defaults": {
+                    "capacity_rps": 100.0,
+                    "capacity_from": "defaults-mlp32-probe",
+                    "steps": {"2": "defaults-mlp32-2x", "4": "defaults-mlp32-4x"},
+                    "rss_kib": [102400, 102400, 102400],
+                },
+                "tuned": {
+                    "capacity_rps": 100.0,
+                    "capacity_from": "defaults-mlp32-probe",
+                    "steps": {"2": "tuned-mlp32-2x", "4": "tuned-mlp32-4x"},
+                    "rss_kib": [102400, 102400, 103424],
+                },
             },
         },
         "pinning": {"pinned": True, "server_cpus": [0], "client_cpus": [1], "why": ""},
@@ -144,20 +166,38 @@ def test_ratio_goals_a_b_d_f_come_from_the_named_runs() -> None:
     )
 
 
-def test_overload_goals_per_gateway_and_a_step_that_never_ran() -> None:
+def test_overload_goals_per_gateway_and_scenario_and_a_step_that_never_ran() -> None:
     found = _by_figure(_results())
-    assert _find(found, "(e) gateway, defaults: goodput at 2x") == (pytest.approx(600 / 700), "≥ 0.8", "met")
-    assert _find(found, "(e) gateway, defaults: goodput at 4x") == (pytest.approx(500 / 700), "≥ 0.7", "met")
+    tiny = "(e) gateway, defaults, tiny, 1 row per call"
+    assert _find(found, f"{tiny}: goodput at 2x") == (pytest.approx(600 / 700), "≥ 0.8", "met")
+    assert _find(found, f"{tiny}: goodput at 4x") == (pytest.approx(500 / 700), "≥ 0.7", "met")
     # the worst latency past the deadline: an error answered 55 ms after its intended send, 5 ms late
-    assert _find(found, "(e) gateway, defaults: largest latency past") == (pytest.approx(5.0), "≤ 10", "met")
-    assert _find(found, "(e) gateway, defaults: RSS growth") == (pytest.approx(30.0), "≤ 20", "missed")
-    tuned = "(e) gateway, tuned: --max-pending-calls 32"
+    assert _find(found, f"{tiny}: largest latency past") == (pytest.approx(5.0), "≤ 10", "met")
+    assert _find(found, f"{tiny}: RSS growth") == (pytest.approx(30.0), "≤ 20", "missed")
+    tuned = f"(e) {SERVERS['tuned']}, tiny, 1 row per call"
     assert _find(found, f"{tuned}: goodput at 2x") == (pytest.approx(300 / 700), "≥ 0.8", "missed")
     assert _find(found, f"{tuned}: goodput at 4x") == (None, "≥ 0.7", "-")
     assert _find(found, f"{tuned}: RSS growth") == (None, "≤ 20", "-")
+    mlp = "(e) gateway, defaults, mlp, 32 rows per call"
+    assert _find(found, f"{mlp}: goodput at 2x") == (pytest.approx(0.2), "≥ 0.8", "missed")
+    tuned_mlp = f"(e) {SERVERS['tuned']}, mlp, 32 rows per call"
+    assert _find(found, f"{tuned_mlp}: goodput at 2x") == (pytest.approx(0.95), "≥ 0.8", "met")
+    assert _find(found, f"{tuned_mlp}: goodput at 4x") == (pytest.approx(0.9), "≥ 0.7", "met")
+    assert _find(found, f"{tuned_mlp}: RSS growth") == (pytest.approx(1.0), "≤ 20", "met")
     echo = [g for g in goals(_results()) if g.figure.startswith("(e) echo")]
     assert [g.counted for g in echo] == [False, False]
     assert echo[0].value == pytest.approx(400 / 1200)
+    assert not [g for g in goals(_results()) if g.figure.startswith("(e) echo") and "mlp" in g.figure]
+
+
+def test_a_step_where_the_client_fell_behind_says_so() -> None:
+    found = {g.figure: g.measured for g in goals(_results())}
+    (measured,) = [
+        v for k, v in found.items() if k.startswith(f"(e) {SERVERS['tuned']}, mlp") and "goodput at 4x" in k
+    ]
+    assert "client behind: send lag p99" in measured
+    text = render(_results())
+    assert f"{SERVERS['tuned']} on mlp32 at 4x (send lag p99" in text
 
 
 def test_fast_refusals_and_lateness_read_the_client_figures() -> None:
@@ -180,14 +220,17 @@ def test_render_shows_every_part_from_the_results_only() -> None:
     assert "| defaults (no model.toml) | 850 | 600 | 12.00 |" in text
     assert "| threads2-mlp-c64 | 500 |" in text  # the runs table
     assert "pinned to CPU [0] and the load client to CPU [1]" in text
-    assert "| gateway, defaults | 2x | 1,400 | 600 | 0.86 | 2 | RESOURCE_EXHAUSTED 4 | 75% |" in text
+    assert (
+        "| tiny | gateway, defaults | 2x | 1,400 | 600 | 0.86 | 2 | - | RESOURCE_EXHAUSTED 4 | 75% |" in text
+    )
     assert "| concurrency_limit 4 | 108.0 |" in text
     assert "48 rows: 4,000 rows/s" in text
+    tuned = SERVERS["tuned"]
+    assert f"| tiny | {tuned} | capacity: defaults-tiny-probe | - | - | - | 700 req/s |" in text
+    assert f"| mlp32 | {tuned} | 4x | 400 | 90 | 0.90 |" in text
     assert (
-        "| gateway, tuned: --max-pending-calls 32 | capacity: defaults-probe | - | - | - | 700 req/s |"
-        in text
+        "fell behind its schedule (send lag p99 > 10 ms) in: echo (reference, no goal) on tiny at 4x" in text
     )
-    assert "fell behind its schedule (send lag p99 > 10 ms) in: echo (reference, no goal) at 4x" in text
     unpinned = _results()
     unpinned["pinning"] = {"pinned": False, "server_cpus": [0], "client_cpus": [0], "why": "not pinned: x"}
     assert "not pinned: x: server and client share CPU [0]" in render(unpinned)

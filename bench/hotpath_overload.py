@@ -1,0 +1,248 @@
+"""Goal (e) of the ``hotpath`` section, overload: its scenarios, servers, goals and table (pure: reads only
+the saved results of :mod:`bench.hotpath`).
+
+Contracts:
+
+* Two scenarios (:data:`SCENARIOS`): ``tiny`` (one row per call: the server's cost is gRPC's and Python's
+  per call) and ``mlp32`` (32 rows of ``mlp`` per call: the server's cost is onnxruntime's compute, and
+  capacity is low enough that one client core can offer 4x). Servers (:data:`SERVERS`): the gateway with
+  its defaults, the gateway ``tuned`` for overload (:data:`TUNED_FLAGS`: transport push-back), and, on
+  ``tiny`` only, the echo server as a reference without a goal.
+* ``results["overload"][scenario][server]`` = ``{"capacity_rps", "capacity_from", "steps": {factor:
+  run label}, "rss_kib": [...]}``; run labels are ``{server}-{scenario}-probe`` and
+  ``{server}-{scenario}-{factor}x``. The tuned gateway is offered the defaults gateway's rates.
+* "Beyond the deadline" is the largest latency of a step, OK or not, measured by the client from the
+  intended send time, minus the budget; a fast refusal is an error answered within :data:`FAST_MS` (read
+  off the step's ``error_cdf``, so a share is exact to the grid's quantile). A step whose send lag p99
+  exceeds :data:`LAG_MS` measured the client, not the server: the table and the note say so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.kit import Measured, ratio
+from bench.markdown import fmt, percent
+from bench.sections import Goal, Results
+
+__all__ = [
+    "BUDGET_MS",
+    "FACTORS",
+    "FAST_MS",
+    "SCENARIOS",
+    "SERVERS",
+    "TUNED_FLAGS",
+    "beyond_deadline",
+    "fast_share",
+    "overload_goals",
+    "overload_text",
+]
+
+BUDGET_MS = 50.0
+FAST_MS = 10.0
+#: Send lag p99 (ms) above which the client is said to have fallen behind its schedule.
+LAG_MS = 10.0
+FACTORS = (2, 4)
+#: Goodput ÷ capacity wanted at each factor.
+TARGETS = {2: 0.8, 4: 0.7}
+#: Overload scenarios: key -> (label, model, rows per call, closed-loop probe concurrency).
+SCENARIOS: dict[str, tuple[str, str, int, int]] = {
+    "tiny": ("tiny, 1 row per call", "tiny", 1, 64),
+    "mlp32": ("mlp, 32 rows per call", "mlp", 32, 16),
+}
+#: The overload configuration README's "Overload" recommends: HTTP/2 streams per connection bound what
+#: the server holds, so excess calls are refused by the transport before they cost Python anything; the
+#: in-process adaptive limit is then off (its refusals are paid in Python, after the transport's work).
+TUNED_FLAGS = ("--max-concurrent-streams", "32", "--max-concurrency", "0")
+#: Overloaded servers: key -> label.
+SERVERS = {
+    "defaults": "gateway, defaults",
+    "tuned": "gateway, tuned: " + " ".join(TUNED_FLAGS),
+    "echo": "echo (reference, no goal)",
+}
+
+
+def fast_share(step: dict[str, Any], limit_ms: float = FAST_MS) -> float | None:
+    """Share of a step's errors answered within ``limit_ms``; None without errors or an ``error_cdf``."""
+    cdf = step.get("error_cdf")
+    if not cdf or not sum(step["errors"].values()):
+        return None
+    within = [
+        q
+        for q, ms in zip(cdf["quantile"], cdf["latency_ms"], strict=True)
+        if ms is not None and ms <= limit_ms
+    ]
+    return max(within) / 100.0 if within else 0.0
+
+
+def beyond_deadline(step: dict[str, Any] | None, budget_ms: float) -> float | None:
+    """The step's largest latency (OK or error, from the intended send time) minus ``budget_ms``."""
+    if step is None:
+        return None
+    worst = [v for v in (step["latency_ms"]["max"], step["error_latency_ms"]["max"]) if v is not None]
+    return max(worst) - budget_ms if worst else None
+
+
+def _step(runs: dict[str, Measured], label: str | None) -> dict[str, Any] | None:
+    return None if label is None or label not in runs else runs[label].step
+
+
+def _entry(results: Results, scenario: str, server: str) -> dict[str, Any]:
+    found = ((results.get("overload") or {}).get(scenario) or {}).get(server)
+    return dict(found or {"capacity_rps": None, "steps": {}, "rss_kib": []})
+
+
+def _present(results: Results) -> list[tuple[str, str]]:
+    """(scenario, server) pairs in table order: every scenario, every server it ran (echo: tiny only)."""
+    return [
+        (scenario, server)
+        for scenario in SCENARIOS
+        for server in SERVERS
+        if server != "echo" or server in ((results.get("overload") or {}).get(scenario) or {})
+    ]
+
+
+def _rss_growth_mib(rss: list[int | None]) -> float | None:
+    return None if len(rss) < 2 or rss[0] is None or rss[-1] is None else (rss[-1] - rss[0]) / 1024
+
+
+def _lag(step: dict[str, Any] | None) -> float | None:
+    return None if step is None else (step.get("send_lag_ms") or {}).get("p99")
+
+
+def _gateway_goals(results: Results, runs: dict[str, Measured], scenario: str, server: str) -> list[Goal]:
+    o, budget = _entry(results, scenario, server), float(results["budget_ms"])
+    name = f"{SERVERS[server]}, {SCENARIOS[scenario][0]}"
+    cap, out = o["capacity_rps"], []
+    for factor in FACTORS:
+        step = _step(runs, o["steps"].get(str(factor)))
+        good = None if step is None else float(step["goodput_rps"])
+        lag = _lag(step)
+        behind = f" (client behind: send lag p99 {fmt(lag)} ms)" if lag is not None and lag > LAG_MS else ""
+        out.append(
+            Goal.at_least(
+                f"(e) {name}: goodput at {factor}x ÷ capacity (OK within {budget:g} ms per s)",
+                f"{fmt(good, 0)} ÷ {fmt(cap, 0)}{behind}",
+                ratio(good, cap),
+                TARGETS[factor],
+            )
+        )
+    worst = [beyond_deadline(_step(runs, lbl), budget) for lbl in o["steps"].values()]
+    value = max((w for w in worst if w is not None), default=None)
+    out.append(
+        Goal.at_most(
+            f"(e) {name}: largest latency past the {budget:g} ms deadline, 2x / 4x (ms, from intended send)",
+            " / ".join(fmt(w) for w in worst) or "-",
+            value,
+            10,
+        )
+    )
+    rss = o["rss_kib"]
+    out.append(
+        Goal.at_most(
+            f"(e) {name}: RSS growth over the overload steps (MiB)",
+            " → ".join(fmt(None if r is None else r / 1024, 1) for r in rss) or "-",
+            _rss_growth_mib(rss),
+            20,
+        )
+    )
+    return out
+
+
+def overload_goals(results: Results, runs: dict[str, Measured]) -> list[Goal]:
+    """Goal (e) for each gateway in each scenario; the echo server's goodput as a report."""
+    out: list[Goal] = []
+    for scenario, server in _present(results):
+        if server != "echo":
+            out += _gateway_goals(results, runs, scenario, server)
+            continue
+        o = _entry(results, scenario, server)
+        for factor in FACTORS:
+            step = _step(runs, o["steps"].get(str(factor)))
+            good = None if step is None else float(step["goodput_rps"])
+            out.append(
+                Goal.report(
+                    f"(e) {SERVERS[server]}, {SCENARIOS[scenario][0]}: goodput at {factor}x ÷ capacity",
+                    f"{fmt(good, 0)} ÷ {fmt(o['capacity_rps'], 0)}",
+                    ratio(good, o["capacity_rps"]),
+                )
+            )
+    return out
+
+
+def _table(results: Results, runs: dict[str, Measured]) -> list[str]:
+    budget = float(results["budget_ms"])
+    lines = [
+        f"| scenario | server | step | offered req/s | goodput/s | ÷ capacity | OK | server OK | errors "
+        f"| refusals ≤ {FAST_MS:g} ms | error p50 ms | beyond deadline ms | send lag p99 ms "
+        "| client CPU (cores) | shed (server) | RSS MiB |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for scenario, server in _present(results):
+        o, where = _entry(results, scenario, server), f"{scenario} | {SERVERS[server]}"
+        cap, rss = o["capacity_rps"], o["rss_kib"]
+        lines.append(
+            f"| {where} | capacity: {o.get('capacity_from') or '-'} | - | - | - | {fmt(cap, 0)} req/s "
+            "| | | | | | | | | " + fmt(None if not rss or rss[0] is None else rss[0] / 1024, 1) + " |"
+        )
+        for i, (factor, label) in enumerate(o["steps"].items(), start=1):
+            s = runs[label].step
+            errors = ", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items())) or "0"
+            server_side = s.get("server") or {}
+            shed = ", ".join(f"{k} {v}" for k, v in sorted((server_side.get("shed") or {}).items()))
+            answered = (server_side.get("requests") or {}).get("OK")
+            answered_text = "-" if answered is None else str(answered)
+            cores = fmt(sum(s["client"]["cpu_cores"]))
+            after = rss[i] if i < len(rss) else None
+            lines.append(
+                f"| {where} | {factor}x | {fmt(s['offered'], 0)} | {fmt(s['goodput_rps'], 0)} "
+                f"| {fmt(ratio(s['goodput_rps'], cap))} | {s['ok']} | {answered_text} "
+                f"| {errors} | {percent(fast_share(s))} | {fmt(s['error_latency_ms']['p50'])} "
+                f"| {fmt(beyond_deadline(s, budget))} | {fmt(_lag(s))} | {cores} "
+                f"| {shed or '-'} | {fmt(None if after is None else after / 1024, 1)} |"
+            )
+    return [*lines, ""]
+
+
+def _client_note(results: Results, runs: dict[str, Measured]) -> str:
+    """Whether the load client kept to its schedule in each overload step, from its send lag."""
+    behind = []
+    for scenario, server in _present(results):
+        for factor, label in _entry(results, scenario, server)["steps"].items():
+            lag = _lag(runs[label].step)
+            if lag is not None and lag > LAG_MS:
+                behind.append(f"{SERVERS[server]} on {scenario} at {factor}x (send lag p99 {fmt(lag)} ms)")
+    if not behind:
+        return f"The client kept to its schedule in every overload step (send lag p99 ≤ {LAG_MS:g} ms)."
+    return (
+        f"The client fell behind its schedule (send lag p99 > {LAG_MS:g} ms) in: {'; '.join(behind)}. "
+        "There the step measured the client as much as the server: latencies count from the intended send "
+        "time, so they include the client's own delay, and answers the server gave in time (server OK) "
+        "reached the client late."
+    )
+
+
+def overload_text(results: Results, runs: dict[str, Measured], pinned: str) -> list[str]:
+    """The (e) subsection: how it was measured, the table, and whether the client kept up."""
+    scenarios = "; ".join(
+        f"`{key}` ({label}, probe at C={probe})" for key, (label, _, _, probe) in SCENARIOS.items()
+    )
+    return [
+        "### (e) Overload",
+        "",
+        f"Scenarios: {scenarios}. Per server and scenario: a closed-loop probe measures its capacity (the "
+        "tuned gateway is offered the defaults gateway's rates), then Poisson arrivals at "
+        f"{' and '.join(f'{f}x' for f in FACTORS)} that capacity with the `timeout` parameter, the gRPC "
+        f"deadline and the goodput budget all {fmt(results['budget_ms'], 0)} ms; {pinned}. Latencies are "
+        "the client's, from each call's intended send time; send lag and client CPU show whether the client "
+        "kept up. Server OK: calls the gateway answered OK over the step, warm-up and drain included (its "
+        "`infergate_requests_total`). Beyond deadline: the step's largest latency, OK or error, minus the "
+        "budget (negative: every call ended before its deadline). UNAVAILABLE is the transport refusing a "
+        "stream past `--max-concurrent-streams` (HTTP/2 REFUSED_STREAM: never processed, safe to retry); "
+        "CANCELLED is gRPC core refusing a call past `--max-pending-calls`. RSS is the server's `VmRSS` "
+        "before the 2x step and after each step.",
+        "",
+        *_table(results, runs),
+        _client_note(results, runs),
+        "",
+    ]

@@ -57,6 +57,23 @@ def _run(label: str, step: dict[str, Any]) -> dict[str, Any]:
     return Measured(label, report, f"infergate-load {label}", (1.0, 0.5, 0.25)).to_json()
 
 
+def _overload(
+    capacity: float,
+    server: str,
+    scenario: str,
+    factors: tuple[int, ...],
+    rss: list[int | None],
+    probe: str = "",
+) -> dict[str, Any]:
+    """One server's overload entry as bench.hotpath saves it (``probe``: whose capacity it was offered)."""
+    return {
+        "capacity_rps": capacity,
+        "capacity_from": f"{probe or server}-{scenario}-probe",
+        "steps": {str(f): f"{server}-{scenario}-{f}x" for f in factors},
+        "rss_kib": rss,
+    }
+
+
 def _results() -> dict[str, Any]:
     steps = {
         "echo-tiny-c64": _step(1000),
@@ -96,38 +113,15 @@ def _results() -> dict[str, Any]:
         },
         "overload": {
             "tiny": {
-                "echo": {
-                    "capacity_rps": 1200.0,
-                    "capacity_from": "echo-tiny-probe",
-                    "steps": {"2": "echo-tiny-2x", "4": "echo-tiny-4x"},
-                    "rss_kib": [1, 2, 3],
-                },
-                "defaults": {
-                    "capacity_rps": 700.0,
-                    "capacity_from": "defaults-tiny-probe",
-                    "steps": {"2": "defaults-tiny-2x", "4": "defaults-tiny-4x"},
-                    "rss_kib": [102400, 110592, 133120],
-                },
-                "tuned": {
-                    "capacity_rps": 700.0,
-                    "capacity_from": "defaults-tiny-probe",
-                    "steps": {"2": "tuned-tiny-2x"},
-                    "rss_kib": [100000, None],
-                },
+                "echo": _overload(1200.0, "echo", "tiny", (2, 4), [1, 2, 3]),
+                "defaults": _overload(700.0, "defaults", "tiny", (2, 4), [102400, 110592, 133120]),
+                "tuned": _overload(700.0, "tuned", "tiny", (2,), [100000, None], probe="defaults"),
             },
             "mlp32": {
-                "defaults": {
-                    "capacity_rps": 100.0,
-                    "capacity_from": "defaults-mlp32-probe",
-                    "steps": {"2": "defaults-mlp32-2x", "4": "defaults-mlp32-4x"},
-                    "rss_kib": [102400, 102400, 102400],
-                },
-                "tuned": {
-                    "capacity_rps": 100.0,
-                    "capacity_from": "defaults-mlp32-probe",
-                    "steps": {"2": "tuned-mlp32-2x", "4": "tuned-mlp32-4x"},
-                    "rss_kib": [102400, 102400, 103424],
-                },
+                "defaults": _overload(100.0, "defaults", "mlp32", (2, 4), [102400] * 3),
+                "tuned": _overload(
+                    100.0, "tuned", "mlp32", (2, 4), [102400, 102400, 103424], probe="defaults"
+                ),
             },
         },
         "pinning": {"pinned": True, "server_cpus": [0], "client_cpus": [1], "why": ""},

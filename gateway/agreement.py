@@ -10,7 +10,8 @@ Pure numpy, vectorised over rows. :func:`agreement_kind` chooses how one output 
   agrees when every element does (NaN agrees only with NaN).
 * BYTES outputs compare by equality.
 
-:func:`agreeing_rows` returns (rows compared, rows agreeing) for one pair of arrays.
+:func:`agreeing_rows` returns (rows compared, rows agreeing) for one pair of arrays, :func:`agreeing_mask`
+the per-row verdicts (a batch of mirrored requests is compared at once, then counted per request).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SCORE_NAMES", "agreeing_rows", "agreement_kind"]
+__all__ = ["SCORE_NAMES", "agreeing_mask", "agreeing_rows", "agreement_kind"]
 
 #: Name fragments of float outputs that hold per-class scores (compared by argmax in "auto").
 SCORE_NAMES = ("prob", "score", "logit", "softmax")
@@ -42,17 +43,26 @@ def agreeing_rows(
     kind: str, candidate: npt.NDArray[Any], stable: npt.NDArray[Any], tolerance: float
 ) -> tuple[int, int]:
     """(rows compared, rows that agree); shapes that differ disagree on every row of the stable output."""
+    agree = agreeing_mask(kind, candidate, stable, tolerance)
+    return len(agree), int(np.count_nonzero(agree))
+
+
+def agreeing_mask(
+    kind: str, candidate: npt.NDArray[Any], stable: npt.NDArray[Any], tolerance: float
+) -> npt.NDArray[np.bool_]:
+    """Per row of ``stable``, whether the candidate agrees (all False when the shapes differ)."""
     rows = int(stable.shape[0]) if stable.ndim else 1
     if candidate.shape != stable.shape:
-        return rows, 0
+        return np.zeros(rows, dtype=bool)
     if stable.ndim == 0:
         candidate, stable = candidate.reshape(1), stable.reshape(1)
     a = candidate.reshape(rows, -1)
     b = stable.reshape(rows, -1)
     if kind == "argmax":
         if a.shape[1] == 0:
-            return rows, rows
-        return rows, int(np.count_nonzero(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
+            return np.ones(rows, dtype=bool)
+        same: npt.NDArray[np.bool_] = np.argmax(a, axis=1) == np.argmax(b, axis=1)
+        return same
     if kind == "relative":
         a64 = a.astype(np.float64, copy=False)
         b64 = b.astype(np.float64, copy=False)
@@ -60,5 +70,6 @@ def agreeing_rows(
             close = np.abs(a64 - b64) <= tolerance * np.maximum(np.abs(b64), 1e-6)
         close |= np.isnan(a64) & np.isnan(b64)
         close |= np.isinf(a64) & (a64 == b64)
-        return rows, int(np.count_nonzero(close.all(axis=1)))
-    return rows, int(np.count_nonzero((a == b).all(axis=1)))
+        return np.asarray(close.all(axis=1), dtype=bool)
+    equal: npt.NDArray[np.bool_] = (a == b).all(axis=1)
+    return equal

@@ -8,9 +8,15 @@
   from the data plane (a counter), which spreads them evenly.
 - Shadow: the same hash picks the requests mirrored to the candidate.
 - Mirrors (shadow copies to the candidate, and canary pairs: copies of candidate-answered requests to the
-  stable version, for the agreement gate) are tasks started after the answer was built, never awaited by
-  the request. At most ``[rollout].shadow_max_inflight`` run at once; a copy is dropped (and counted)
-  beyond that, whenever the stable version has requests waiting in its queue (the stable path comes
+  stable version, for the agreement gate) are made after the answer was built and never awaited by the
+  request. The copies made in one turn of the event loop (the requests one batch answered resume in the
+  same turn) go to the other version together at the end of that turn (``loop.call_soon``), stacked
+  into one request per batch key of at most the target's ``max_batch_size`` rows, in one task: one
+  batcher submission, one thread hop and one vectorised comparison per group instead of per copy. A group
+  that fails is re-sent copy by copy, so only a copy that fails alone counts as a candidate error. Each
+  copy is still recorded and counted on its own (latency: its group's). At most
+  ``[rollout].shadow_max_inflight`` groups run at once; a copy is dropped (and counted) when it would
+  start one more, whenever the stable version has requests waiting in its queue (the stable path comes
   first), or when the two versions' inputs differ.
 """
 
@@ -23,8 +29,11 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.agreement import agreeing_rows, agreement_kind
+import numpy.typing as npt
+
+from gateway.agreement import agreement_kind
 from gateway.models import ModelTable
+from gateway.rollout_copies import Copy, agreement_counts, group_copies, send_group
 from gateway.rollout_metrics import RolloutMetrics
 from gateway.rollout_window import StepWindow
 from gateway.validate import DecodedRequest
@@ -57,8 +66,11 @@ class LiveRollout:
     #: The output compared for agreement and how ("" when none can be).
     output: str = ""
     kind: str = ""
+    #: Mirror groups running or waiting for the end of this loop turn.
     mirrors_inflight: int = 0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _pending: dict[int, list[Copy]] = field(default_factory=dict)
+    _closed: bool = False
     _threshold: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -101,7 +113,8 @@ class LiveRollout:
         decoded: DecodedRequest,
         outputs: list[Any],
     ) -> None:
-        """Starts the comparison copy of an answered request, or counts it dropped. Never blocks."""
+        """Queues the comparison copy of an answered request for this loop turn's group, or counts it
+        dropped. Never blocks."""
         target = self.stable if answered.version == self.candidate else self.candidate
         try:
             other = table.resolve(self.model, str(target))
@@ -109,8 +122,10 @@ class LiveRollout:
             self._count(metrics, target, "dropped")
             return
         stable = answered if other.version == self.candidate else other
+        pending = self._pending.get(other.version)
         if (
-            self.mirrors_inflight >= self.config.shadow_max_inflight
+            self._closed
+            or (pending is None and self.mirrors_inflight >= self.config.shadow_max_inflight)
             or stable.batcher.queued_rows > 0
             or other.signature.inputs != answered.signature.inputs
         ):
@@ -119,55 +134,98 @@ class LiveRollout:
         answer = None
         if self.output in decoded.output_names:
             answer = outputs[decoded.output_names.index(self.output)]
-        self.mirrors_inflight += 1
-        task = asyncio.create_task(self._run(table, metrics, other, decoded, answer))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if pending is None:
+            if not self._pending:
+                asyncio.get_running_loop().call_soon(self._flush, table, metrics)
+            pending = self._pending[other.version] = []
+            self.mirrors_inflight += 1
+        pending.append(Copy(decoded.feeds, decoded.rows, answer, decoded.output_names[0]))
+
+    def _flush(self, table: ModelTable, metrics: RolloutMetrics | None) -> None:
+        pending, self._pending = self._pending, {}
+        for version, copies in pending.items():
+            if self._closed:
+                self.mirrors_inflight -= 1
+                continue
+            task = asyncio.create_task(self._run(table, metrics, version, copies))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _run(
-        self,
-        table: ModelTable,
-        metrics: RolloutMetrics | None,
-        other: LoadedVersion,
-        decoded: DecodedRequest,
-        answer: Any,
+        self, table: ModelTable, metrics: RolloutMetrics | None, version: int, copies: list[Copy]
     ) -> None:
-        to_candidate = other.version == self.candidate
+        to_candidate = version == self.candidate
         window = self.window
         started = time.perf_counter()
+        output = ""
+        groups: list[list[Copy]] = []
         try:
-            with table.lease(self.model, str(other.version)) as target:
-                names = (self.output,) if self.output in target.output_datatypes else decoded.output_names[:1]
-                copy = DecodedRequest(decoded.feeds, decoded.rows, names)
-                loop = asyncio.get_running_loop()
+            with table.lease(self.model, str(version)) as target:
+                output = self.output if self.output in target.output_datatypes else copies[0].first_output
                 batching = target.config.batching
-                deadline = loop.time() + batching.latency_budget_ms / 1e3
-                result = await target.batcher.submit(copy, deadline, batching.priority_levels)
-        except Exception as exc:
-            if to_candidate and window is self.window:
-                window.candidate.record(False, time.perf_counter() - started)
-            self._count(metrics, other.version, "error")
-            log.debug("rollout %s: mirror to %d failed: %s", self.model, other.version, exc)
-            return
+                deadline = asyncio.get_running_loop().time() + batching.latency_budget_ms / 1e3
+                groups = group_copies(copies, target.max_batch_size)
+                answers = await asyncio.gather(
+                    *(send_group(target, group, output, deadline) for group in groups)
+                )
+        except Exception as exc:  # the version went away: every copy failed
+            groups = [[copy] for copy in copies]
+            answers = [[exc] for _ in copies]
         finally:
             self.mirrors_inflight -= 1
-        if to_candidate and window is self.window:
-            window.candidate.record(True, time.perf_counter() - started)
-        if answer is None or not self.kind or self.output not in names:
-            return
-        mine = result.outputs[0]
-        cand, stable = (mine, answer) if to_candidate else (answer, mine)
-        rows, agreeing = agreeing_rows(self.kind, cand, stable, self.config.max_relative_error)
-        if window is self.window:
-            window.record_comparison(rows, agreeing)
-        self._count(metrics, other.version, "agree" if agreeing == rows else "disagree")
+        elapsed = time.perf_counter() - started
+        current = window is self.window
+        failed = 0
+        for group, outcomes in zip(groups, answers, strict=True):
+            errors = [o for o in outcomes if isinstance(o, BaseException)]
+            failed += len(errors)
+            if to_candidate and current:
+                for outcome in outcomes:
+                    window.candidate.record(not isinstance(outcome, BaseException), elapsed)
+            if errors:
+                log.debug(
+                    "rollout %s: %d mirror(s) to %d failed: %s", self.model, len(errors), version, errors[0]
+                )
+            if self.kind and self.output == output:
+                self._compare(metrics, version, to_candidate, group, outcomes, window if current else None)
+        if failed:
+            self._count(metrics, version, "error", failed)
 
-    def _count(self, metrics: RolloutMetrics | None, version: int, result: str) -> None:
-        if metrics is not None:
-            metrics.shadow.labels(self.model, str(version), result).inc()
+    def _compare(
+        self,
+        metrics: RolloutMetrics | None,
+        version: int,
+        to_candidate: bool,
+        group: list[Copy],
+        outcomes: list[npt.NDArray[Any] | BaseException],
+        window: StepWindow | None,
+    ) -> None:
+        """Counts agreement per copy that both versions answered (one comparison per group)."""
+        counts = agreement_counts(self.kind, self.config.max_relative_error, to_candidate, group, outcomes)
+        agree = 0
+        for rows, agreeing in counts:
+            if window is not None:
+                window.record_comparison(rows, agreeing)
+            agree += agreeing == rows
+        self._count(metrics, version, "agree", agree)
+        self._count(metrics, version, "disagree", len(counts) - agree)
+
+    def _count(self, metrics: RolloutMetrics | None, version: int, result: str, n: int = 1) -> None:
+        if metrics is not None and n:
+            metrics.shadow.labels(self.model, str(version), result).inc(n)
+
+    async def settle(self) -> None:
+        """Waits until every copy made so far has been sent and answered."""
+        while self._pending or self._tasks:
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            else:
+                await asyncio.sleep(0)
 
     async def close(self) -> None:
-        """Cancels the mirrors still running (their versions may be retiring)."""
+        """Cancels the mirrors still running (their versions may be retiring); copies not yet sent are
+        dropped uncounted."""
+        self._closed = True
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

@@ -15,7 +15,8 @@ Keys (all optional; see docs/registry.md "Safe rollout"):
   "auto" (from the compared output's datatype and name), "label" (equal integers, or equal argmax of a
   float output), "relative" (``|a - b| <= max_relative_error * max(|b|, 1e-6)`` everywhere in the row);
   ``agreement_output`` names the output compared ("" = the first).
-* ``shadow_max_inflight``: mirrored requests in flight at most (more are dropped and counted).
+* ``shadow_max_inflight``: groups of mirrored requests in flight at most (gateway.rollout_live: the copies
+  of one event-loop turn travel as one group; copies past the cap are dropped and counted).
 * ``drift_gate``: also fail the step when the monitor reports drift for the candidate;
   ``max_drift_psi``: fail when any feature's PSI exceeds this (0 = only the monitor's own verdict).
 """

@@ -1,0 +1,154 @@
+"""Shadow copies batched per event-loop turn, on a real ModelTable (onnxruntime sessions) and the real
+rollout controller: the copies made in one turn reach the candidate as one batch and are still judged
+copy by copy; a group the candidate fails is re-sent copy by copy, so only the failing copy counts; the
+in-flight cap counts groups; and the grouping respects batch keys and the target's batch limit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gateway.models import ModelTable
+from gateway.rollout import RolloutController
+from gateway.rollout_copies import Copy, group_copies
+from gateway.rollout_live import LiveRollout
+from gateway.rollout_metrics import RolloutMetrics
+from gateway.validate import DecodedRequest
+from gateway.version import LoadedVersion
+from registry.publish import publish
+from tests.rollout_models import FEATURES, classifier
+
+TOML = """\
+[rollout]
+mode = "shadow"
+steps = [100]
+step_seconds = 3600.0
+min_requests = 1000000000
+drift_gate = false
+shadow_max_inflight = {cap}
+"""
+OUTPUTS = ("logits", "probs")
+
+
+@dataclass
+class Rig:
+    table: ModelTable
+    live: LiveRollout
+    stable: LoadedVersion
+    candidate: LoadedVersion
+    metrics: RolloutMetrics
+
+    def mirror(self, x: np.ndarray) -> None:
+        """Mirrors one request of rows ``x``, answered by the stable version as the data plane would."""
+        feeds = {"x": x}
+        outputs = self.stable.runner.run_sync(0, feeds, OUTPUTS)
+        self.live.mirror(
+            self.table, self.metrics, self.stable, DecodedRequest(feeds, len(x), OUTPUTS), outputs
+        )
+
+    def shadow(self, result: str) -> float:
+        value = self.metrics.shadow.labels("m", "2", result)._value.get()
+        return float(value)
+
+    def batches(self) -> int:
+        """Batches the candidate's profile has observed (warm-up included)."""
+        return sum(point.observations for point in self.candidate.batcher.profiles[0].snapshot())
+
+
+@pytest.fixture
+async def make_rig(tmp_path: Path) -> AsyncIterator[Any]:
+    made: list[tuple[RolloutController, ModelTable]] = []
+
+    async def make(candidate: onnx.ModelProto, cap: int = 4) -> Rig:
+        root = tmp_path / "registry"
+        (root / "m").mkdir(parents=True)
+        (root / "m" / "model.toml").write_text(TOML.format(cap=cap))
+        for version, model in enumerate((classifier(), candidate), start=1):
+            onnx.save(model, tmp_path / f"v{version}.onnx")
+        publish(root, "m", tmp_path / "v1.onnx")
+        table = ModelTable(root)
+        await table.load_all()
+        metrics = RolloutMetrics(CollectorRegistry())
+        controller = RolloutController(table, metrics)
+        made.append((controller, table))
+        await controller.tick()  # the baseline: version 1 serves
+        publish(root, "m", tmp_path / "v2.onnx")
+        await table.load_model("m")
+        await controller.tick()
+        live = controller.live("m")
+        assert live is not None, "the shadow rollout did not start"
+        return Rig(table, live, table.resolve("m", "1"), table.resolve("m", "2"), metrics)
+
+    yield make
+    for controller, table in made:
+        await controller.stop()
+        await table.close()
+
+
+def rows(n: int, first: float = 0.0) -> np.ndarray:
+    x = np.full((n, FEATURES), 0.1, dtype=np.float32)
+    x[:, 0] = first
+    return x
+
+
+async def test_copies_of_one_loop_turn_reach_the_candidate_as_one_batch_judged_per_copy(make_rig) -> None:
+    rig = await make_rig(classifier())
+    before = rig.batches()
+    for n in (1, 2, 1, 3, 1):  # no await between them: one loop turn, as one stable batch's answers are
+        rig.mirror(rows(n))
+    await rig.live.settle()
+    assert rig.batches() - before == 1  # 8 rows in one candidate batch
+    window = rig.live.window
+    assert (window.candidate.requests, window.candidate.errors) == (5, 0)
+    assert (window.compared, window.rows, window.agreeing) == (5, 8, 8)
+    assert (rig.shadow("agree"), rig.shadow("disagree"), rig.shadow("error")) == (5.0, 0.0, 0.0)
+    for n in (1, 1):  # separate turns: separate groups
+        rig.mirror(rows(n))
+        await rig.live.settle()
+    assert rig.batches() - before == 3
+
+
+async def test_a_group_the_candidate_fails_is_resent_copy_by_copy(make_rig) -> None:
+    rig = await make_rig(classifier(failing_above=1.0))
+    for first in (0.0, 5.0, 0.0, 0.0):  # the candidate fails any batch holding the 5.0 row
+        rig.mirror(rows(2, first))
+    await rig.live.settle()
+    window = rig.live.window
+    assert (window.candidate.requests, window.candidate.errors) == (4, 1)
+    assert (window.compared, window.rows, window.agreeing) == (3, 6, 6)
+    assert (rig.shadow("agree"), rig.shadow("error")) == (3.0, 1.0)
+
+
+async def test_the_inflight_cap_counts_groups_and_drops_copies_past_it(make_rig) -> None:
+    rig = await make_rig(classifier(), cap=1)
+    rig.mirror(rows(1))
+    rig.mirror(rows(1))  # same turn: joins the pending group, whatever the cap
+    await asyncio.sleep(0)  # the end of the turn: the group is sent
+    rig.mirror(rows(1))  # a second group would pass the cap
+    assert rig.shadow("dropped") == 1.0
+    await rig.live.settle()
+    rig.mirror(rows(1))  # the first group is done: room again
+    await rig.live.settle()
+    assert (rig.live.window.candidate.requests, rig.shadow("agree"), rig.shadow("dropped")) == (3, 3.0, 1.0)
+
+
+def test_groups_keep_batch_keys_apart_and_respect_the_row_limit() -> None:
+    def copy(n: int, width: int = FEATURES) -> Copy:
+        return Copy({"x": np.zeros((n, width), np.float32)}, n, None, "probs")
+
+    a, b, c, d = copy(3), copy(2), copy(2, width=5), copy(4)
+    assert [[x.rows for x in g] for g in group_copies([a, b, c, d], 5)] == [[3, 2], [4], [2]]
+    assert group_copies([a, c], 0) == [[a], [c]]  # a model that does not batch: one copy per request
+    big = copy(7)
+    assert group_copies([big, b], 5) == [
+        [big],
+        [b],
+    ]  # a copy over the limit goes alone (the target judges it)

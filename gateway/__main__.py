@@ -96,6 +96,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="POST rollout promotion/rollback events here (the monitor's webhook format)",
     )
     rollout.add_argument(
+        "--rollout-webhook-secret-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="sign each rollout event with HMAC-SHA256 keyed by this file (X-Infergate-Signature-256)",
+    )
+    rollout.add_argument(
         "--monitor-read-token-file",
         type=Path,
         default=None,
@@ -143,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             max_concurrent_streams=args.max_concurrent_streams,
             max_pending_calls=args.max_pending_calls,
             rollout_webhook=args.rollout_webhook,
+            rollout_webhook_secret_file=args.rollout_webhook_secret_file,
             monitor_read_token_file=args.monitor_read_token_file,
         )
     except ValueError as exc:

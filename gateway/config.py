@@ -63,6 +63,8 @@ class GatewayConfig:
     #: log lines only), the monitor's read token for its ``/v1/drift`` (the drift gate), and how often the
     #: controller judges the running steps.
     rollout_webhook: str | None = None
+    #: Signs rollout webhook events (registry.webhook_signing); needs ``rollout_webhook``.
+    rollout_webhook_secret_file: Path | None = None
     monitor_read_token_file: Path | None = None
     rollout_tick_s: float = 0.25
 
@@ -93,6 +95,10 @@ class GatewayConfig:
         if self.rollout_webhook is not None and not self.rollout_webhook.startswith(("http://", "https://")):
             raise ValueError(
                 f"rollout_webhook must be an http:// or https:// URL, got {self.rollout_webhook!r}"
+            )
+        if self.rollout_webhook_secret_file is not None and self.rollout_webhook is None:
+            raise ValueError(
+                "rollout_webhook_secret_file signs rollout webhook events: set rollout_webhook too"
             )
         if not self.rollout_tick_s > 0:
             raise ValueError(f"rollout_tick_s must be > 0, got {self.rollout_tick_s}")

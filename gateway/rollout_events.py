@@ -9,7 +9,11 @@ The webhook event uses the monitor's webhook format (docs/monitor.md "Alerts": `
 "features": [], "gate": the failing gate or "", "reason", "report": the rollout.json record}``. It is
 POSTed to ``--rollout-webhook URL`` by a background task: :meth:`RolloutNotifier.emit` never blocks (a
 bounded queue; the oldest event makes room), a failed delivery is retried 3 times with backoff, and every
-outcome is logged. Without a URL only the log line is written.
+outcome is logged. Without a URL only the log line is written. With ``--rollout-webhook-secret-file``,
+each POST is signed as the monitor signs its alerts (:mod:`registry.webhook_signing`:
+``X-Infergate-Signature-256: sha256=<HMAC-SHA256 of the body>``, the file read at each delivery), so a
+receiver can tell a real rollback from a forged one; an unreadable file fails that attempt (logged
+without the secret).
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ import asyncio
 import contextlib
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from registry.rollout import RolloutState, utc_now
+from registry.webhook_signing import signed_headers
 
 __all__ = ["RolloutNotifier", "rollout_event"]
 
@@ -49,8 +55,16 @@ def rollout_event(name: str, event: str, state: RolloutState, gate: str) -> dict
 class RolloutNotifier:
     """Logs every announcement and delivers it to ``url`` when one is set. :meth:`start` / :meth:`stop`."""
 
-    def __init__(self, url: str | None = None, *, timeout_s: float = 5.0, backoff_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        secret_file: Path | None = None,
+        timeout_s: float = 5.0,
+        backoff_s: float = 0.5,
+    ) -> None:
         self.url = url
+        self.secret_file = secret_file
         self._timeout = timeout_s
         self._backoff = backoff_s
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=QUEUE_SIZE)
@@ -93,13 +107,15 @@ class RolloutNotifier:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
                 event = await self._queue.get()
+                body = json.dumps(event).encode()
                 for attempt in range(1, ATTEMPTS + 1):
                     try:
-                        async with session.post(self.url, json=event) as response:
+                        headers = signed_headers(body, self.secret_file)
+                        async with session.post(self.url, data=body, headers=headers) as response:
                             if 200 <= response.status < 300:
                                 break
                             problem = f"HTTP {response.status}"
-                    except (aiohttp.ClientError, TimeoutError) as exc:
+                    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                         problem = type(exc).__name__
                     if attempt == ATTEMPTS:
                         log.error("rollout webhook: %s not delivered: %s", event["event"], problem)

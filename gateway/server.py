@@ -74,7 +74,9 @@ class GatewayServer:
             )
         self.limit = concurrency_limit(config)
         polling = config.poll_interval > 0 and control.watcher_enabled(config.model_control)
-        self.rollout_notifier = RolloutNotifier(config.rollout_webhook)
+        self.rollout_notifier = RolloutNotifier(
+            config.rollout_webhook, secret_file=config.rollout_webhook_secret_file
+        )
         drift = (
             MonitorDrift(config.monitor_url, token_file=config.monitor_read_token_file)
             if config.sampling

@@ -33,6 +33,7 @@ from aiohttp import web
 
 from monitor.metrics import MonitorMetrics
 from registry.fsutil import FileStamp, file_stamp
+from registry.webhook_signing import SIGNATURE_HEADER, signature
 
 __all__ = [
     "FEEDBACK_PATHS",
@@ -54,7 +55,6 @@ FEEDBACK_PATHS = frozenset({"/v1/feedback"})
 READ_PATHS = frozenset({"/v1/drift", "/v1/drift/history"})
 
 #: The header of a signed webhook POST: ``sha256=<hex HMAC-SHA256 of the body>``.
-SIGNATURE_HEADER = "X-Infergate-Signature-256"
 
 #: Refusals are logged at most once per this many seconds.
 LOG_INTERVAL_S = 10.0
@@ -160,9 +160,3 @@ def ingest_split_middleware(
         return await handler(request)
 
     return middleware
-
-
-def signature(secret: bytes, body: bytes) -> str:
-    """The value of :data:`SIGNATURE_HEADER` for ``body``; receivers compare it with
-    :func:`hmac.compare_digest`."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()

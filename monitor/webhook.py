@@ -27,9 +27,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from monitor.auth import SIGNATURE_HEADER, signature
 from monitor.config import WebhookSettings
 from monitor.metrics import MonitorMetrics
+from registry.webhook_signing import signed_headers
 
 __all__ = ["AlertSender"]
 
@@ -92,9 +92,7 @@ class AlertSender:
         assert settings.url is not None
         for attempt in range(1, settings.attempts + 1):
             try:
-                headers = {"Content-Type": "application/json"}
-                if settings.secret_file is not None:
-                    headers[SIGNATURE_HEADER] = signature(settings.secret_file.read_bytes().strip(), body)
+                headers = signed_headers(body, settings.secret_file)
                 async with self._session.post(settings.url, data=body, headers=headers) as response:
                     if 200 <= response.status < 300:
                         return True

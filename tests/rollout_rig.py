@@ -21,6 +21,7 @@ from tritonclient.utils import InferenceServerException
 
 from registry.publish import publish
 from registry.rollout import RolloutState, read_state
+from registry.webhook_signing import SIGNATURE_HEADER
 from tests.rollout_models import FEATURES, reference_logits
 from tests.servers import ServerThread
 
@@ -127,15 +128,19 @@ def metric(server: ServerThread, name: str, **labels: str) -> float:
 
 
 class Hook:
-    """A real HTTP server on loopback collecting the JSON events POSTed to it."""
+    """A real HTTP server on loopback collecting the JSON events POSTed to it (``events``), and each raw
+    body with its ``X-Infergate-Signature-256`` header, "" when unsigned (``raw``)."""
 
     def __init__(self) -> None:
         events: list[dict[str, Any]] = []
-        self.events = events
+        raw: list[tuple[bytes, str]] = []
+        self.events, self.raw = events, raw
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                events.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                raw.append((body, self.headers.get(SIGNATURE_HEADER, "")))
+                events.append(json.loads(body))
                 self.send_response(204)
                 self.end_headers()
 
@@ -152,6 +157,10 @@ class Hook:
             assert time.monotonic() < deadline, f"webhook got {self.events}"
             time.sleep(0.02)
         return self.events
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def wait_live(server: ServerThread, running: bool, timeout: float = 20.0) -> None:

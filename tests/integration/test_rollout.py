@@ -44,8 +44,7 @@ from tests.servers import ServerThread
 def hook() -> Iterator[Hook]:
     receiver = Hook()
     yield receiver
-    receiver.server.shutdown()
-    receiver.server.server_close()
+    receiver.close()
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ import asyncio
 import hmac
 import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,44 +18,24 @@ from gateway.__main__ import parse_args
 from gateway.config import GatewayConfig
 from gateway.rollout_events import RolloutNotifier
 from registry.rollout import RolloutState
-from registry.webhook_signing import SIGNATURE_HEADER, signature
+from registry.webhook_signing import signature
+from tests.rollout_rig import Hook
 
 
-class Receiver:
-    """Collects (body bytes, signature header) of every POST."""
-
-    def __init__(self) -> None:
-        got: list[tuple[bytes, str]] = []
-        self.got = got
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                got.append((body, self.headers.get(SIGNATURE_HEADER, "")))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    async def wait(self, count: int) -> list[tuple[bytes, str]]:
-        for _ in range(2000):
-            if len(self.got) >= count:
-                return self.got
-            await asyncio.sleep(0.005)
-        raise AssertionError(f"receiver got {len(self.got)} of {count} events")
+async def received(hook: Hook, count: int) -> list[tuple[bytes, str]]:
+    """The first ``count`` (body, signature header) pairs, waiting on the loop without blocking it."""
+    for _ in range(2000):
+        if len(hook.raw) >= count:
+            return hook.raw
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"the receiver got {len(hook.raw)} of {count} events")
 
 
 @pytest.fixture
 def receiver() -> Any:
-    r = Receiver()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
+    hook = Hook()
+    yield hook
+    hook.close()
 
 
 def verified(body: bytes, header: str, secret: bytes) -> bool:
@@ -68,7 +46,7 @@ STATE = RolloutState(stable=1, candidate=2, status="rolled_back", reason="gate p
 
 
 async def test_events_are_signed_with_the_secret_of_the_moment(
-    receiver: Receiver, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    receiver: Hook, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     secret = tmp_path / "secret"
     secret.write_text("first-secret-value\n")
@@ -77,7 +55,7 @@ async def test_events_are_signed_with_the_secret_of_the_moment(
     caplog.set_level(logging.DEBUG)
     try:
         notifier.emit("m", "rolled_back", STATE, "p99_ratio")
-        ((body, header),) = await receiver.wait(1)
+        ((body, header),) = await received(receiver, 1)
         assert verified(body, header, b"first-secret-value")  # stripped of the newline
         assert not verified(body, header, b"another-secret")
         event = json.loads(body)
@@ -89,7 +67,7 @@ async def test_events_are_signed_with_the_secret_of_the_moment(
         )
         secret.write_text("rotated-secret-value")
         notifier.emit("m", "promoted", STATE, "")
-        body2, header2 = (await receiver.wait(2))[1]
+        body2, header2 = (await received(receiver, 2))[1]
         assert verified(body2, header2, b"rotated-secret-value")
         assert not verified(body2, header2, b"first-secret-value")
     finally:
@@ -99,7 +77,7 @@ async def test_events_are_signed_with_the_secret_of_the_moment(
 
 
 async def test_an_unreadable_secret_fails_the_delivery_and_the_next_one_still_goes(
-    receiver: Receiver, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    receiver: Hook, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     secret = tmp_path / "secret"
     notifier = RolloutNotifier(receiver.url, secret_file=secret, backoff_s=0.01)
@@ -114,21 +92,21 @@ async def test_an_unreadable_secret_fails_the_delivery_and_the_next_one_still_go
         assert [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()] == [
             "rollout webhook: rollout_rolled_back not delivered: FileNotFoundError"
         ]
-        assert receiver.got == []
+        assert receiver.raw == []
         secret.write_text("now-it-exists")
         notifier.emit("m", "aborted", STATE, "")
-        ((body, header),) = await receiver.wait(1)
+        ((body, header),) = await received(receiver, 1)
         assert verified(body, header, b"now-it-exists")
     finally:
         await notifier.stop()
 
 
-async def test_without_a_secret_events_go_unsigned(receiver: Receiver) -> None:
+async def test_without_a_secret_events_go_unsigned(receiver: Hook) -> None:
     notifier = RolloutNotifier(receiver.url)
     notifier.start()
     try:
         notifier.emit("m", "promoted", STATE, "")
-        ((body, header),) = await receiver.wait(1)
+        ((body, header),) = await received(receiver, 1)
     finally:
         await notifier.stop()
     assert header == ""

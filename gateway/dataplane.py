@@ -39,6 +39,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.models import ModelTable
 from gateway.rollout import RolloutController
 from gateway.rollout_live import LiveRollout
+from gateway.sample_offers import SampleOffers
 from gateway.sampler import Sampler
 from gateway.validate import DecodedRequest, decode_request
 from gateway.version import LoadedVersion
@@ -75,6 +76,7 @@ class DataPlane:
         self.rollout_metrics = rollouts.metrics if rollouts is not None else None
         self.metrics = metrics
         self.sampler = sampler
+        self._offers = SampleOffers(sampler) if sampler is not None else None
         self.access_log = access_log
         self.limit = limit
         self._hot: weakref.WeakKeyDictionary[LoadedVersion, _VersionHot] = weakref.WeakKeyDictionary()
@@ -238,9 +240,10 @@ class DataPlane:
             loaded.version == live.candidate or (not live.canary and live.picks(request.id))
         ):
             # After the answer is built; the copy runs as its own task and never delays this request.
-            live.mirror(self.table, self.rollout_metrics, loaded, decoded, result.outputs)
-        if self.sampler is not None:
-            self._sample(request, loaded, decoded, result.outputs)
+            sample = self._offers.shadow if self._offers is not None else None
+            live.mirror(self.table, self.rollout_metrics, loaded, decoded, result.outputs, request.id, sample)
+        if self._offers is not None:
+            self._offers.answered(request.id, loaded, decoded, result.outputs)
         loaded.stats.record_request(
             finished - started,
             result.queue_ns,
@@ -253,26 +256,6 @@ class DataPlane:
             hot.request_duration.observe((finished - started) / 1e9)
             hot.requests_ok.inc()
         return response, (result.queue_ns, result.compute_ns, result.batch_rows)
-
-    def _sample(
-        self, request: pb.ModelInferRequest, loaded: LoadedVersion, decoded: DecodedRequest, outputs: Any
-    ) -> None:
-        """Offers the answered request to the sampler (O(1), never blocks; drops are counted there)."""
-        sampler = self.sampler
-        assert sampler is not None
-        config = loaded.config.sampling
-        rate = sampler.rate(config.rate)
-        if not sampler.decide(request.id, rate):
-            return
-        feeds = decoded.feeds
-        inputs = {spec.name: (spec.datatype, feeds[spec.name]) for spec in loaded.signature.inputs}
-        answered = {
-            name: (loaded.output_datatypes[name], array)
-            for name, array in zip(decoded.output_names, outputs, strict=True)
-        }
-        sampler.offer(
-            loaded.model, str(loaded.version), request.id, inputs, answered, config.max_rows_per_request, rate
-        )
 
     def _count_shed(self, loaded: LoadedVersion, reason: str) -> None:
         if self.metrics is not None:

@@ -4,7 +4,7 @@ failed group re-sent copy by copy) and compared (one vectorised comparison per g
 
 Contracts: :func:`group_copies` keeps copies of different batch keys apart and never puts more than the
 target's ``max_batch_size`` rows in one request (a lone copy over it goes alone: the target judges it);
-:func:`send_group` returns, per copy and in order, its own output rows or its own error;
+:func:`send_group` returns, per copy and in order, its own rows of every asked output or its own error;
 :func:`agreement_counts` returns (rows, agreeing rows) per copy that both versions answered.
 """
 
@@ -22,7 +22,7 @@ from gateway.errors import DeadlineExceededError, ResourceExhaustedError, Unavai
 from gateway.validate import DecodedRequest
 from gateway.version import LoadedVersion
 
-__all__ = ["Copy", "agreement_counts", "group_copies", "send_group"]
+__all__ = ["Answer", "Copy", "agreement_counts", "group_copies", "send_group"]
 
 
 @dataclass(slots=True)
@@ -32,7 +32,7 @@ class Copy:
     feeds: dict[str, npt.NDArray[Any]]
     rows: int
     answer: npt.NDArray[Any] | None
-    first_output: str
+    request_id: str = ""
 
 
 def group_copies(copies: list[Copy], max_rows: int) -> list[list[Copy]]:
@@ -48,32 +48,35 @@ def group_copies(copies: list[Copy], max_rows: int) -> list[list[Copy]]:
     return [chunk for chunks in by_key.values() for chunk in chunks]
 
 
+Answer = list[npt.NDArray[Any]] | BaseException
+
+
 async def send_group(
-    target: LoadedVersion, group: list[Copy], output: str, deadline: float
-) -> list[npt.NDArray[Any] | BaseException]:
-    """One stacked request for ``group``; per copy its output rows, or its error. A stack the target
+    target: LoadedVersion, group: list[Copy], names: tuple[str, ...], deadline: float
+) -> list[Answer]:
+    """One stacked request for ``group`` asking for outputs ``names``; per copy its rows of each output, or
+    its error. A stack the target
     refused for load (shed, queue full, unloading) gives every copy that error; one that failed otherwise
     is re-sent copy by copy, so only a copy that fails alone gets an error."""
     priority = target.config.batching.priority_levels
     if len(group) > 1:
         feeds, offsets = stack([copy.feeds for copy in group])
-        request = DecodedRequest(feeds, int(offsets[-1]), (output,))
+        request = DecodedRequest(feeds, int(offsets[-1]), names)
         try:
             result = await target.batcher.submit(request, deadline, priority)
-            whole = result.outputs[0]
             bounds = offsets.tolist()
-            return [whole[bounds[i] : bounds[i + 1]] for i in range(len(group))]
+            return [[whole[bounds[i] : bounds[i + 1]] for whole in result.outputs] for i in range(len(group))]
         except (DeadlineExceededError, ResourceExhaustedError, UnavailableError) as refused:
             return [refused] * len(group)
         except Exception:
             pass  # one copy's rows may be what the target cannot take: find it
-    outcomes: list[npt.NDArray[Any] | BaseException] = []
+    outcomes: list[Answer] = []
     for copy in group:
         try:
             result = await target.batcher.submit(
-                DecodedRequest(copy.feeds, copy.rows, (output,)), deadline, priority
+                DecodedRequest(copy.feeds, copy.rows, names), deadline, priority
             )
-            outcomes.append(result.outputs[0])
+            outcomes.append(list(result.outputs))
         except Exception as exc:
             outcomes.append(exc)
     return outcomes
@@ -84,12 +87,14 @@ def agreement_counts(
     tolerance: float,
     to_candidate: bool,
     group: list[Copy],
-    outcomes: list[npt.NDArray[Any] | BaseException],
+    outcomes: list[Answer],
+    index: int,
 ) -> list[tuple[int, int]]:
-    """(rows, agreeing rows) per copy with an answer from both versions, in group order: one comparison
-    over the stacked rows, or one per copy when the outputs' shapes differ."""
+    """(rows, agreeing rows) per copy with an answer from both versions, in group order, comparing output
+    ``index`` of each outcome: one comparison over the stacked rows, or one per copy when the outputs'
+    shapes differ."""
     pairs = [
-        (copy.answer, out) for copy, out in zip(group, outcomes, strict=True)
+        (copy.answer, out[index]) for copy, out in zip(group, outcomes, strict=True)
         if copy.answer is not None and not isinstance(out, BaseException)
     ]  # fmt: skip
     if not pairs:

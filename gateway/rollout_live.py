@@ -26,6 +26,7 @@ import asyncio
 import logging
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,7 @@ import numpy.typing as npt
 
 from gateway.agreement import agreement_kind
 from gateway.models import ModelTable
-from gateway.rollout_copies import Copy, agreement_counts, group_copies, send_group
+from gateway.rollout_copies import Answer, Copy, agreement_counts, group_copies, send_group
 from gateway.rollout_metrics import RolloutMetrics
 from gateway.rollout_window import StepWindow
 from gateway.validate import DecodedRequest
@@ -41,9 +42,19 @@ from gateway.version import LoadedVersion
 from registry.rollout import RolloutState
 from registry.rollout_config import RolloutConfig
 
-__all__ = ["LiveRollout", "share_of"]
+__all__ = ["SHADOW_ID_SUFFIX", "LiveRollout", "SampleHook", "share_of"]
 
 log = logging.getLogger(__name__)
+
+
+#: Appended to a request's id when the candidate's answer to its shadow copy is sampled: the monitor keeps
+#: it apart from the stable version's answer, the one the client got (and may send a label for).
+SHADOW_ID_SUFFIX = "#shadow"
+#: Offers a shadow copy's answer to sampling: (the candidate, the original request id, its inputs, the
+#: output names, the candidate's outputs in that order).
+SampleHook = Callable[
+    [LoadedVersion, str, dict[str, npt.NDArray[Any]], tuple[str, ...], list[npt.NDArray[Any]]], None
+]
 
 
 def share_of(request_id: str) -> int:
@@ -71,6 +82,7 @@ class LiveRollout:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _pending: dict[int, list[Copy]] = field(default_factory=dict)
     _closed: bool = False
+    _sample: SampleHook | None = None
     _threshold: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -112,9 +124,12 @@ class LiveRollout:
         answered: LoadedVersion,
         decoded: DecodedRequest,
         outputs: list[Any],
+        request_id: str = "",
+        sample: SampleHook | None = None,
     ) -> None:
         """Queues the comparison copy of an answered request for this loop turn's group, or counts it
-        dropped. Never blocks."""
+        dropped. Never blocks. ``sample`` is offered the candidate's answer to a shadow copy (the data
+        plane's sampling, so the drift gate sees shadow traffic)."""
         target = self.stable if answered.version == self.candidate else self.candidate
         try:
             other = table.resolve(self.model, str(target))
@@ -139,7 +154,8 @@ class LiveRollout:
                 asyncio.get_running_loop().call_soon(self._flush, table, metrics)
             pending = self._pending[other.version] = []
             self.mirrors_inflight += 1
-        pending.append(Copy(decoded.feeds, decoded.rows, answer, decoded.output_names[0]))
+        self._sample = sample
+        pending.append(Copy(decoded.feeds, decoded.rows, answer, request_id))
 
     def _flush(self, table: ModelTable, metrics: RolloutMetrics | None) -> None:
         pending, self._pending = self._pending, {}
@@ -157,20 +173,23 @@ class LiveRollout:
         to_candidate = version == self.candidate
         window = self.window
         started = time.perf_counter()
-        output = ""
+        names: tuple[str, ...] = ()
         groups: list[list[Copy]] = []
+        answered: LoadedVersion | None = None
         try:
             with table.lease(self.model, str(version)) as target:
-                output = self.output if self.output in target.output_datatypes else copies[0].first_output
+                names = tuple(target.output_datatypes)
                 batching = target.config.batching
                 deadline = asyncio.get_running_loop().time() + batching.latency_budget_ms / 1e3
                 groups = group_copies(copies, target.max_batch_size)
-                answers = await asyncio.gather(
-                    *(send_group(target, group, output, deadline) for group in groups)
+                answers: list[list[Answer]] = await asyncio.gather(
+                    *(send_group(target, group, names, deadline) for group in groups)
                 )
+                answered = target
         except Exception as exc:  # the version went away: every copy failed
             groups = [[copy] for copy in copies]
             answers = [[exc] for _ in copies]
+            names = ()
         finally:
             self.mirrors_inflight -= 1
         elapsed = time.perf_counter() - started
@@ -186,8 +205,15 @@ class LiveRollout:
                 log.debug(
                     "rollout %s: %d mirror(s) to %d failed: %s", self.model, len(errors), version, errors[0]
                 )
-            if self.kind and self.output == output:
-                self._compare(metrics, version, to_candidate, group, outcomes, window if current else None)
+            if self.kind and self.output in names:
+                index = names.index(self.output)
+                self._compare(
+                    metrics, version, to_candidate, group, outcomes, index, window if current else None
+                )
+            if to_candidate and answered is not None and self._sample is not None:
+                for copy, outcome in zip(group, outcomes, strict=True):
+                    if not isinstance(outcome, BaseException):
+                        self._sample(answered, copy.request_id, copy.feeds, names, outcome)
         if failed:
             self._count(metrics, version, "error", failed)
 
@@ -197,11 +223,14 @@ class LiveRollout:
         version: int,
         to_candidate: bool,
         group: list[Copy],
-        outcomes: list[npt.NDArray[Any] | BaseException],
+        outcomes: list[Answer],
+        index: int,
         window: StepWindow | None,
     ) -> None:
         """Counts agreement per copy that both versions answered (one comparison per group)."""
-        counts = agreement_counts(self.kind, self.config.max_relative_error, to_candidate, group, outcomes)
+        counts = agreement_counts(
+            self.kind, self.config.max_relative_error, to_candidate, group, outcomes, index
+        )
         agree = 0
         for rows, agreeing in counts:
             if window is not None:

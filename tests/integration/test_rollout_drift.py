@@ -1,6 +1,7 @@
 """The drift gate with a real monitor process: a candidate whose reference profile does not match the
 traffic (its training data was unlike production) is rolled back by the drift gate, under load, with no
-failed client request; the stable version, whose reference matches, keeps serving."""
+failed client request, as a canary and as a shadow; the stable version, whose reference matches, keeps
+serving."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 
 from gateway.config import GatewayConfig
 from registry.publish import publish
@@ -29,7 +31,7 @@ window_seconds = 3600.0
 consecutive = 1
 
 [rollout]
-mode = "canary"
+mode = "{mode}"
 steps = [50, 100]
 step_seconds = 3600.0
 min_requests = 30
@@ -46,10 +48,13 @@ def publish_with_reference(root: Path, tmp: Path, mean: float, tag: str) -> int:
     return publish(root, "m", source, reference=reference).version
 
 
-def test_a_drifting_candidate_is_rolled_back_by_the_drift_gate(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["canary", "shadow"])
+def test_a_drifting_candidate_is_rolled_back_by_the_drift_gate(tmp_path: Path, mode: str) -> None:
+    """In shadow mode the monitor sees the candidate only through its sampled answers to the mirrored
+    copies (shipped as ``<id>#shadow``)."""
     root = tmp_path / "registry"
     (root / "m").mkdir(parents=True)
-    (root / "m" / "model.toml").write_text(TOML)
+    (root / "m" / "model.toml").write_text(TOML.replace("{mode}", mode))
     publish_with_reference(root, tmp_path, 0.0, "stable")  # traffic is N(0, 1): no drift
     monitor = MonitorProcess(root, tmp_path / "monitor.db", tmp_path / "monitor.log")
     server = None

@@ -19,8 +19,10 @@ from prometheus_client import CollectorRegistry
 from gateway.models import ModelTable
 from gateway.rollout import RolloutController
 from gateway.rollout_copies import Copy, group_copies
-from gateway.rollout_live import LiveRollout
+from gateway.rollout_live import SHADOW_ID_SUFFIX, LiveRollout
 from gateway.rollout_metrics import RolloutMetrics
+from gateway.sample_offers import SampleOffers
+from gateway.sampler import Sampler
 from gateway.validate import DecodedRequest
 from gateway.version import LoadedVersion
 from registry.publish import publish
@@ -46,13 +48,12 @@ class Rig:
     candidate: LoadedVersion
     metrics: RolloutMetrics
 
-    def mirror(self, x: np.ndarray) -> None:
+    def mirror(self, x: np.ndarray, request_id: str = "", sample: Any = None) -> None:
         """Mirrors one request of rows ``x``, answered by the stable version as the data plane would."""
         feeds = {"x": x}
         outputs = self.stable.runner.run_sync(0, feeds, OUTPUTS)
-        self.live.mirror(
-            self.table, self.metrics, self.stable, DecodedRequest(feeds, len(x), OUTPUTS), outputs
-        )
+        decoded = DecodedRequest(feeds, len(x), OUTPUTS)
+        self.live.mirror(self.table, self.metrics, self.stable, decoded, outputs, request_id, sample)
 
     def shadow(self, result: str) -> float:
         value = self.metrics.shadow.labels("m", "2", result)._value.get()
@@ -142,7 +143,7 @@ async def test_the_inflight_cap_counts_groups_and_drops_copies_past_it(make_rig)
 
 def test_groups_keep_batch_keys_apart_and_respect_the_row_limit() -> None:
     def copy(n: int, width: int = FEATURES) -> Copy:
-        return Copy({"x": np.zeros((n, width), np.float32)}, n, None, "probs")
+        return Copy({"x": np.zeros((n, width), np.float32)}, n, None)
 
     a, b, c, d = copy(3), copy(2), copy(2, width=5), copy(4)
     assert [[x.rows for x in g] for g in group_copies([a, b, c, d], 5)] == [[3, 2], [4], [2]]
@@ -152,3 +153,21 @@ def test_groups_keep_batch_keys_apart_and_respect_the_row_limit() -> None:
         [big],
         [b],
     ]  # a copy over the limit goes alone (the target judges it)
+
+
+async def test_shadow_answers_reach_sampling_under_the_candidate_with_a_shadow_id(make_rig) -> None:
+    """Through the data plane's hook (SampleOffers.shadow) and a real Sampler: the candidate's answer to
+    each copy is offered under version 2, with the copy's rows of every output, as ``<id>#shadow``."""
+    rig = await make_rig(classifier())
+    sampler = Sampler(rate_override=1.0)
+    offers = SampleOffers(sampler)
+    for ident, n in (("a", 1), ("b", 2), ("c", 1)):
+        rig.mirror(rows(n), ident, offers.shadow)
+    await rig.live.settle()
+    samples = sampler.take(100, 1 << 30)
+    assert [(s.version, s.request_id) for s in samples] == [("2", f"{i}{SHADOW_ID_SUFFIX}") for i in "abc"]
+    for sample, n in zip(samples, (1, 2, 1), strict=True):
+        expected = rig.candidate.runner.run_sync(0, {"x": rows(n)}, OUTPUTS)
+        assert [(name, datatype) for name, datatype, _ in sample.outputs] == [(n, "FP32") for n in OUTPUTS]
+        for (_, _, got), want in zip(sample.outputs, expected, strict=True):
+            np.testing.assert_array_equal(got, want)

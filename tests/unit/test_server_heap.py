@@ -23,7 +23,9 @@ def test_freeze_moves_startup_objects_out_of_every_generation_and_collects_garba
     del cycle
     try:
         frozen = freeze_startup_heap()
-        assert frozen == gc.get_freeze_count() > 0
+        # Frozen objects still die when their last reference goes (other tests' threads free some), so
+        # the count can only have shrunk since.
+        assert 0 < gc.get_freeze_count() <= frozen
         assert collected() is None  # the garbage cycle was collected before the freeze, not frozen
         assert not any(obj is survivor for obj in gc.get_objects())  # frozen: no generation scans it
         later: list[object] = []

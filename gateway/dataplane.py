@@ -75,7 +75,6 @@ class DataPlane:
         self.rollouts = rollouts
         self.rollout_metrics = rollouts.metrics if rollouts is not None else None
         self.metrics = metrics
-        self.sampler = sampler
         self._offers = SampleOffers(sampler) if sampler is not None else None
         self.access_log = access_log
         self.limit = limit

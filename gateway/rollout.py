@@ -21,11 +21,11 @@ Contracts (docs/registry.md "Safe rollout"):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from gateway.background import cancel_and_wait
 from gateway.models import ModelTable
 from gateway.rollout_events import RolloutNotifier
 from gateway.rollout_live import LiveRollout
@@ -82,10 +82,7 @@ class RolloutController:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         for name in list(self._live):
             await self._end(name)
 

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.agreement import agreeing_mask, agreeing_rows
-from gateway.collate import batch_key, stack
+from gateway.collate import batch_key, split, stack
 from gateway.errors import DeadlineExceededError, ResourceExhaustedError, UnavailableError
 from gateway.validate import DecodedRequest
 from gateway.version import LoadedVersion
@@ -36,16 +36,22 @@ class Copy:
 
 
 def group_copies(copies: list[Copy], max_rows: int) -> list[list[Copy]]:
-    """Copies that may share one request: same batch key, at most ``max_rows`` rows (0: one copy each)."""
+    """Copies that may share one request: same batch key, at most ``max_rows`` rows (0: one copy each),
+    in the order the groups were opened."""
     if max_rows <= 0:
         return [[copy] for copy in copies]
-    by_key: dict[Any, list[list[Copy]]] = {}
+    open_chunks: dict[Any, tuple[list[Copy], int]] = {}  # batch key -> (its last chunk, that chunk's rows)
+    chunks: list[list[Copy]] = []
     for copy in copies:
-        chunks = by_key.setdefault(batch_key(copy.feeds), [[]])
-        if chunks[-1] and sum(c.rows for c in chunks[-1]) + copy.rows > max_rows:
-            chunks.append([])
-        chunks[-1].append(copy)
-    return [chunk for chunks in by_key.values() for chunk in chunks]
+        key = batch_key(copy.feeds)
+        chunk, rows = open_chunks.get(key, ([], 0))
+        if chunk and rows + copy.rows > max_rows:
+            chunk, rows = [], 0
+        if not chunk:
+            chunks.append(chunk)
+        chunk.append(copy)
+        open_chunks[key] = (chunk, rows + copy.rows)
+    return chunks
 
 
 Answer = list[npt.NDArray[Any]] | BaseException
@@ -64,8 +70,7 @@ async def send_group(
         request = DecodedRequest(feeds, int(offsets[-1]), names)
         try:
             result = await target.batcher.submit(request, deadline, priority)
-            bounds = offsets.tolist()
-            return [[whole[bounds[i] : bounds[i + 1]] for whole in result.outputs] for i in range(len(group))]
+            return list(split(result.outputs, offsets))
         except (DeadlineExceededError, ResourceExhaustedError, UnavailableError) as refused:
             return [refused] * len(group)
         except Exception:

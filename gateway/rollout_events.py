@@ -19,7 +19,6 @@ without the secret).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 import aiohttp
 
+from gateway.background import cancel_and_wait
 from registry.rollout import RolloutState, utc_now
 from registry.webhook_signing import signed_headers
 
@@ -76,10 +76,7 @@ class RolloutNotifier:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     def emit(self, name: str, event: str, state: RolloutState, gate: str) -> None:
         """Writes the log line and queues the webhook event (never blocks)."""

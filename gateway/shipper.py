@@ -23,6 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
+from gateway.background import cancel_and_wait
 from gateway.codec import encode_array
 from gateway.sampler import Sample, Sampler
 from protos import monitor_pb2
@@ -109,9 +110,7 @@ class Shipper:
         try:
             await asyncio.wait_for(asyncio.shield(task), grace)
         except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         self.sampler.drop_all()
 
     async def _run(self) -> None:

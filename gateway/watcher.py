@@ -13,11 +13,11 @@ Contracts:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 from typing import Any
 
+from gateway.background import cancel_and_wait
 from gateway.errors import GatewayError
 from gateway.loader import version_stamp
 from gateway.models import ModelTable
@@ -53,10 +53,7 @@ class RegistryWatcher:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def poll_once(self) -> None:
         """One scan; reloads changed models and forgets removed ones."""

@@ -146,7 +146,8 @@ def test_groups_keep_batch_keys_apart_and_respect_the_row_limit() -> None:
         return Copy({"x": np.zeros((n, width), np.float32)}, n, None)
 
     a, b, c, d = copy(3), copy(2), copy(2, width=5), copy(4)
-    assert [[x.rows for x in g] for g in group_copies([a, b, c, d], 5)] == [[3, 2], [4], [2]]
+    # groups in the order they were opened: [a, b] (key 1), [c] (key 2), [d] (key 1, past the limit)
+    assert [[x.rows for x in g] for g in group_copies([a, b, c, d], 5)] == [[3, 2], [2], [4]]
     assert group_copies([a, c], 0) == [[a], [c]]  # a model that does not batch: one copy per request
     big = copy(7)
     assert group_copies([big, b], 5) == [

@@ -22,8 +22,9 @@ was not computed, plus the added fields documented in ``docs/monitor.md``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from monitor.drift import FeatureResult, WindowResult
@@ -44,8 +45,12 @@ DRIFT_ENDED = "drift_ended"
 
 
 def iso_time(epoch_s: float) -> str:
-    """``epoch_s`` as ISO 8601 UTC with milliseconds, e.g. ``2025-01-31T12:00:00.000Z``."""
-    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``epoch_s`` as ISO 8601 UTC with milliseconds, e.g. ``2025-01-31T12:00:00.000Z``, truncated: never
+    later than ``epoch_s``, so a ``since=`` query with a window's own ``closed_at`` finds that window
+    (``datetime.fromtimestamp`` rounds to the microsecond, which could carry it into the next millisecond)."""
+    millis = math.floor(epoch_s * 1e9) // 1_000_000  # the ns the history stores, int(epoch_s * 1e9), floored
+    stamp = datetime.fromtimestamp(millis // 1000, UTC) + timedelta(milliseconds=millis % 1000)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass

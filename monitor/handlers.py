@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -157,14 +157,19 @@ def routes() -> list[web.RouteDef]:
     ]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _since_ns(text: str) -> int:
+    """``since`` in ns since the epoch; an ISO time converts exactly (integer microseconds, no float), so
+    it equals the stored close time of the window whose ``closed_at`` it is, to the nanosecond floor."""
     try:
         seconds = float(text)
     except ValueError:
         stamp = datetime.fromisoformat(text)
         if stamp.tzinfo is None:
             raise ValueError(f"since: {text!r} has no time zone (add Z for UTC)") from None
-        seconds = stamp.timestamp()
+        return (stamp - _EPOCH) // timedelta(microseconds=1) * 1000
     if not math.isfinite(seconds):
         raise ValueError(f"since: {text!r} is not a time")
     return int(seconds * 1e9)

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy import stats as sps
 
 from monitor.config import ProfileSettings
@@ -20,6 +22,7 @@ from monitor.decisions import (
     version_entry,
 )
 from monitor.drift import WindowResult, evaluate_window
+from monitor.handlers import _since_ns
 from monitor.reference import Profile, build_profile
 from monitor.thresholds import benjamini_hochberg
 from monitor.windows import VersionWindows
@@ -250,3 +253,16 @@ def test_report_entry_skew_fields(profile: Profile) -> None:
         "bad file",
     )
     assert broken["skew_check"]["features"] == []
+
+
+@given(st.floats(min_value=1.0e9, max_value=4.0e9, allow_nan=False))
+def test_a_windows_closed_at_read_back_as_since_never_passes_its_stored_close_time(epoch_s: float) -> None:
+    """History stores ``int(closed_wall * 1e9)`` and shows ``iso_time(closed_wall)``; ``since=`` with that
+    text must select the window again, so the shown time is the stored one truncated to the millisecond."""
+    stored = int(epoch_s * 1e9)
+    since = _since_ns(iso_time(epoch_s))
+    assert stored - 1_000_000 < since <= stored
+
+
+def test_iso_time_truncates_where_microsecond_rounding_would_carry_into_the_next_millisecond() -> None:
+    assert iso_time(1764950000.1239996) == "2025-12-05T15:53:20.123Z"

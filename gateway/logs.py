@@ -15,9 +15,12 @@ Contracts:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import faulthandler
 import logging
 import random
+import signal
 import sys
 from typing import Any
 
@@ -73,6 +76,17 @@ def configure_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    enable_stack_dumps()
+
+
+def enable_stack_dumps() -> None:
+    """``kill -USR1 PID`` writes every thread's Python stack to stderr (``faulthandler``: it works while
+    the process is stuck, even in C code holding the GIL) and the process goes on. Linux and macOS only."""
+    if not hasattr(signal, "SIGUSR1"):
+        return
+    # A stderr without a file descriptor (captured in tests) cannot take the dumps: then nothing is set.
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True, chain=False)
 
 
 class AccessLog:

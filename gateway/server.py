@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 
 import grpc
 from grpc_health.v1 import _async as health_aio
@@ -247,10 +248,12 @@ async def serve(config: GatewayConfig) -> int:
         if config.worker_index is None
         else f"gateway worker {config.worker_index} pid {os.getpid()}"
     )
-    print(
-        f"infergate {who} listening on {config.host}:{server.port} (metrics :{server.metrics_port})",
-        flush=True,
+    # One write() for the whole line: print() writes the text and its newline separately, and workers
+    # sharing stdout could then join their lines (a reader looking for each worker's line missed one).
+    sys.stdout.write(
+        f"infergate {who} listening on {config.host}:{server.port} (metrics :{server.metrics_port})\n"
     )
+    sys.stdout.flush()
     await stopping.wait()
     log.info("signal received: draining")
     await server.stop()

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 READY = re.compile(r"worker (\d+) pid (\d+) listening on 127\.0\.0\.1:(\d+) \(metrics :(\d+)\)")
@@ -26,9 +26,12 @@ class Workers:
 
     process: subprocess.Popen[str]
     lines: queue.Queue[str]
+    ready: list[tuple[int, int, int, int]] = field(default_factory=list)
 
     def next_ready(self, timeout: float = 60.0) -> tuple[int, int, int, int]:
         """(worker index, pid, port, metrics port) of the next worker that says it listens."""
+        if self.ready:  # a line that held more than one worker's
+            return self.ready.pop(0)
         deadline = time.monotonic() + timeout
         seen: list[str] = []
         while time.monotonic() < deadline:
@@ -36,12 +39,25 @@ class Workers:
                 line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
-            match = READY.search(line)
-            if match:
-                index, pid, port, metrics = (int(g) for g in match.groups())
-                return index, pid, port, metrics
+            self.ready.extend((int(m[1]), int(m[2]), int(m[3]), int(m[4])) for m in READY.finditer(line))
+            if self.ready:
+                return self.ready.pop(0)
             seen.append(line)
-        raise AssertionError("no worker became ready; the gateway printed:\n" + "".join(seen[-40:]))
+        raise AssertionError(
+            "no worker became ready; the gateway printed:\n" + "".join(seen[-40:]) + self._stacks()
+        )
+
+    def _stacks(self) -> str:
+        """Every thread's stack of every process in the group (``kill -USR1``: gateway/logs.py), so a
+        worker stuck at start-up shows where."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGUSR1)
+        time.sleep(2.0)  # let the dumps reach the pipe; only on the way to a failure
+        lines: list[str] = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                lines.append(self.lines.get_nowait())
+        return "\nstacks after SIGUSR1:\n" + "".join(lines[-400:])
 
 
 def _pump(process: subprocess.Popen[str], sink: queue.Queue[str]) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -44,9 +45,23 @@ def _infer_with_retry(target: str, deadline_s: float = 30.0) -> str:
             time.sleep(0.05)
 
 
+def _free_port_pair() -> int:
+    """A port P with P and P + 1 both free now (worker i serves /metrics on P + i)."""
+    for _ in range(100):
+        with socket.socket() as first, socket.socket() as second:
+            first.bind(("127.0.0.1", 0))
+            candidate = int(first.getsockname()[1])
+            try:
+                second.bind(("127.0.0.1", candidate + 1))
+            except OSError:
+                continue
+            return candidate
+    raise AssertionError("no two consecutive free ports on 127.0.0.1")
+
+
 def test_two_workers_share_the_port_survive_a_crash_and_drain(tmp_path: Path) -> None:
     root = build_registry(tmp_path / "registry", {"mlp": mlp_model()})
-    port, metrics = free_port(), free_port()
+    port, metrics = free_port(), _free_port_pair()
     options = ("--port", str(port), "--metrics-port", str(metrics), "--no-sampling", "--poll-interval", "0")
     with gateway_workers(root, 2, *options) as gateway:
         process = gateway.process
@@ -104,3 +119,22 @@ def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
         gateway.process.kill()  # the supervisor only: no signal is forwarded
         gateway.process.wait(10)
         assert all(_gone(pid) for pid in pids), "a worker outlived its supervisor"
+
+
+def test_sigusr1_dumps_every_thread_and_the_worker_keeps_serving(tmp_path: Path) -> None:
+    root = build_registry(tmp_path / "registry", {"mlp": mlp_model()})
+    options = ("--port", "0", "--metrics-port", "0", "--no-sampling", "--poll-interval", "0")
+    with gateway_workers(root, 1, *options) as gateway:  # one worker: the gateway runs in this process
+        pid, listening = gateway.process.pid, None
+        while listening is None:
+            listening = re.search(
+                r"infergate gateway listening on 127\.0\.0\.1:(\d+)", gateway.lines.get(timeout=60)
+            )
+        port = int(listening.group(1))
+        os.kill(pid, signal.SIGUSR1)
+        dumped: list[str] = []
+        while not any("serve" in line and 'File "' in line for line in dumped):
+            dumped.append(gateway.lines.get(timeout=30))
+        assert any(line.startswith("Thread 0x") or line.startswith("Current thread 0x") for line in dumped)
+        assert _infer_with_retry(f"127.0.0.1:{port}") == "1"
+        os.kill(pid, 0)  # still the same process: the dump did not end it

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.hotpath_md import CONFIGS, TITLE, goals, render
+from bench.hotpath_md import CONFIGS, TITLE, goals, render, round_label
 from bench.hotpath_overload import BUDGET_MS, FACTORS, SCENARIOS, TUNED_FLAGS
 from bench.kit import Gateway, Measured, add_model, measure, start_gateway
 from bench.sections import Results, Section
@@ -55,6 +55,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--hotpath-ceiling-seconds", type=float, default=1.0, help="hotpath: in-process onnxruntime seconds"
     )
+    p.add_argument("--hotpath-rounds", type=int, default=3, help="hotpath: echo/gateway rounds of (a), (b)")
     p.add_argument(
         "--hotpath-overload-duration", type=float, default=None, help="hotpath: overload step s (--duration)"
     )
@@ -219,9 +220,11 @@ def _run(args: argparse.Namespace) -> Results:
         echo = _Server("echo", f"127.0.0.1:{port}", None, echo_proc.proc.pid)
         b.commands["echo"] = f"infergate-load echo-server --registry {registry} --port 0"
         gw, gw_process = b.gateway(stack, "defaults", registry)
-        for c in (64, 1):  # (a), (b): echo and gateway interleaved
-            b.closed(echo, "tiny", c)
-            b.closed(gw, "tiny", c)
+        for index in range(max(1, args.hotpath_rounds)):  # (a), (b): echo and gateway interleaved
+            for c in (64, 1):
+                pair = [(echo, "echo"), (gw, "defaults")]
+                for server, key in pair if index % 2 == 0 else pair[::-1]:  # alternate who goes first
+                    b.closed(server, "tiny", c, label=round_label(f"{key}-tiny-c{c}", index))
         b.closed(gw, "mlp", 64)
         run_d = b.closed(gw, "mlp", 16, rows=rows)
         mean = ((run_d.step.get("server") or {}).get("batch_size") or {}).get("mean")

@@ -206,10 +206,34 @@ def test_fast_refusals_and_lateness_read_the_client_figures() -> None:
     assert beyond_deadline(None, 50.0) is None
 
 
+def test_a_and_b_pool_the_alternating_rounds_and_show_each() -> None:
+    results = _results()
+    extra = {
+        "echo-tiny-c64-round2": _step(1100),
+        "defaults-tiny-c64-round2": _step(770),
+        "echo-tiny-c1-round2": _step(500, ok_ms=(1, 1, 1)),
+        "defaults-tiny-c1-round2": _step(300, ok_ms=(1, 1, 1)),
+        "echo-tiny-c1-round3": _step(500, ok_ms=(1, 1, 1)),
+        "defaults-tiny-c1-round3": _step(300, ok_ms=(1, 1, 1)),
+        "defaults-tiny-c64-round3": _step(900),  # the echo server's third round is missing: not paired
+    }
+    results["runs"].update({label: _run(label, step) for label, step in extra.items()})
+    found = _by_figure(results)
+    assert _find(found, "(a) tiny, C=64")[0] == pytest.approx((850 + 770) / (1000 + 1100))
+    # p50 per round: gateway 2, 1, 1 ms against echo 1, 1, 1: the medians are 1 and 1
+    assert _find(found, "(b) tiny, C=1")[:2] == (pytest.approx(1.0), "≤ 1.3")
+    text = render(results)
+    assert "(2 alternating rounds; per round 0.85, 0.70)" in text
+    assert "(3 alternating rounds; per round 2.00, 1.00, 1.00)" in text
+
+
 def test_render_shows_every_part_from_the_results_only() -> None:
     text = render(_results())
     assert text.startswith(f"## {hotpath_md.TITLE}")
-    assert "| (a) tiny, C=64: gateway ÷ echo (req/s) | 850 ÷ 1,000 | 0.85 | ≥ 0.8 | met |" in text
+    assert (
+        "| (a) tiny, C=64: gateway ÷ echo (req/s, mean of the rounds) | 850 ÷ 1,000 (1 alternating rounds; "
+        "per round 0.85) | 0.85 | ≥ 0.8 | met |"
+    ) in text
     assert "(g), sampling at 5 % and 100 % against sampling off, is the `sampling` section's" in text
     assert "| defaults (no model.toml) | 850 | 600 | 12.00 |" in text
     assert "| threads2-mlp-c64 | 500 |" in text  # the runs table

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+from typing import Any
 
 import grpc
 from grpc_health.v1 import _async as health_aio
@@ -116,8 +117,9 @@ class GatewayServer:
             interceptors=security.interceptors(self.config, self.metrics.registry),
         )
         servicer = control.guarded(self.servicer, self.config.model_control)
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        generic = _GenericHandlersOnly(server)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, generic)  # type: ignore[no-untyped-call]
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, generic)
         add_files(health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR)
         reflection.enable_server_reflection(
             (
@@ -167,6 +169,23 @@ class GatewayServer:
             self._metrics_http.close()
             self._metrics_http = None
         log.info("stopped")
+
+
+class _GenericHandlersOnly:
+    """What the generated ``add_*_to_server`` functions see of the server: their generic handlers are
+    added, their registered-method handlers are not. grpc.aio's server loop keeps one pending "next call"
+    request per registered method and waits on all of them for every call it takes; with ours (14
+    methods) that cost a tiny request at C=1 about 10 µs of p50 (0.67 against 0.66 ms, 4 alternating
+    rounds). Calls then reach the same handlers through the generic lookup."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: Any) -> None:
+        """Ignored (see the class docstring)."""
 
 
 def server_options(config: GatewayConfig) -> list[tuple[str, int]]:

@@ -9,10 +9,11 @@
 - Shadow: the same hash picks the requests mirrored to the candidate.
 - Mirrors (shadow copies to the candidate, and canary pairs: copies of candidate-answered requests to the
   stable version, for the agreement gate) are made after the answer was built and never awaited by the
-  request. The copies made in one turn of the event loop (the requests one batch answered resume in the
-  same turn) go to the other version together at the end of that turn (``loop.call_soon``), stacked
-  into one request per batch key of at most the target's ``max_batch_size`` rows, in one task: one
-  batcher submission, one thread hop and one vectorised comparison per group instead of per copy. A group
+  request. The copies made within ``[rollout].mirror_window_ms`` of the first one (0: within its turn of
+  the event loop, whose end sends them) go to the other version together, stacked into one request per
+  batch key of at most the target's ``max_batch_size`` rows, in one task: one batcher submission, one
+  thread hop and one vectorised comparison per group instead of per copy, and batches the size of a
+  window's traffic (cheaper per row than the one or two copies a turn makes). A group
   that fails is re-sent copy by copy, so only a copy that fails alone counts as a candidate error. Each
   copy is still recorded and counted on its own (latency: its group's). At most
   ``[rollout].shadow_max_inflight`` groups run at once; a copy is dropped (and counted) when it would
@@ -23,6 +24,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import zlib
@@ -81,6 +83,12 @@ class LiveRollout:
     mirrors_inflight: int = 0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _pending: dict[int, list[Copy]] = field(default_factory=dict)
+    #: Schedules the end of a mirror window: ``call_later(seconds, send)`` returning a handle with
+    #: ``cancel()`` (None: the running loop's; tests pass their own to end a window when they choose).
+    call_later: Callable[[float, Callable[[], None]], asyncio.TimerHandle] | None = None
+    #: The scheduled send of the pending copies (a timer, or the end of the loop turn), and that send.
+    _send_at: asyncio.TimerHandle | asyncio.Handle | None = None
+    _send_now: Callable[[], None] | None = None
     _closed: bool = False
     _sample: SampleHook | None = None
     _threshold: int = field(init=False)
@@ -151,13 +159,23 @@ class LiveRollout:
             answer = outputs[decoded.output_names.index(self.output)]
         if pending is None:
             if not self._pending:
-                asyncio.get_running_loop().call_soon(self._flush, table, metrics)
+                self._schedule(table, metrics)
             pending = self._pending[other.version] = []
             self.mirrors_inflight += 1
         self._sample = sample
         pending.append(Copy(decoded.feeds, decoded.rows, answer, request_id))
 
+    def _schedule(self, table: ModelTable, metrics: RolloutMetrics | None) -> None:
+        loop = asyncio.get_running_loop()
+        window_s = self.config.mirror_window_ms / 1000
+        self._send_now = send = functools.partial(self._flush, table, metrics)
+        if window_s <= 0:
+            self._send_at = loop.call_soon(send)
+        else:
+            self._send_at = (self.call_later or loop.call_later)(window_s, send)
+
     def _flush(self, table: ModelTable, metrics: RolloutMetrics | None) -> None:
+        self._send_at = self._send_now = None
         pending, self._pending = self._pending, {}
         for version, copies in pending.items():
             if self._closed:
@@ -244,8 +262,12 @@ class LiveRollout:
             metrics.shadow.labels(self.model, str(version), result).inc(n)
 
     async def settle(self) -> None:
-        """Waits until every copy made so far has been sent and answered."""
+        """Sends the copies still gathering at once, then waits until every copy made so far has been
+        answered."""
         while self._pending or self._tasks:
+            if self._send_at is not None and self._send_now is not None:
+                self._send_at.cancel()
+                self._send_now()
             if self._tasks:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
             else:
@@ -255,6 +277,9 @@ class LiveRollout:
         """Cancels the mirrors still running (their versions may be retiring); copies not yet sent are
         dropped uncounted."""
         self._closed = True
+        if self._send_at is not None and self._send_now is not None:
+            self._send_at.cancel()
+            self._send_now()  # closed: drops what was gathering
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

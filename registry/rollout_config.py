@@ -16,7 +16,9 @@ Keys (all optional; see docs/registry.md "Safe rollout"):
   float output), "relative" (``|a - b| <= max_relative_error * max(|b|, 1e-6)`` everywhere in the row);
   ``agreement_output`` names the output compared ("" = the first).
 * ``shadow_max_inflight``: groups of mirrored requests in flight at most (gateway.rollout_live: the copies
-  of one event-loop turn travel as one group; copies past the cap are dropped and counted).
+  made within one mirror window travel as one group; copies past the cap are dropped and counted).
+* ``mirror_window_ms``: how long mirrored copies gather before they go to the other version as one
+  group (0: until the end of the event-loop turn that made the first of them).
 * ``drift_gate``: also fail the step when the monitor reports drift for the candidate;
   ``max_drift_psi``: fail when any feature's PSI exceeds this (0 = only the monitor's own verdict).
 """
@@ -52,6 +54,7 @@ class RolloutConfig:
     agreement_output: str = ""
     max_relative_error: float = 1e-3
     shadow_max_inflight: int = 4
+    mirror_window_ms: float = 10.0
     drift_gate: bool = True
     max_drift_psi: float = 0.0
 
@@ -82,6 +85,13 @@ class RolloutConfig:
             check_float(k + "max_relative_error", self.max_relative_error, ConfigError, minimum=0.0),
         )
         check_int(k + "shadow_max_inflight", self.shadow_max_inflight, ConfigError, minimum=1)
+        _set(
+            self,
+            "mirror_window_ms",
+            check_float(
+                k + "mirror_window_ms", self.mirror_window_ms, ConfigError, minimum=0.0, maximum=1000.0
+            ),
+        )
         check_bool(k + "drift_gate", self.drift_gate, ConfigError)
         _set(
             self,

@@ -36,6 +36,7 @@ step_seconds = 3600.0
 min_requests = 1000000000
 drift_gate = false
 shadow_max_inflight = {cap}
+mirror_window_ms = {window}
 """
 OUTPUTS = ("logits", "probs")
 
@@ -68,10 +69,10 @@ class Rig:
 async def make_rig(tmp_path: Path) -> AsyncIterator[Any]:
     made: list[tuple[RolloutController, ModelTable]] = []
 
-    async def make(candidate: onnx.ModelProto, cap: int = 4) -> Rig:
+    async def make(candidate: onnx.ModelProto, cap: int = 4, window: float = 0.0) -> Rig:
         root = tmp_path / "registry"
         (root / "m").mkdir(parents=True)
-        (root / "m" / "model.toml").write_text(TOML.format(cap=cap))
+        (root / "m" / "model.toml").write_text(TOML.format(cap=cap, window=window))
         for version, model in enumerate((classifier(), candidate), start=1):
             onnx.save(model, tmp_path / f"v{version}.onnx")
         publish(root, "m", tmp_path / "v1.onnx")
@@ -139,6 +140,46 @@ async def test_the_inflight_cap_counts_groups_and_drops_copies_past_it(make_rig)
     rig.mirror(rows(1))  # the first group is done: room again
     await rig.live.settle()
     assert (rig.live.window.candidate.requests, rig.shadow("agree"), rig.shadow("dropped")) == (3, 3.0, 1.0)
+
+
+class FakeTimer:
+    """``call_later`` for LiveRollout: remembers the window's send; the test ends the window."""
+
+    def __init__(self) -> None:
+        self.scheduled: list[tuple[float, Any]] = []
+        self.cancelled = 0
+
+    def __call__(self, delay: float, send: Any) -> FakeTimer:
+        self.scheduled.append((delay, send))
+        return self
+
+    def cancel(self) -> None:
+        self.cancelled += 1
+
+    def end_window(self) -> None:
+        _, send = self.scheduled.pop()
+        send()
+
+
+async def test_a_mirror_window_gathers_copies_of_several_turns_into_one_group(make_rig) -> None:
+    rig = await make_rig(classifier(), cap=1, window=25.0)
+    timer = FakeTimer()
+    rig.live.call_later = timer
+    before = rig.batches()
+    rig.mirror(rows(1))
+    await asyncio.sleep(0)
+    rig.mirror(rows(2))  # a later turn, same window: joins the group (the cap counts groups)
+    await asyncio.sleep(0)
+    rig.mirror(rows(1))
+    assert [delay for delay, _ in timer.scheduled] == [0.025]
+    assert (rig.live.window.candidate.requests, rig.shadow("dropped"), rig.batches()) == (0, 0.0, before)
+    timer.end_window()
+    await rig.live.settle()
+    assert rig.batches() == before + 1  # one stacked request of 4 rows
+    assert (rig.live.window.candidate.requests, rig.shadow("agree"), rig.shadow("dropped")) == (3, 3.0, 0.0)
+    rig.mirror(rows(1))  # a new window
+    await rig.live.settle()  # sends it at once, without waiting for the window
+    assert (len(timer.scheduled), timer.cancelled, rig.shadow("agree")) == (1, 1, 4.0)
 
 
 def test_groups_keep_batch_keys_apart_and_respect_the_row_limit() -> None:

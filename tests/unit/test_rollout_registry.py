@@ -49,6 +49,8 @@ def test_defaults_are_immediate() -> None:
         ({"agreement": "cosine"}, "[rollout].agreement: expected one of"),
         ({"drift_gate": "yes"}, "[rollout].drift_gate: expected true or false"),
         ({"shadow_max_inflight": 0}, "[rollout].shadow_max_inflight: must be >= 1"),
+        ({"mirror_window_ms": -1}, "[rollout].mirror_window_ms: must be >= 0.0"),
+        ({"mirror_window_ms": 5000}, "[rollout].mirror_window_ms: must be <= 1000.0"),
         ({"max_drift_psi": -1}, "[rollout].max_drift_psi: must be >= 0.0"),
     ],
 )

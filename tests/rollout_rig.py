@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,11 +16,11 @@ import numpy as np
 import onnx
 import tritonclient.grpc as grpcclient
 from prometheus_client import generate_latest
-from tritonclient.utils import InferenceServerException
 
 from registry.publish import publish
 from registry.rollout import RolloutState, read_state
 from registry.webhook_signing import SIGNATURE_HEADER
+from tests import traffic
 from tests.rollout_models import FEATURES, reference_logits
 from tests.servers import ServerThread
 
@@ -51,57 +50,11 @@ def publish_model(root: Path, model: onnx.ModelProto, tag: str) -> int:
     return publish(root, "m", source).version
 
 
-class Traffic:
-    """Client threads sending requests (random ids) to "m" until stopped; every answer and error kept."""
+class Traffic(traffic.Traffic):
+    """:class:`tests.traffic.Traffic` to the rollout models ("m": ``x`` of FEATURES columns -> ``logits``)."""
 
     def __init__(self, target: str, threads: int = 3) -> None:
-        self.target = target
-        self.answers: list[tuple[str, np.ndarray, np.ndarray]] = []
-        self.sent: list[float] = []  # when each answered request was sent (monotonic)
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
-        for thread in self._threads:
-            thread.start()
-
-    def _run(self, seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        with grpcclient.InferenceServerClient(self.target) as client:
-            while not self._stop.is_set():
-                x = rng.normal(size=(int(rng.integers(1, 4)), FEATURES)).astype(np.float32)
-                tensor = grpcclient.InferInput("x", list(x.shape), "FP32")
-                tensor.set_data_from_numpy(x)
-                sent = time.monotonic()
-                try:
-                    result = client.infer("m", [tensor], request_id=uuid.uuid4().hex)
-                except InferenceServerException as exc:
-                    with self._lock:
-                        self.errors.append(str(exc))
-                    continue
-                with self._lock:
-                    self.answers.append((result.get_response().model_version, x, result.as_numpy("logits")))
-                    self.sent.append(sent)
-
-    def versions_sent_after(self, moment: float) -> set[str]:
-        with self._lock:
-            return {v for (v, _, _), sent in zip(self.answers, self.sent, strict=True) if sent > moment}
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self.answers)
-
-    def wait_more(self, answers: int, timeout: float = 10.0) -> None:
-        """Returns once ``answers`` more requests were answered (or after ``timeout``)."""
-        target = self.count() + answers
-        deadline = time.monotonic() + timeout
-        while self.count() < target and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(10)
+        super().__init__(target, threads, features=FEATURES, output="logits")
 
 
 def wait_state(root: Path, done: Callable[[RolloutState], bool], timeout: float = 60.0) -> RolloutState:

@@ -24,6 +24,7 @@ from protos import inference_pb2, inference_pb2_grpc
 from registry.manifest import sha256_file
 from registry.publish import pin, publish, unpin
 from tests.servers import ServerThread
+from tests.traffic import Traffic
 
 POLL = 0.1
 #: A generous budget: these tests are about swaps, not deadlines, and the machine may be busy.
@@ -55,44 +56,9 @@ def publish_scale(
     return publish(root, "m", source, golden=golden).version
 
 
-class Traffic:
-    """Client threads sending requests to model "m" until stopped; records every answer or error."""
-
-    def __init__(self, target: str, threads: int = 4) -> None:
-        self.target = target
-        self.answers: list[tuple[float, str, float, np.ndarray]] = []
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
-        for thread in self._threads:
-            thread.start()
-
-    def _run(self, seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        with grpcclient.InferenceServerClient(self.target) as client:
-            while not self._stop.is_set():
-                x = rng.normal(size=(int(rng.integers(1, 4)), 3)).astype(np.float32)
-                tensor = grpcclient.InferInput("x", list(x.shape), "FP32")
-                tensor.set_data_from_numpy(x)
-                try:
-                    result = client.infer("m", [tensor])
-                except InferenceServerException as exc:
-                    with self._lock:
-                        self.errors.append(str(exc))
-                    continue
-                y = result.as_numpy("y")
-                with self._lock:
-                    self.answers.append((time.monotonic(), result.get_response().model_version, 0.0, y / x))
-
-    def versions_since(self, moment: float) -> set[str]:
-        with self._lock:
-            return {version for at, version, _, _ in self.answers if at > moment}
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(10)
+def scale_traffic(target: str, threads: int = 4) -> Traffic:
+    """Traffic to the scale models ("m": ``x`` of 3 columns -> ``y``), without request ids."""
+    return Traffic(target, threads, features=3, output="y", request_ids=False)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
@@ -135,27 +101,27 @@ FACTORS = {"1": 2.0, "2": 3.0, "3": 5.0}
 
 def check_answers(traffic: Traffic) -> None:
     assert traffic.errors == []
-    for _, version, _, ratio in traffic.answers:
-        np.testing.assert_allclose(ratio, FACTORS[version], rtol=1e-6)
+    for version, x, y in traffic.answers:
+        np.testing.assert_allclose(y / x, FACTORS[version], rtol=1e-6)
 
 
 def test_hot_swap_and_pin_under_load_with_zero_failed_requests(server: ServerThread, registry: Path) -> None:
-    traffic = Traffic(server.target)
+    traffic = scale_traffic(server.target)
     try:
         assert wait_for(lambda: len(traffic.answers) > 50)
         published_at = time.monotonic()
         assert publish_scale(registry, 3.0) == 2
-        assert wait_for(lambda: traffic.versions_since(published_at) >= {"2"})
+        assert wait_for(lambda: traffic.versions_sent_after(published_at) >= {"2"})
         switched = time.monotonic()
-        assert wait_for(lambda: traffic.versions_since(switched + 0.5) == {"2"})  # old version retired
+        assert wait_for(lambda: traffic.versions_sent_after(switched + 0.5) == {"2"})  # old version retired
         pinned_at = time.monotonic()
         pin(registry, "m", 1)
-        assert wait_for(lambda: "1" in traffic.versions_since(pinned_at))
+        assert wait_for(lambda: "1" in traffic.versions_sent_after(pinned_at))
         settled = time.monotonic()
-        assert wait_for(lambda: traffic.versions_since(settled + 0.5) == {"1"})
+        assert wait_for(lambda: traffic.versions_sent_after(settled + 0.5) == {"1"})
         unpin(registry, "m")
         unpinned_at = time.monotonic()
-        assert wait_for(lambda: traffic.versions_since(unpinned_at + 0.5) == {"2"})
+        assert wait_for(lambda: traffic.versions_sent_after(unpinned_at + 0.5) == {"2"})
     finally:
         traffic.stop()
     check_answers(traffic)
@@ -204,7 +170,7 @@ def _bad_golden(tmp: Path) -> Path:
 def test_a_bad_version_never_replaces_the_serving_one(
     server: ServerThread, registry: Path, tmp_path: Path, case: str, words: str
 ) -> None:
-    traffic = Traffic(server.target, threads=2)
+    traffic = scale_traffic(server.target, threads=2)
     try:
         assert wait_for(lambda: len(traffic.answers) > 20)
         if case == "breaking":
@@ -243,7 +209,7 @@ def test_a_bad_version_never_replaces_the_serving_one(
     finally:
         traffic.stop()
     check_answers(traffic)
-    assert {version for _, version, _, _ in traffic.answers} == {"1"}
+    assert {version for version, _, _ in traffic.answers} == {"1"}
 
 
 def test_half_written_version_stays_invisible(server: ServerThread, registry: Path) -> None:

@@ -18,10 +18,10 @@ from registry.serving import serving_default
 from tests.integration.test_lifecycle import (
     POLL,
     RELAXED,
-    Traffic,
     _tamper_sha,
     check_answers,
     publish_scale,
+    scale_traffic,
     state_of,
     wait_for,
 )
@@ -53,15 +53,15 @@ def test_rollback_pins_below_the_version_served_past_a_corrupt_newest_one(tmp_pa
     assert publish_scale(root, 2.0, toml=RELAXED) == 1
     assert publish_scale(root, 3.0) == 2
     server = ServerThread(GatewayConfig(root, sampling=False, port=0, metrics_port=None, poll_interval=POLL))
-    traffic = Traffic(server.target, threads=2)
+    traffic = scale_traffic(server.target, threads=2)
     try:
         assert wait_for(lambda: len(traffic.answers) > 20)
-        assert traffic.versions_since(0.0) == {"2"}
+        assert traffic.versions_sent_after(0.0) == {"2"}
         add_corrupt_version(root, tmp_path / "staging", 5.0, 3)
         assert wait_for(lambda: (state_of(server, "3") or {}).get("state") == "UNAVAILABLE")
         refused = time.monotonic()
-        assert wait_for(lambda: len(traffic.versions_since(refused)) > 0)
-        assert traffic.versions_since(refused) == {"2"}  # the gateway passes over 3 and serves 2
+        assert wait_for(lambda: len(traffic.versions_sent_after(refused)) > 0)
+        assert traffic.versions_sent_after(refused) == {"2"}  # the gateway passes over 3 and serves 2
 
         found = serving_default(root, "m")
         assert (found.version, list(found.skipped)) == (2, [3])
@@ -79,10 +79,10 @@ def test_rollback_pins_below_the_version_served_past_a_corrupt_newest_one(tmp_pa
         assert "m: default was version 2; pinned version 1" in done.stderr
         assert read_pin(root / "m") == 1
         pinned = time.monotonic()
-        assert wait_for(lambda: "1" in traffic.versions_since(pinned))
+        assert wait_for(lambda: "1" in traffic.versions_sent_after(pinned))
         settled = time.monotonic()
-        assert wait_for(lambda: len(traffic.versions_since(settled + 0.5)) > 0)
-        assert traffic.versions_since(settled + 0.5) == {"1"}
+        assert wait_for(lambda: len(traffic.versions_sent_after(settled + 0.5)) > 0)
+        assert traffic.versions_sent_after(settled + 0.5) == {"1"}
     finally:
         traffic.stop()
         server.stop()
@@ -97,14 +97,14 @@ def test_a_fresh_gateway_serves_the_highest_intact_version_when_the_newest_is_co
     add_corrupt_version(root, tmp_path / "staging", 5.0, 3)
     assert serving_default(root, "m").version == 2
     server = ServerThread(GatewayConfig(root, sampling=False, port=0, metrics_port=None, poll_interval=POLL))
-    traffic = Traffic(server.target, threads=1)
+    traffic = scale_traffic(server.target, threads=1)
     try:
         assert wait_for(lambda: len(traffic.answers) > 10)
         assert (state_of(server, "3") or {}).get("state") == "UNAVAILABLE"
-        assert traffic.versions_since(0.0) == {"2"}
+        assert traffic.versions_sent_after(0.0) == {"2"}
         polled = time.monotonic()  # later polls keep 2: the failed 3 is not retried, 2 is not retired
-        assert wait_for(lambda: len(traffic.versions_since(polled + 3 * POLL)) > 0)
-        assert traffic.versions_since(polled) == {"2"}
+        assert wait_for(lambda: len(traffic.versions_sent_after(polled + 3 * POLL)) > 0)
+        assert traffic.versions_sent_after(polled) == {"2"}
     finally:
         traffic.stop()
         server.stop()

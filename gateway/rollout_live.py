@@ -79,7 +79,7 @@ class LiveRollout:
     #: The output compared for agreement and how ("" when none can be).
     output: str = ""
     kind: str = ""
-    #: Mirror groups running or waiting for the end of this loop turn.
+    #: Mirror groups running or gathering copies in their window.
     mirrors_inflight: int = 0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _pending: dict[int, list[Copy]] = field(default_factory=dict)
@@ -135,7 +135,7 @@ class LiveRollout:
         request_id: str = "",
         sample: SampleHook | None = None,
     ) -> None:
-        """Queues the comparison copy of an answered request for this loop turn's group, or counts it
+        """Queues the comparison copy of an answered request for the gathering group, or counts it
         dropped. Never blocks. ``sample`` is offered the candidate's answer to a shadow copy (the data
         plane's sampling, so the drift gate sees shadow traffic)."""
         target = self.stable if answered.version == self.candidate else self.candidate
@@ -173,6 +173,12 @@ class LiveRollout:
             self._send_at = loop.call_soon(send)
         else:
             self._send_at = (self.call_later or loop.call_later)(window_s, send)
+
+    def _send_gathered(self) -> None:
+        """Ends the gathering window now (its scheduled send is cancelled)."""
+        if self._send_at is not None and self._send_now is not None:
+            self._send_at.cancel()
+            self._send_now()
 
     def _flush(self, table: ModelTable, metrics: RolloutMetrics | None) -> None:
         self._send_at = self._send_now = None
@@ -265,9 +271,7 @@ class LiveRollout:
         """Sends the copies still gathering at once, then waits until every copy made so far has been
         answered."""
         while self._pending or self._tasks:
-            if self._send_at is not None and self._send_now is not None:
-                self._send_at.cancel()
-                self._send_now()
+            self._send_gathered()
             if self._tasks:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
             else:
@@ -277,9 +281,7 @@ class LiveRollout:
         """Cancels the mirrors still running (their versions may be retiring); copies not yet sent are
         dropped uncounted."""
         self._closed = True
-        if self._send_at is not None and self._send_now is not None:
-            self._send_at.cancel()
-            self._send_now()  # closed: drops what was gathering
+        self._send_gathered()  # closed: drops what was gathering
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

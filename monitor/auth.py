@@ -33,17 +33,14 @@ from aiohttp import web
 
 from monitor.metrics import MonitorMetrics
 from registry.fsutil import FileStamp, file_stamp
-from registry.webhook_signing import SIGNATURE_HEADER, signature
 
 __all__ = [
     "FEEDBACK_PATHS",
     "INGEST_PATHS",
     "READ_PATHS",
-    "SIGNATURE_HEADER",
     "TokenFile",
     "auth_middleware",
     "ingest_split_middleware",
-    "signature",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,8 +50,6 @@ INGEST_PATHS = frozenset({"/v1/samples", "/v1/samples/stream"})
 #: (business systems send it, not the pod's gateway).
 FEEDBACK_PATHS = frozenset({"/v1/feedback"})
 READ_PATHS = frozenset({"/v1/drift", "/v1/drift/history"})
-
-#: The header of a signed webhook POST: ``sha256=<hex HMAC-SHA256 of the body>``.
 
 #: Refusals are logged at most once per this many seconds.
 LOG_INTERVAL_S = 10.0

@@ -20,11 +20,12 @@ from prometheus_client import CollectorRegistry
 
 from gateway.config import GatewayConfig
 from monitor.app import METRICS, create_app, serve_ingest
-from monitor.auth import SIGNATURE_HEADER, TokenFile
+from monitor.auth import TokenFile
 from monitor.config import MonitorConfig, WebhookSettings
 from monitor.metrics import MonitorMetrics
 from monitor.webhook import AlertSender
 from registry.demo import build_demo
+from registry.webhook_signing import SIGNATURE_HEADER
 from tests.monitor_oracles import sample_batch
 from tests.monitor_servers import RunningMonitor, running_monitor, wait_until
 from tests.servers import ServerThread

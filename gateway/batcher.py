@@ -166,6 +166,11 @@ class Batcher:
     def queued_rows(self) -> int:
         return self._queue.rows
 
+    def count_batch(self, rows: int, compute_ns: int) -> None:
+        """Reports a batch run outside the queue (a rollout mirror group) to the statistics and metrics."""
+        if self._observer is not None:
+            self._observer.on_batch(rows, compute_ns)
+
     def predict(self, rows: int) -> float:
         """Best predicted latency of ``rows`` rows over the instances."""
         return min(profile.predict(rows) for profile in self.profiles)

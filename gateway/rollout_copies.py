@@ -1,15 +1,18 @@
-"""Mirrored copies of a rollout, sent in groups: how copies are grouped into one request, sent (with a
-failed group re-sent copy by copy) and compared (one vectorised comparison per group, counted per copy).
+"""Mirrored copies of a rollout, sent in groups: how copies are grouped into one request, run (with a
+failed group re-run copy by copy) and compared (one vectorised comparison per group, counted per copy),
+all off the event loop.
 :class:`gateway.rollout_live.LiveRollout` decides which copies are made and records the outcomes.
 
 Contracts: :func:`group_copies` keeps copies of different batch keys apart and never puts more than the
 target's ``max_batch_size`` rows in one request (a lone copy over it goes alone: the target judges it);
-:func:`send_group` returns, per copy and in order, its own rows of every asked output or its own error;
+:func:`run_groups` runs on the target runner's executor thread and returns, per group, per copy and in
+order, its own rows of every asked output or its own error, and the group's agreement counts;
 :func:`agreement_counts` returns (rows, agreeing rows) per copy that both versions answered.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,12 +20,11 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.agreement import agreeing_mask, agreeing_rows
-from gateway.collate import batch_key, split, stack
-from gateway.errors import DeadlineExceededError, ResourceExhaustedError, UnavailableError
-from gateway.validate import DecodedRequest
+from gateway.batcher import THREAD_HOP_S
+from gateway.collate import batch_key, bucket_for, check_rows, pad, split, stack
 from gateway.version import LoadedVersion
 
-__all__ = ["Answer", "Copy", "agreement_counts", "group_copies", "send_group"]
+__all__ = ["Answer", "Comparison", "Copy", "GroupResult", "agreement_counts", "group_copies", "run_groups"]
 
 
 @dataclass(slots=True)
@@ -57,34 +59,90 @@ def group_copies(copies: list[Copy], max_rows: int) -> list[list[Copy]]:
 Answer = list[npt.NDArray[Any]] | BaseException
 
 
-async def send_group(
-    target: LoadedVersion, group: list[Copy], names: tuple[str, ...], deadline: float
-) -> list[Answer]:
-    """One stacked request for ``group`` asking for outputs ``names``; per copy its rows of each output, or
-    its error. A stack the target
-    refused for load (shed, queue full, unloading) gives every copy that error; one that failed otherwise
-    is re-sent copy by copy, so only a copy that fails alone gets an error."""
-    priority = target.config.batching.priority_levels
-    if len(group) > 1:
-        feeds, offsets = stack([copy.feeds for copy in group])
-        request = DecodedRequest(feeds, int(offsets[-1]), names)
-        try:
-            result = await target.batcher.submit(request, deadline, priority)
-            return list(split(result.outputs, offsets))
-        except (DeadlineExceededError, ResourceExhaustedError, UnavailableError) as refused:
-            return [refused] * len(group)
-        except Exception:
-            pass  # one copy's rows may be what the target cannot take: find it
-    outcomes: list[Answer] = []
-    for copy in group:
-        try:
-            result = await target.batcher.submit(
-                DecodedRequest(copy.feeds, copy.rows, names), deadline, priority
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """How a group's answers are compared to the answering version's (:func:`agreement_counts`)."""
+
+    kind: str
+    tolerance: float
+    to_candidate: bool
+    index: int
+
+
+@dataclass(slots=True)
+class GroupResult:
+    """One group's outcomes per copy, its agreement counts (None: not compared) and the batches it ran
+    as (rows, compute ns)."""
+
+    outcomes: list[Answer]
+    counts: list[tuple[int, int]] | None
+    batches: list[tuple[int, int]]
+
+
+def run_groups(
+    target: LoadedVersion,
+    instance: int,
+    groups: list[list[Copy]],
+    names: tuple[str, ...],
+    comparison: Comparison | None,
+) -> list[GroupResult]:
+    """Runs each group as one stacked request on ``target``'s instance ``instance``, on the calling thread
+    (the runner's executor thread: :meth:`gateway.runner.Runner.call`), and compares the answers there,
+    so the event loop only records the results. Rows are padded to the target's buckets; each batch's
+    latency (compute plus :data:`gateway.batcher.THREAD_HOP_S`, as the executor path learns it) feeds
+    the instance's profile. A stack that fails is re-run copy by copy, so only a copy that fails alone
+    gets an error."""
+    runner, batcher = target.runner, target.batcher
+    profile = batcher.profiles[instance]
+    batchable = target.max_batch_size > 0
+    batches: list[tuple[int, int]] = []
+
+    def run(feeds: dict[str, npt.NDArray[Any]], rows: int) -> list[npt.NDArray[Any]]:
+        padded = bucket_for(rows, batcher.buckets)
+        if padded > rows:
+            feeds = pad(feeds, rows, padded)
+        begin, cpu_begin = time.perf_counter_ns(), time.thread_time_ns()
+        outputs = runner.run_sync(instance, feeds, names)
+        wall = time.perf_counter_ns() - begin
+        # The session's own cost, as the runner measures its executor runs (gateway.runner._run_timed).
+        spent = min((time.thread_time_ns() - cpu_begin) * runner.intra_op_threads, wall)
+        profile.observe(padded, spent / 1e9 + THREAD_HOP_S)
+        batches.append((rows, wall))
+        if padded > rows:
+            outputs = [out[:rows] if out.ndim and out.shape[0] == padded else out for out in outputs]
+        if batchable:
+            check_rows(outputs, rows)
+        return outputs
+
+    results: list[GroupResult] = []
+    for group in groups:
+        outcomes: list[Answer] | None = None
+        if len(group) > 1:
+            feeds, offsets = stack([copy.feeds for copy in group])
+            try:
+                outcomes = list(split(run(feeds, int(offsets[-1])), offsets))
+            except Exception:
+                outcomes = None  # one copy's rows may be what the target cannot take: find it
+        if outcomes is None:
+            outcomes = []
+            for copy in group:
+                try:
+                    outcomes.append(run(copy.feeds, copy.rows))
+                except Exception as exc:
+                    outcomes.append(exc)
+        counts = None
+        if comparison is not None:
+            counts = agreement_counts(
+                comparison.kind,
+                comparison.tolerance,
+                comparison.to_candidate,
+                group,
+                outcomes,
+                comparison.index,
             )
-            outcomes.append(list(result.outputs))
-        except Exception as exc:
-            outcomes.append(exc)
-    return outcomes
+        results.append(GroupResult(outcomes, counts, batches))
+        batches = []
+    return results
 
 
 def agreement_counts(

@@ -11,11 +11,13 @@
   stable version, for the agreement gate) are made after the answer was built and never awaited by the
   request. The copies made within ``[rollout].mirror_window_ms`` of the first one (0: within its turn of
   the event loop, whose end sends them) go to the other version together, stacked into one request per
-  batch key of at most the target's ``max_batch_size`` rows, in one task: one batcher submission, one
-  thread hop and one vectorised comparison per group instead of per copy, and batches the size of a
-  window's traffic (cheaper per row than the one or two copies a turn makes). A group
-  that fails is re-sent copy by copy, so only a copy that fails alone counts as a candidate error. Each
-  copy is still recorded and counted on its own (latency: its group's). At most
+  batch key of at most the target's ``max_batch_size`` rows, in one task and one thread hop: the
+  window's groups run, split and are compared on the target's executor thread (in turn with its own
+  batches, :func:`gateway.rollout_copies.run_groups`), so the event loop pays only for making the copies
+  and recording the results, and the target runs batches the size of a window's traffic (cheaper per
+  row than the one or two copies a turn makes). A group that fails is re-run copy by copy, so only a
+  copy that fails alone counts as a candidate error. Each copy is still recorded and counted on its own
+  (latency: its window's, from the send to the answers). At most
   ``[rollout].shadow_max_inflight`` groups run at once; a copy is dropped (and counted) when it would
   start one more, whenever the stable version has requests waiting in its queue (the stable path comes
   first), or when the two versions' inputs differ.
@@ -36,7 +38,7 @@ import numpy.typing as npt
 
 from gateway.agreement import agreement_kind
 from gateway.models import ModelTable
-from gateway.rollout_copies import Answer, Copy, agreement_counts, group_copies, send_group
+from gateway.rollout_copies import Comparison, Copy, GroupResult, group_copies, run_groups
 from gateway.rollout_metrics import RolloutMetrics
 from gateway.rollout_window import StepWindow
 from gateway.validate import DecodedRequest
@@ -91,6 +93,8 @@ class LiveRollout:
     _send_now: Callable[[], None] | None = None
     _closed: bool = False
     _sample: SampleHook | None = None
+    #: Shadow comparison counters by (version, result), resolved once.
+    _children: dict[tuple[int, str], Any] = field(default_factory=dict)
     _threshold: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -106,7 +110,8 @@ class LiveRollout:
 
     def picks(self, request_id: str) -> bool:
         """Whether this request goes to the candidate (canary) or is mirrored to it (shadow)."""
-        return share_of(request_id) < self._threshold
+        threshold = self._threshold
+        return threshold >= 10000 or share_of(request_id) < threshold
 
     def set_step(self, step: int, state: RolloutState, now: float) -> None:
         """Moves to ``step`` with a fresh window (the stable baseline carried over)."""
@@ -199,41 +204,44 @@ class LiveRollout:
         started = time.perf_counter()
         names: tuple[str, ...] = ()
         groups: list[list[Copy]] = []
+        results: list[GroupResult] = []
         answered: LoadedVersion | None = None
         try:
             with table.lease(self.model, str(version)) as target:
                 names = tuple(target.output_datatypes)
-                batching = target.config.batching
-                deadline = asyncio.get_running_loop().time() + batching.latency_budget_ms / 1e3
+                comparison = None
+                if self.kind and self.output in names:
+                    comparison = Comparison(
+                        self.kind, self.config.max_relative_error, to_candidate, names.index(self.output)
+                    )
                 groups = group_copies(copies, target.max_batch_size)
-                answers: list[list[Answer]] = await asyncio.gather(
-                    *(send_group(target, group, names, deadline) for group in groups)
-                )
+                # One hop for the whole window: running, splitting and comparing happen on the target's
+                # executor thread, in turn with its own batches.
+                results = await target.runner.call(0, run_groups, target, 0, groups, names, comparison)
+                for result in results:
+                    for rows, compute_ns in result.batches:
+                        target.batcher.count_batch(rows, compute_ns)
                 answered = target
         except Exception as exc:  # the version went away: every copy failed
             groups = [[copy] for copy in copies]
-            answers = [[exc] for _ in copies]
-            names = ()
+            results = [GroupResult([exc], None, []) for _ in copies]
         finally:
             self.mirrors_inflight -= 1
         elapsed = time.perf_counter() - started
         current = window is self.window
         failed = 0
-        for group, outcomes in zip(groups, answers, strict=True):
+        for group, result in zip(groups, results, strict=True):
+            outcomes = result.outcomes
             errors = [o for o in outcomes if isinstance(o, BaseException)]
             failed += len(errors)
             if to_candidate and current:
-                for outcome in outcomes:
-                    window.candidate.record(not isinstance(outcome, BaseException), elapsed)
+                window.candidate.record_many(len(outcomes), len(errors), elapsed)
             if errors:
                 log.debug(
                     "rollout %s: %d mirror(s) to %d failed: %s", self.model, len(errors), version, errors[0]
                 )
-            if self.kind and self.output in names:
-                index = names.index(self.output)
-                self._compare(
-                    metrics, version, to_candidate, group, outcomes, index, window if current else None
-                )
+            if result.counts is not None:
+                self._record_agreement(metrics, version, result.counts, window if current else None)
             if to_candidate and answered is not None and self._sample is not None:
                 for copy, outcome in zip(group, outcomes, strict=True):
                     if not isinstance(outcome, BaseException):
@@ -241,20 +249,14 @@ class LiveRollout:
         if failed:
             self._count(metrics, version, "error", failed)
 
-    def _compare(
+    def _record_agreement(
         self,
         metrics: RolloutMetrics | None,
         version: int,
-        to_candidate: bool,
-        group: list[Copy],
-        outcomes: list[Answer],
-        index: int,
+        counts: list[tuple[int, int]],
         window: StepWindow | None,
     ) -> None:
-        """Counts agreement per copy that both versions answered (one comparison per group)."""
-        counts = agreement_counts(
-            self.kind, self.config.max_relative_error, to_candidate, group, outcomes, index
-        )
+        """Counts agreement per copy that both versions answered (``counts``: (rows, agreeing rows))."""
         agree = 0
         for rows, agreeing in counts:
             if window is not None:
@@ -265,7 +267,11 @@ class LiveRollout:
 
     def _count(self, metrics: RolloutMetrics | None, version: int, result: str, n: int = 1) -> None:
         if metrics is not None and n:
-            metrics.shadow.labels(self.model, str(version), result).inc(n)
+            child = self._children.get((version, result))
+            if child is None:
+                child = metrics.shadow.labels(self.model, str(version), result)
+                self._children[version, result] = child
+            child.inc(n)
 
     async def settle(self) -> None:
         """Sends the copies still gathering at once, then waits until every copy made so far has been

@@ -49,6 +49,16 @@ class Side:
         if not ok:
             self.errors += 1
 
+    def record_many(self, requests: int, errors: int, seconds: float) -> None:
+        """``requests`` requests of the same latency, ``errors`` of them failed (a mirrored group)."""
+        start = self.requests % RING
+        end = start + min(requests, RING)
+        self._ring[start : min(end, RING)] = seconds
+        if end > RING:  # wrapped around
+            self._ring[: end - RING] = seconds
+        self.requests += requests
+        self.errors += errors
+
     @property
     def error_ratio(self) -> float:
         return self.errors / self.requests if self.requests else 0.0

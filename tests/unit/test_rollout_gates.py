@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from gateway.agreement import agreeing_rows, agreement_kind
 from gateway.rollout_drift import drift_url, entry_drifts
 from gateway.rollout_live import share_of
-from gateway.rollout_window import StepWindow, judge
+from gateway.rollout_window import RING, Side, StepWindow, judge
 from registry.rollout_config import RolloutConfig
 
 CONFIG = RolloutConfig(
@@ -159,3 +159,22 @@ def test_drift_url_and_verdict_of_a_monitor_entry() -> None:
     assert entry_drifts(quiet, 0.01)
     assert entry_drifts({**quiet, "drift": True}, 0.0)
     assert entry_drifts({**quiet, "skew": True}, 0.0)
+
+
+@pytest.mark.parametrize("already", [0, RING - 3, RING + 5])
+def test_record_many_is_record_repeated(already: int) -> None:
+    """A mirrored group's copies (one latency, some failed) are recorded as one call, wrapping the ring
+    exactly as repeated single records do."""
+    bulk, single = Side(), Side()
+    rng = np.random.default_rng(already)
+    for seconds in rng.uniform(0.001, 0.002, already):
+        bulk.record(True, float(seconds))
+        single.record(True, float(seconds))
+    bulk.record_many(7, 2, 0.5)
+    for i in range(7):
+        single.record(i >= 2, 0.5)
+    assert (bulk.requests, bulk.errors) == (single.requests, single.errors) == (already + 7, 2)
+    assert bulk.p99() == single.p99()
+    huge = Side()
+    huge.record_many(RING + 10, 0, 0.25)
+    assert (huge.requests, huge.p99()) == (RING + 10, 0.25)

@@ -6,6 +6,7 @@ in-flight cap counts groups; and the grouping respects batch keys and the target
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +181,41 @@ async def test_a_mirror_window_gathers_copies_of_several_turns_into_one_group(ma
     rig.mirror(rows(1))  # a new window
     await rig.live.settle()  # sends it at once, without waiting for the window
     assert (len(timer.scheduled), timer.cancelled, rig.shadow("agree")) == (1, 1, 4.0)
+
+
+async def test_a_window_runs_on_the_candidates_executor_thread_and_counts_in_its_batches(
+    make_rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = await make_rig(classifier())
+    threads: list[str] = []
+    run_sync = rig.candidate.runner.run_sync
+
+    def spy(instance: int, feeds: Any, names: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return run_sync(instance, feeds, names)
+
+    monkeypatch.setattr(rig.candidate.runner, "run_sync", spy)
+    stats = rig.candidate.stats
+    rows_before, batches_before = stats.inference_count, stats.execution_count
+    for n in (2, 3):
+        rig.mirror(rows(n))
+    await rig.live.settle()
+    # One stacked run of 5 rows, off the event loop (the loop's thread is this test's).
+    assert len(threads) == 1
+    assert threads[0] != threading.current_thread().name
+    assert threads[0].startswith("ort-")
+    assert (stats.inference_count - rows_before, stats.execution_count - batches_before) == (5, 1)
+    assert (rig.live.window.compared, rig.live.window.rows, rig.live.window.agreeing) == (2, 5, 5)
+
+
+async def test_a_window_whose_version_closed_counts_every_copy_as_an_error(make_rig) -> None:
+    rig = await make_rig(classifier())
+    rig.candidate.runner.close()  # its sessions are gone: the window's hop is refused
+    rig.mirror(rows(1))
+    rig.mirror(rows(2))
+    await rig.live.settle()
+    assert (rig.live.window.candidate.requests, rig.live.window.candidate.errors) == (2, 2)
+    assert (rig.shadow("error"), rig.shadow("agree")) == (2.0, 0.0)
 
 
 def test_groups_keep_batch_keys_apart_and_respect_the_row_limit() -> None:

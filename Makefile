@@ -107,7 +107,7 @@ bench-scenario: install-dev
 	$(PY) -m bench load --scenario $(SCENARIO) \
 		$(if $(BENCH_BASELINE_REV),--baseline-rev $(BENCH_BASELINE_REV)) $(BENCH_ARGS)
 
-# bench-rollout: issue 16's safe rollout (shadow's p99 cost over 6 rounds, time to detect each bad candidate; about 5 minutes).
+# bench-rollout: issue 16's safe rollout (shadow's p99 cost over 10 rounds, time to detect each bad candidate; about 8 minutes).
 .PHONY: bench-rollout
 bench-rollout:
 	$(MAKE) bench SECTIONS=rollout

@@ -7,7 +7,7 @@ Contracts:
 * Shadow cost: a closed-loop probe of ``mlp-plain`` (1 row, concurrency 32) measures capacity; then
   open-loop Poisson at ``--rollout-load`` (0.3) of it on three copies of the model: ``mlp-plain`` (no
   rollout), ``mlp-10`` and ``mlp-100`` (the same weights published as version 2 under a shadow rollout
-  held at 10 % or 100 % mirrored). ``--rollout-rounds`` (6) rounds of the three arms in a rotated order;
+  held at 10 % or 100 % mirrored). ``--rollout-rounds`` (10) rounds of the three arms in a rotated order;
   each figure is the median over rounds. Goal: p99 shadowed ÷ no rollout ≤ 1.05. The offered rate leaves
   the machine room for the copies: mirroring 100 % doubles the model's work, so at half the capacity it
   would saturate the cores by construction, and the figure would measure the machine, not the shadow path.
@@ -50,7 +50,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--rollout-load", type=float, default=0.3, help="rollout: fraction of the probed capacity offered"
     )
-    p.add_argument("--rollout-rounds", type=int, default=6, help="rollout: rounds of the shadow arms (6)")
+    p.add_argument("--rollout-rounds", type=int, default=10, help="rollout: rounds of the shadow arms (10)")
 
 
 def _errors(run: dict[str, Any]) -> int:

@@ -13,7 +13,8 @@ order, its own rows of every asked output or its own error, and the group's agre
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ import numpy.typing as npt
 from gateway.agreement import agreeing_mask, agreeing_rows
 from gateway.batcher import THREAD_HOP_S
 from gateway.collate import batch_key, bucket_for, check_rows, pad, split, stack
+from gateway.errors import UnavailableError
 from gateway.version import LoadedVersion
 
 __all__ = ["Answer", "Comparison", "Copy", "GroupResult", "agreement_counts", "group_copies", "run_groups"]
@@ -71,12 +73,16 @@ class Comparison:
 
 @dataclass(slots=True)
 class GroupResult:
-    """One group's outcomes per copy, its agreement counts (None: not compared) and the batches it ran
-    as (rows, compute ns)."""
+    """One group's outcomes per copy, its agreement counts (None: not compared), the batches it ran as
+    (rows, compute ns), and its copies' latencies as runs of the session: (copies, of them failed, padded
+    rows, seconds: the session's own time plus :data:`gateway.batcher.THREAD_HOP_S`, the quantity a
+    latency profile learns), so the candidate can be judged against the stable version's profile at the
+    same batch size."""
 
     outcomes: list[Answer]
     counts: list[tuple[int, int]] | None
     batches: list[tuple[int, int]]
+    runs: list[tuple[int, int, int, float]] = field(default_factory=list)
 
 
 def run_groups(
@@ -85,28 +91,36 @@ def run_groups(
     groups: list[list[Copy]],
     names: tuple[str, ...],
     comparison: Comparison | None,
+    ended: Callable[[], bool] = lambda: False,
 ) -> list[GroupResult]:
     """Runs each group as one stacked request on ``target``'s instance ``instance``, on the calling thread
     (the runner's executor thread: :meth:`gateway.runner.Runner.call`), and compares the answers there,
     so the event loop only records the results. Rows are padded to the target's buckets; each batch's
     latency (compute plus :data:`gateway.batcher.THREAD_HOP_S`, as the executor path learns it) feeds
     the instance's profile. A stack that fails is re-run copy by copy, so only a copy that fails alone
-    gets an error."""
+    gets an error. Once ``ended()`` (the rollout was closed while the groups waited for the thread), the
+    groups left are not run: each copy gets UnavailableError."""
     runner, batcher = target.runner, target.batcher
     profile = batcher.profiles[instance]
     batchable = target.max_batch_size > 0
     batches: list[tuple[int, int]] = []
+    runs: list[tuple[int, int, int, float]] = []
 
-    def run(feeds: dict[str, npt.NDArray[Any]], rows: int) -> list[npt.NDArray[Any]]:
+    def run(feeds: dict[str, npt.NDArray[Any]], rows: int, copies: int) -> list[npt.NDArray[Any]]:
         padded = bucket_for(rows, batcher.buckets)
         if padded > rows:
             feeds = pad(feeds, rows, padded)
         begin, cpu_begin = time.perf_counter_ns(), time.thread_time_ns()
-        outputs = runner.run_sync(instance, feeds, names)
-        wall = time.perf_counter_ns() - begin
-        # The session's own cost, as the runner measures its executor runs (gateway.runner._run_timed).
-        spent = min((time.thread_time_ns() - cpu_begin) * runner.intra_op_threads, wall)
-        profile.observe(padded, spent / 1e9 + THREAD_HOP_S)
+        try:
+            outputs = runner.run_sync(instance, feeds, names)
+        finally:
+            wall = time.perf_counter_ns() - begin
+            # The session's own cost, as the runner measures its executor runs (gateway.runner._run_timed).
+            spent = min((time.thread_time_ns() - cpu_begin) * runner.intra_op_threads, wall)
+            seconds = spent / 1e9 + THREAD_HOP_S
+            runs.append((copies, copies, padded, seconds))  # failed until it returns
+        runs[-1] = (copies, 0, padded, seconds)
+        profile.observe(padded, seconds)
         batches.append((rows, wall))
         if padded > rows:
             outputs = [out[:rows] if out.ndim and out.shape[0] == padded else out for out in outputs]
@@ -116,18 +130,24 @@ def run_groups(
 
     results: list[GroupResult] = []
     for group in groups:
+        if ended():
+            gone = UnavailableError(f"{target.model}:{target.version}: the rollout ended")
+            results.append(GroupResult([gone] * len(group), None, []))
+            continue
         outcomes: list[Answer] | None = None
+        runs = []
         if len(group) > 1:
             feeds, offsets = stack([copy.feeds for copy in group])
             try:
-                outcomes = list(split(run(feeds, int(offsets[-1])), offsets))
+                outcomes = list(split(run(feeds, int(offsets[-1]), len(group)), offsets))
             except Exception:
                 outcomes = None  # one copy's rows may be what the target cannot take: find it
+                runs = []  # the copies are judged by their own runs
         if outcomes is None:
             outcomes = []
             for copy in group:
                 try:
-                    outcomes.append(run(copy.feeds, copy.rows))
+                    outcomes.append(run(copy.feeds, copy.rows, 1))
                 except Exception as exc:
                     outcomes.append(exc)
         counts = None
@@ -140,7 +160,7 @@ def run_groups(
                 outcomes,
                 comparison.index,
             )
-        results.append(GroupResult(outcomes, counts, batches))
+        results.append(GroupResult(outcomes, counts, batches, runs))
         batches = []
     return results
 

@@ -217,7 +217,9 @@ class LiveRollout:
                 groups = group_copies(copies, target.max_batch_size)
                 # One hop for the whole window: running, splitting and comparing happen on the target's
                 # executor thread, in turn with its own batches.
-                results = await target.runner.call(0, run_groups, target, 0, groups, names, comparison)
+                results = await target.runner.call(
+                    0, run_groups, target, 0, groups, names, comparison, self._has_ended
+                )
                 for result in results:
                     for rows, compute_ns in result.batches:
                         target.batcher.count_batch(rows, compute_ns)
@@ -235,7 +237,7 @@ class LiveRollout:
             errors = [o for o in outcomes if isinstance(o, BaseException)]
             failed += len(errors)
             if to_candidate and current:
-                window.candidate.record_many(len(outcomes), len(errors), elapsed)
+                self._record_latency(window, table, result, len(outcomes), len(errors), elapsed)
             if errors:
                 log.debug(
                     "rollout %s: %d mirror(s) to %d failed: %s", self.model, len(errors), version, errors[0]
@@ -248,6 +250,32 @@ class LiveRollout:
                         self._sample(answered, copy.request_id, copy.feeds, names, outcome)
         if failed:
             self._count(metrics, version, "error", failed)
+
+    def _record_latency(
+        self,
+        window: StepWindow,
+        table: ModelTable,
+        result: GroupResult,
+        copies: int,
+        failed: int,
+        elapsed: float,
+    ) -> None:
+        """Records a shadow group's copies on the candidate's side of the window. Latency is like for
+        like: each copy counts the candidate's run that answered it (its own time plus the hop), and
+        the paired side gets the stable version's typical latency for a batch of the same size (its
+        profile); without either, the group's elapsed time."""
+        try:
+            profile = table.resolve(self.model, str(self.stable)).batcher.profiles[0]
+        except Exception:
+            profile = None
+        if profile is None or not result.runs:
+            window.candidate.record_many(copies, failed, elapsed)
+            return
+        for count, errors, padded, seconds in result.runs:
+            window.candidate.record_many(count, errors, seconds)
+            stable_s = profile.typical(padded)
+            if stable_s > 0:
+                window.paired.record_many(count, 0, stable_s)
 
     def _record_agreement(
         self,
@@ -272,6 +300,11 @@ class LiveRollout:
                 child = metrics.shadow.labels(self.model, str(version), result)
                 self._children[version, result] = child
             child.inc(n)
+
+    def _has_ended(self) -> bool:
+        """Read on the executor thread: a closed rollout's queued groups are skipped, so a slow
+        candidate's backlog never delays retiring it."""
+        return self._closed
 
     async def settle(self) -> None:
         """Sends the copies still gathering at once, then waits until every copy made so far has been

@@ -13,7 +13,10 @@ Rules (docs/registry.md "Safe rollout"):
 - error_ratio: candidate error ratio - stable error ratio > ``max_error_ratio`` fails.
 - p99_ratio: candidate p99 / stable p99 > ``max_p99_ratio`` fails, judged only while both versions serve
   at least ``min_requests`` requests in the same window (latencies from different times and loads are
-  not compared): a canary's 100 % step does not judge it, the steps below do.
+  not compared): a canary's 100 % step does not judge it, the steps below do. In shadow mode no client
+  waits on the candidate and its copies run in groups, so the latencies compared are like for like: the
+  candidate's session runs (per copy, the run that answered it) against the stable version's typical
+  latency for batches of the same sizes (``paired``), judged once ``min_requests`` copies have both.
 - The stable error ratio comes from the same window, or, when the stable side has too few requests there
   (a canary at 100 %), from the last window that had enough.
 - agreement: agreeing rows / compared rows < ``min_agreement`` fails.
@@ -74,6 +77,9 @@ class StepWindow:
 
     stable: Side = field(default_factory=Side)
     candidate: Side = field(default_factory=Side)
+    #: Shadow mode: the stable version's typical latency for each mirrored run's batch size, one entry
+    #: per copy the candidate ran (what the candidate's own run times are judged against).
+    paired: Side = field(default_factory=Side)
     compared: int = 0
     rows: int = 0
     agreeing: int = 0
@@ -138,6 +144,8 @@ def judge(
         base_errors, base_p99 = stable.error_ratio, stable.p99()
     elif window.stable_baseline is not None:
         base_errors = window.stable_baseline[0]
+    if config.mode == "shadow":  # like for like: the candidate's runs against the stable's profile
+        base_p99 = window.paired.p99() if window.paired.requests >= need else None
     figures["candidate_error_ratio"] = round(cand.error_ratio, 6)
     if base_errors is not None:
         figures["stable_error_ratio"] = round(base_errors, 6)

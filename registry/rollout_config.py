@@ -54,7 +54,7 @@ class RolloutConfig:
     agreement_output: str = ""
     max_relative_error: float = 1e-3
     shadow_max_inflight: int = 4
-    mirror_window_ms: float = 10.0
+    mirror_window_ms: float = 100.0
     drift_gate: bool = True
     max_drift_psi: float = 0.0
 

@@ -92,13 +92,14 @@ def test_good_candidate_is_promoted_through_every_step_without_a_failed_request(
     versions = [v for v, _, _ in traffic.answers]
     assert {"1", "2"} <= set(versions)
     assert versions[-1] == "2"  # the candidate is the default now
+    # The announcement (event metric, webhook) follows the state file once the table has reloaded.
+    (event,) = hook.wait(1)
     assert metric(server, "infergate_rollout_events_total", model="m", event="started") == 1
     assert metric(server, "infergate_rollout_events_total", model="m", event="step") == 2
     assert metric(server, "infergate_rollout_events_total", model="m", event="promoted") == 1
     assert metric(server, "infergate_rollout_gate_total", model="m", result="fail") == 0
     assert metric(server, "infergate_rollout_gate_total", model="m", gate="agreement", result="pass") == 3
     assert metric(server, "infergate_rollout_step", model="m", version="2") == -1
-    (event,) = hook.wait(1)
     assert (event["event"], event["model"], event["version"], event["gate"]) == (
         "rollout_promoted",
         "m",
@@ -112,10 +113,11 @@ def test_good_candidate_is_promoted_through_every_step_without_a_failed_request(
     ("bad", "gate", "keys"),
     [
         (classifier(heavy=160), "p99_ratio", {"max_p99_ratio": 3.0}),
+        (classifier(heavy=160), "p99_ratio", {"max_p99_ratio": 3.0, "mode": "shadow"}),
         (classifier(failing_above=1.0), "error_ratio", {}),
         (classifier(shuffled=True), "agreement", {}),
     ],
-    ids=["slower", "erroring", "disagreeing"],
+    ids=["slower", "slower-in-shadow", "erroring", "disagreeing"],
 )
 def test_bad_candidate_is_rolled_back_by_its_gate_without_a_failed_request(
     make_server,
@@ -143,9 +145,10 @@ def test_bad_candidate_is_rolled_back_by_its_gate_without_a_failed_request(
     assert state.candidate_stamp is not None
     assert traffic.versions_sent_after(seen) == {"1"}
     check_answers(traffic, shuffled_version="2" if gate == "agreement" else "")
+    # The announcement (event metric, webhook) follows the state file once the table has reloaded.
+    (event,) = hook.wait(1)
     assert metric(server, "infergate_rollout_gate_total", model="m", gate=gate, result="fail") == 1
     assert metric(server, "infergate_rollout_events_total", model="m", event="rolled_back") == 1
-    (event,) = hook.wait(1)
     assert (event["event"], event["version"], event["gate"]) == ("rollout_rolled_back", "2", gate)
     assert event["reason"] == state.reason
     assert event["report"] == json.loads(state.to_json())

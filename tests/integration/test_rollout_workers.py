@@ -55,10 +55,15 @@ def test_two_workers_agree_on_one_rollout(tmp_path: Path) -> None:
             check_answers(traffic)
             assert len(traffic.answers) > 0
             # Each transition was written once, by whichever worker judged it first; the other adopted it.
-            for event, count in (("started", 1), ("step", 1), ("promoted", 1)):
-                seen = [scrape(p, "infergate_rollout_events_total", event=event) or 0.0 for p in ports]
-                assert sum(seen) == count, (event, seen)
+            # (The writer announces it once its table has reloaded, just after the state file.)
             deadline = time.monotonic() + 20
+            for event, count in (("started", 1), ("step", 1), ("promoted", 1)):
+                while True:
+                    seen = [scrape(p, "infergate_rollout_events_total", event=event) or 0.0 for p in ports]
+                    if sum(seen) >= count or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.05)
+                assert sum(seen) == count, (event, seen)
             while any(scrape(p, "infergate_rollout_step", version="2") not in (-1.0, None) for p in ports):
                 assert time.monotonic() < deadline, "a worker still shows the rollout running"
                 time.sleep(0.05)

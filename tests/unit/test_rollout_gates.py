@@ -3,6 +3,7 @@ output agreement against a plain-Python oracle, and the sticky split of request 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -71,6 +72,29 @@ def test_p99_ratio_uses_both_versions_in_the_same_window() -> None:
     verdict = judge(carried, CONFIG, 10.0, comparable=False)
     assert verdict.action == "advance"
     assert "p99_ratio" not in verdict.results
+
+
+def test_shadow_p99_compares_the_candidates_runs_with_the_stables_profile_not_its_requests() -> None:
+    shadow = dataclasses.replace(CONFIG, mode="shadow")
+    # Client requests of the stable version are slow (queueing, encoding), the candidate's group runs
+    # fast: in shadow mode the request latencies are not what the candidate is judged against.
+    window = filled([0.05] * 50, [0.004] * 20)
+    for _ in range(20):
+        window.paired.record(True, 0.001)  # the stable's profile for the same batch sizes: 4x faster
+    verdict = judge(window, shadow, 0.1, comparable=False)
+    assert (verdict.action, verdict.gate) == ("fail", "p99_ratio")
+    assert math.isclose(verdict.figures["p99_ratio"], 4.0)
+    assert verdict.figures["stable_p99_ms"] == 1.0
+    # Too few paired runs: p99 is not judged (canary mode would have judged the requests: 0.08 < 2).
+    few = filled([0.05] * 50, [0.004] * 20)
+    for _ in range(CONFIG.min_requests - 1):
+        few.paired.record(True, 0.001)
+    assert "p99_ratio" not in judge(few, shadow, 0.1, comparable=False).results
+    assert judge(few, CONFIG, 0.1, comparable=False).results["p99_ratio"] == "pass"
+    # Like for like: a candidate as fast as the stable's profile passes.
+    for _ in range(20):
+        few.paired.record(True, 0.004)
+    assert judge(few, shadow, 10.0, comparable=False).action == "advance"
 
 
 def test_agreement_needs_enough_comparisons_and_fails_below_the_minimum() -> None:

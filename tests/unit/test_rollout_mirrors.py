@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.models import ModelTable
 from gateway.rollout import RolloutController
-from gateway.rollout_copies import Copy, group_copies
+from gateway.rollout_copies import Copy, group_copies, run_groups
 from gateway.rollout_live import SHADOW_ID_SUFFIX, LiveRollout
 from gateway.rollout_metrics import RolloutMetrics
 from gateway.sample_offers import SampleOffers
@@ -205,7 +205,13 @@ async def test_a_window_runs_on_the_candidates_executor_thread_and_counts_in_its
     assert threads[0] != threading.current_thread().name
     assert threads[0].startswith("ort-")
     assert (stats.inference_count - rows_before, stats.execution_count - batches_before) == (5, 1)
-    assert (rig.live.window.compared, rig.live.window.rows, rig.live.window.agreeing) == (2, 5, 5)
+    window = rig.live.window
+    assert (window.compared, window.rows, window.agreeing) == (2, 5, 5)
+    # Latency like for like: each copy pairs the candidate's run with the stable version's typical
+    # latency for a batch of the same size (bucket 8 holds the 5 stacked rows).
+    assert (window.candidate.requests, window.paired.requests) == (2, 2)
+    assert window.paired.p99() == rig.stable.batcher.profiles[0].typical(5)
+    assert window.candidate.p99() > 0
 
 
 async def test_a_window_whose_version_closed_counts_every_copy_as_an_error(make_rig) -> None:
@@ -216,6 +222,26 @@ async def test_a_window_whose_version_closed_counts_every_copy_as_an_error(make_
     await rig.live.settle()
     assert (rig.live.window.candidate.requests, rig.live.window.candidate.errors) == (2, 2)
     assert (rig.shadow("error"), rig.shadow("agree")) == (2.0, 0.0)
+
+
+async def test_groups_left_once_the_rollout_ended_are_not_run(
+    make_rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = await make_rig(classifier())
+    ran: list[int] = []
+    run_sync = rig.candidate.runner.run_sync
+
+    def spy(instance: int, feeds: Any, names: Any) -> Any:
+        ran.append(len(feeds["x"]))
+        return run_sync(instance, feeds, names)
+
+    monkeypatch.setattr(rig.candidate.runner, "run_sync", spy)
+    groups = [[Copy({"x": rows(2)}, 2, None)], [Copy({"x": rows(3)}, 3, None)]]
+    calls = iter([False, True])  # ends after the first group
+    results = run_groups(rig.candidate, 0, groups, OUTPUTS, None, lambda: next(calls))
+    assert ran == [2]
+    assert [type(o).__name__ for r in results for o in r.outcomes] == ["list", "UnavailableError"]
+    assert results[1].runs == []
 
 
 def test_groups_keep_batch_keys_apart_and_respect_the_row_limit() -> None:

@@ -117,8 +117,9 @@ def render(results: Results) -> str:
             "mirroring 100 % doubles the model's work, and the rate leaves the cores room for it). "
             "Three copies of the model: `mlp-plain` (no "
             "rollout), `mlp-10` and `mlp-100`, where version 2 (the same weights) is under a shadow rollout "
-            "held at a 10 % or a 100 % step, so that share of answered requests is also mirrored to it (a "
-            "copy is dropped while the stable queue is not empty or 4 copies are in flight). The arms run in "
+            "held at a 10 % or a 100 % step, so that share of answered requests is also mirrored to it "
+            "(default `[rollout]`: copies gather for 100 ms and run as one batch of up to 64 rows; a copy "
+            "is dropped while the stable queue is not empty or 4 groups are in flight). The arms run in "
             f"{len(results['arms']['plain'])} rounds, in a rotated order; each figure is the median over the "
             "rounds (the machine is shared: one run alone is noise).",
             "- Detection on `cls-<kind>` (x FP32[batch, 4] -> logits, probs; canary steps 5/25/50/100 %, "

@@ -27,7 +27,6 @@ from collections.abc import Awaitable, Callable
 
 from gateway.background import cancel_and_wait
 from gateway.models import ModelTable
-from gateway.rollout_copies import mirror_executor
 from gateway.rollout_events import RolloutNotifier
 from gateway.rollout_live import LiveRollout
 from gateway.rollout_metrics import RolloutMetrics
@@ -73,8 +72,6 @@ class RolloutController:
         self._live: dict[str, LiveRollout] = {}
         self._revision: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
-        #: Runs every rollout's mirror groups, below the serving threads' priority (gateway.rollout_copies).
-        self._mirrors = mirror_executor()
 
     def live(self, name: str) -> LiveRollout | None:
         """The model's running rollout in this process, or None."""
@@ -88,7 +85,6 @@ class RolloutController:
         await cancel_and_wait(task)
         for name in list(self._live):
             await self._end(name)
-        self._mirrors.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self) -> None:
         while True:
@@ -175,7 +171,6 @@ class RolloutController:
             config=info.config.rollout,
             state=state,
             started=self.clock(),
-            executor=self._mirrors,
         )
         live.choose_output(self.table.resolve(info.name, str(candidate)))
         self._live[info.name] = live

@@ -5,20 +5,15 @@ all off the event loop.
 
 Contracts: :func:`group_copies` keeps copies of different batch keys apart and never puts more than the
 target's ``max_batch_size`` rows in one request (a lone copy over it goes alone: the target judges it);
-:func:`run_groups` runs on the mirror thread (:func:`mirror_executor`) and returns, per group, per copy and in
+:func:`run_groups` runs on the target runner's executor thread and returns, per group, per copy and in
 order, its own rows of every asked output or its own error, and the group's agreement counts;
 :func:`agreement_counts` returns (rows, agreeing rows) per copy that both versions answered.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,19 +26,7 @@ from gateway.collate import batch_key, bucket_for, check_rows, pad, split, stack
 from gateway.errors import UnavailableError
 from gateway.version import LoadedVersion
 
-__all__ = [
-    "MIRROR_NICE",
-    "Answer",
-    "Comparison",
-    "Copy",
-    "GroupResult",
-    "agreement_counts",
-    "group_copies",
-    "mirror_executor",
-    "run_groups",
-]
-
-log = logging.getLogger(__name__)
+__all__ = ["Answer", "Comparison", "Copy", "GroupResult", "agreement_counts", "group_copies", "run_groups"]
 
 
 @dataclass(slots=True)
@@ -54,27 +37,6 @@ class Copy:
     rows: int
     answer: npt.NDArray[Any] | None
     request_id: str = ""
-
-
-#: The nice value of the mirror thread (Linux): the kernel gives it a core only when serving leaves one.
-MIRROR_NICE = 19
-
-
-def mirror_executor() -> ThreadPoolExecutor:
-    """The one thread that runs a process's mirror groups (:func:`run_groups`). On Linux it lowers its
-    own scheduling priority to :data:`MIRROR_NICE` when it starts, so while the cores are contended the
-    event loop, the versions' executor threads and everything else on the machine come first, and
-    mirrors wait (the shadow gate times the candidate's runs in CPU time, so waiting never counts
-    against it). Elsewhere it runs at normal priority."""
-
-    def lower_priority() -> None:
-        if sys.platform == "linux":  # a thread id is a "process" id only there
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), MIRROR_NICE)
-            except OSError as exc:  # pragma: no cover - a sandbox may forbid it
-                log.warning("rollout mirrors run at normal priority: %s", exc)
-
-    return ThreadPoolExecutor(1, thread_name_prefix="infergate-mirror", initializer=lower_priority)
 
 
 def group_copies(copies: list[Copy], max_rows: int) -> list[list[Copy]]:
@@ -132,12 +94,12 @@ def run_groups(
     ended: Callable[[], bool] = lambda: False,
 ) -> list[GroupResult]:
     """Runs each group as one stacked request on ``target``'s instance ``instance``, on the calling thread
-    (the mirror thread, running the session beside the version's own executor), and compares the
-    answers there, so the event loop only records the results. Rows are padded to the target's
-    buckets; each batch's latency (compute plus :data:`gateway.batcher.THREAD_HOP_S`, as the executor
-    path learns it) feeds the instance's profile. A stack that fails is re-run copy by copy, so only a
-    copy that fails alone gets an error. Once ``ended()`` (the rollout was closed while the groups waited
-    for the thread), the groups left are not run: each copy gets UnavailableError."""
+    (the runner's executor thread: :meth:`gateway.runner.Runner.call`), and compares the answers there,
+    so the event loop only records the results. Rows are padded to the target's buckets; each batch's
+    latency (compute plus :data:`gateway.batcher.THREAD_HOP_S`, as the executor path learns it) feeds
+    the instance's profile. A stack that fails is re-run copy by copy, so only a copy that fails alone
+    gets an error. Once ``ended()`` (the rollout was closed while the groups waited for the thread), the
+    groups left are not run: each copy gets UnavailableError."""
     runner, batcher = target.runner, target.batcher
     profile = batcher.profiles[instance]
     batchable = target.max_batch_size > 0

@@ -12,8 +12,8 @@
   request. The copies made within ``[rollout].mirror_window_ms`` of the first one (0: within its turn of
   the event loop, whose end sends them) go to the other version together, stacked into one request per
   batch key of at most the target's ``max_batch_size`` rows, in one task and one thread hop: the
-  window's groups run, split and are compared on the process's low-priority mirror thread
-  (:func:`gateway.rollout_copies.run_groups`), so the event loop pays only for making the copies
+  window's groups run, split and are compared on the target's executor thread (in turn with its own
+  batches, :func:`gateway.rollout_copies.run_groups`), so the event loop pays only for making the copies
   and recording the results, and the target runs batches the size of a window's traffic (cheaper per
   row than the one or two copies a turn makes). A group that fails is re-run copy by copy, so only a
   copy that fails alone counts as a candidate error. Each copy is still recorded and counted on its own
@@ -31,7 +31,6 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,9 +88,6 @@ class LiveRollout:
     #: Schedules the end of a mirror window: ``call_later(seconds, send)`` returning a handle with
     #: ``cancel()`` (None: the running loop's; tests pass their own to end a window when they choose).
     call_later: Callable[[float, Callable[[], None]], asyncio.TimerHandle] | None = None
-    #: Where mirror groups run (the controller's low-priority mirror thread; None: the loop's default
-    #: executor).
-    executor: Executor | None = None
     #: The scheduled send of the pending copies (a timer, or the end of the loop turn), and that send.
     _send_at: asyncio.TimerHandle | asyncio.Handle | None = None
     _send_now: Callable[[], None] | None = None
@@ -221,9 +217,8 @@ class LiveRollout:
                 groups = group_copies(copies, target.max_batch_size)
                 # One hop for the whole window: running, splitting and comparing happen on the target's
                 # executor thread, in turn with its own batches.
-                loop = asyncio.get_running_loop()
-                results = await loop.run_in_executor(
-                    self.executor, run_groups, target, 0, groups, names, comparison, self._has_ended
+                results = await target.runner.call(
+                    0, run_groups, target, 0, groups, names, comparison, self._has_ended
                 )
                 for result in results:
                     for rows, compute_ns in result.batches:

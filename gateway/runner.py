@@ -6,8 +6,8 @@ Contracts:
 - :meth:`Runner.run` is awaitable from the event loop and runs instance ``i``'s session on that instance's
   own executor thread. Instances are independent sessions of the same model, so ``instances`` batches can
   run at once.
-- :meth:`Runner.run_sync` may run on any thread (warm-up; rollout mirror groups on their own
-  low-priority thread, :mod:`gateway.rollout_copies`): onnxruntime sessions take concurrent runs.
+- :meth:`Runner.call` runs any function on instance ``i``'s executor thread, in turn with its batches
+  (rollout mirror groups do all their work there: :mod:`gateway.rollout_copies`).
 - :meth:`Runner.close` waits for running calls, then releases the session; later ``run`` calls fail.
 """
 
@@ -17,7 +17,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,6 +236,15 @@ class Runner:
         return await loop.run_in_executor(
             self._executors[instance], self._run_timed, instance, feeds, output_names
         )
+
+    async def call(self, instance: int, function: Callable[..., Any], *args: Any) -> Any:
+        """``function(*args)`` on instance ``instance``'s executor thread, after the work queued there.
+        UnavailableError once the runner is closed."""
+        try:
+            done = asyncio.get_running_loop().run_in_executor(self._executors[instance], function, *args)
+        except RuntimeError as exc:  # the executor was shut down
+            raise UnavailableError(f"{self._options.name}: session is closed") from exc
+        return await done
 
     def _run_timed(
         self, instance: int, feeds: Mapping[str, npt.NDArray[Any]], output_names: Sequence[str]

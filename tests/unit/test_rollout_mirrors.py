@@ -6,8 +6,6 @@ in-flight cap counts groups; and the grouping respects batch keys and the target
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.models import ModelTable
 from gateway.rollout import RolloutController
-from gateway.rollout_copies import MIRROR_NICE, Copy, group_copies, run_groups
+from gateway.rollout_copies import Copy, group_copies, run_groups
 from gateway.rollout_live import SHADOW_ID_SUFFIX, LiveRollout
 from gateway.rollout_metrics import RolloutMetrics
 from gateway.sample_offers import SampleOffers
@@ -185,18 +183,15 @@ async def test_a_mirror_window_gathers_copies_of_several_turns_into_one_group(ma
     assert (len(timer.scheduled), timer.cancelled, rig.shadow("agree")) == (1, 1, 4.0)
 
 
-async def test_a_window_runs_on_the_low_priority_mirror_thread_and_counts_in_the_targets_batches(
+async def test_a_window_runs_on_the_candidates_executor_thread_and_counts_in_its_batches(
     make_rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rig = await make_rig(classifier())
     threads: list[str] = []
-    nice: list[int] = []
     run_sync = rig.candidate.runner.run_sync
 
     def spy(instance: int, feeds: Any, names: Any) -> Any:
         threads.append(threading.current_thread().name)
-        if sys.platform == "linux":
-            nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         return run_sync(instance, feeds, names)
 
     monkeypatch.setattr(rig.candidate.runner, "run_sync", spy)
@@ -208,9 +203,7 @@ async def test_a_window_runs_on_the_low_priority_mirror_thread_and_counts_in_the
     # One stacked run of 5 rows, off the event loop (the loop's thread is this test's).
     assert len(threads) == 1
     assert threads[0] != threading.current_thread().name
-    assert threads[0].startswith("infergate-mirror")
-    if sys.platform == "linux":  # below the serving threads: the kernel runs it on what they leave
-        assert nice == [max(MIRROR_NICE, os.getpriority(os.PRIO_PROCESS, 0))]
+    assert threads[0].startswith("ort-")
     assert (stats.inference_count - rows_before, stats.execution_count - batches_before) == (5, 1)
     window = rig.live.window
     assert (window.compared, window.rows, window.agreeing) == (2, 5, 5)

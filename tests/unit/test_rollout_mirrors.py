@@ -183,27 +183,34 @@ async def test_a_mirror_window_gathers_copies_of_several_turns_into_one_group(ma
     assert (len(timer.scheduled), timer.cancelled, rig.shadow("agree")) == (1, 1, 4.0)
 
 
+def record_runs(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """The candidate's session runs from now on, as (thread name, rows); they still run."""
+    runs: list[tuple[str, int]] = []
+    run_sync = rig.candidate.runner.run_sync
+
+    def spy(instance: int, feeds: Any, names: Any) -> Any:
+        runs.append((threading.current_thread().name, len(feeds["x"])))
+        return run_sync(instance, feeds, names)
+
+    monkeypatch.setattr(rig.candidate.runner, "run_sync", spy)
+    return runs
+
+
 async def test_a_window_runs_on_the_candidates_executor_thread_and_counts_in_its_batches(
     make_rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rig = await make_rig(classifier())
-    threads: list[str] = []
-    run_sync = rig.candidate.runner.run_sync
-
-    def spy(instance: int, feeds: Any, names: Any) -> Any:
-        threads.append(threading.current_thread().name)
-        return run_sync(instance, feeds, names)
-
-    monkeypatch.setattr(rig.candidate.runner, "run_sync", spy)
+    runs = record_runs(rig, monkeypatch)
     stats = rig.candidate.stats
     rows_before, batches_before = stats.inference_count, stats.execution_count
     for n in (2, 3):
         rig.mirror(rows(n))
     await rig.live.settle()
     # One stacked run of 5 rows, off the event loop (the loop's thread is this test's).
-    assert len(threads) == 1
-    assert threads[0] != threading.current_thread().name
-    assert threads[0].startswith("ort-")
+    ((thread, stacked),) = runs
+    assert stacked == 5
+    assert thread != threading.current_thread().name
+    assert thread.startswith("ort-")
     assert (stats.inference_count - rows_before, stats.execution_count - batches_before) == (5, 1)
     window = rig.live.window
     assert (window.compared, window.rows, window.agreeing) == (2, 5, 5)
@@ -228,18 +235,11 @@ async def test_groups_left_once_the_rollout_ended_are_not_run(
     make_rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rig = await make_rig(classifier())
-    ran: list[int] = []
-    run_sync = rig.candidate.runner.run_sync
-
-    def spy(instance: int, feeds: Any, names: Any) -> Any:
-        ran.append(len(feeds["x"]))
-        return run_sync(instance, feeds, names)
-
-    monkeypatch.setattr(rig.candidate.runner, "run_sync", spy)
+    runs = record_runs(rig, monkeypatch)
     groups = [[Copy({"x": rows(2)}, 2, None)], [Copy({"x": rows(3)}, 3, None)]]
     calls = iter([False, True])  # ends after the first group
     results = run_groups(rig.candidate, 0, groups, OUTPUTS, None, lambda: next(calls))
-    assert ran == [2]
+    assert [rows for _, rows in runs] == [2]
     assert [type(o).__name__ for r in results for o in r.outcomes] == ["list", "UnavailableError"]
     assert results[1].runs == []
 

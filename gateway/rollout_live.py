@@ -231,13 +231,19 @@ class LiveRollout:
             self.mirrors_inflight -= 1
         elapsed = time.perf_counter() - started
         current = window is self.window
+        stable_typical = None
+        if to_candidate:  # shadow copies are judged against the stable version's profile
+            try:
+                stable_typical = table.resolve(self.model, str(self.stable)).batcher.profiles[0].typical
+            except Exception:
+                stable_typical = None
         failed = 0
         for group, result in zip(groups, results, strict=True):
             outcomes = result.outcomes
             errors = [o for o in outcomes if isinstance(o, BaseException)]
             failed += len(errors)
             if to_candidate and current:
-                self._record_latency(window, table, result, len(outcomes), len(errors), elapsed)
+                window.record_shadow(result.runs, len(outcomes), len(errors), elapsed, stable_typical)
             if errors:
                 log.debug(
                     "rollout %s: %d mirror(s) to %d failed: %s", self.model, len(errors), version, errors[0]
@@ -250,32 +256,6 @@ class LiveRollout:
                         self._sample(answered, copy.request_id, copy.feeds, names, outcome)
         if failed:
             self._count(metrics, version, "error", failed)
-
-    def _record_latency(
-        self,
-        window: StepWindow,
-        table: ModelTable,
-        result: GroupResult,
-        copies: int,
-        failed: int,
-        elapsed: float,
-    ) -> None:
-        """Records a shadow group's copies on the candidate's side of the window. Latency is like for
-        like: each copy counts the candidate's run that answered it (its own time plus the hop), and
-        the paired side gets the stable version's typical latency for a batch of the same size (its
-        profile); without either, the group's elapsed time."""
-        try:
-            profile = table.resolve(self.model, str(self.stable)).batcher.profiles[0]
-        except Exception:
-            profile = None
-        if profile is None or not result.runs:
-            window.candidate.record_many(copies, failed, elapsed)
-            return
-        for count, errors, padded, seconds in result.runs:
-            window.candidate.record_many(count, errors, seconds)
-            stable_s = profile.typical(padded)
-            if stable_s > 0:
-                window.paired.record_many(count, 0, stable_s)
 
     def _record_agreement(
         self,

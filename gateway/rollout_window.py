@@ -25,6 +25,7 @@ Rules (docs/registry.md "Safe rollout"):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +87,27 @@ class StepWindow:
     #: (error ratio, p99) of the last stable window with enough requests (its error ratio is carried into
     #: the next step; the p99 only for the figures).
     stable_baseline: tuple[float, float] | None = None
+
+    def record_shadow(
+        self,
+        runs: Sequence[tuple[int, int, int, float]],
+        copies: int,
+        failed: int,
+        elapsed: float,
+        stable_typical: Callable[[int], float] | None,
+    ) -> None:
+        """A shadow group's copies, like for like: per run of the candidate's session (copies, of them
+        failed, padded rows, seconds) the candidate side records its seconds and the paired side the
+        stable version's typical seconds for that batch size (``stable_typical``, its profile; 0:
+        unknown). Without runs or a stable profile: the group's ``elapsed`` for all ``copies``."""
+        if stable_typical is None or not runs:
+            self.candidate.record_many(copies, failed, elapsed)
+            return
+        for count, errors, padded, seconds in runs:
+            self.candidate.record_many(count, errors, seconds)
+            stable_s = stable_typical(padded)
+            if stable_s > 0:
+                self.paired.record_many(count, 0, stable_s)
 
     def record_comparison(self, rows: int, agreeing: int) -> None:
         self.compared += 1

@@ -202,3 +202,19 @@ def test_record_many_is_record_repeated(already: int) -> None:
     huge = Side()
     huge.record_many(RING + 10, 0, 0.25)
     assert (huge.requests, huge.p99()) == (RING + 10, 0.25)
+
+
+def test_record_shadow_pairs_each_run_with_the_stables_typical_latency() -> None:
+    window = StepWindow()
+    typical = {8: 0.002, 64: 0.010}
+    # A stack of 3 copies in bucket 8, then a copy that failed alone in bucket 64.
+    window.record_shadow([(3, 0, 8, 0.003), (1, 1, 64, 0.020)], 4, 1, 0.5, lambda rows: typical[rows])
+    assert (window.candidate.requests, window.candidate.errors, window.paired.requests) == (4, 1, 4)
+    assert window.candidate.p99() == pytest.approx(np.quantile([0.003] * 3 + [0.020], 0.99))
+    assert window.paired.p99() == pytest.approx(np.quantile([0.002] * 3 + [0.010], 0.99))
+    # No stable profile (or no runs: the version went away): the group's elapsed time, nothing paired.
+    fallback = StepWindow()
+    fallback.record_shadow([(2, 0, 8, 0.003)], 2, 0, 0.5, None)
+    fallback.record_shadow([], 1, 1, 0.7, lambda rows: 0.001)
+    assert (fallback.candidate.requests, fallback.candidate.errors, fallback.paired.requests) == (3, 1, 0)
+    assert fallback.candidate.p99() == pytest.approx(np.quantile([0.5, 0.5, 0.7], 0.99))

@@ -57,6 +57,14 @@ def pad(feeds: Feeds, rows: int, target: int) -> dict[str, npt.NDArray[Any]]:
     }
 
 
+def unpad(outputs: list[npt.NDArray[Any]], rows: int, padded: int) -> list[npt.NDArray[Any]]:
+    """The outputs of a batch padded from ``rows`` to ``padded`` rows, without the padding rows (the same
+    list when nothing was padded)."""
+    if padded <= rows:
+        return outputs
+    return [output[:rows] if output.ndim and output.shape[0] == padded else output for output in outputs]
+
+
 def bucket_for(rows: int, buckets: Sequence[int]) -> int:
     """The smallest bucket holding ``rows`` rows; ``rows`` itself when none does (or there are none)."""
     for size in buckets:

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import numpy.typing as npt
 
 from gateway.clock import Clock
-from gateway.collate import bucket_for, check_rows, pad, split, stack
+from gateway.collate import bucket_for, check_rows, pad, split, stack, unpad
 from gateway.errors import GatewayError
 from gateway.profile import LatencyProfile
 from gateway.queueing import Entry
@@ -160,10 +160,7 @@ class BatchExecutor:
                     self._observer.on_batch(rows, clock.ns() - begin)
                 raise
             run_ns = self._executor_ns(instance, begin)
-        if padded > rows:  # padded rows never reach a response
-            outputs = [
-                output[:rows] if output.ndim and output.shape[0] == padded else output for output in outputs
-            ]
+        outputs = unpad(outputs, rows, padded)  # padded rows never reach a response
         if single:
             if self._batchable:
                 check_rows(outputs, rows)

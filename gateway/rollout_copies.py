@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from gateway.agreement import agreeing_mask, agreeing_rows
 from gateway.batcher import THREAD_HOP_S
-from gateway.collate import batch_key, bucket_for, check_rows, pad, split, stack
+from gateway.collate import batch_key, bucket_for, check_rows, pad, split, stack, unpad
 from gateway.errors import UnavailableError
 from gateway.version import LoadedVersion
 
@@ -110,20 +110,15 @@ def run_groups(
         padded = bucket_for(rows, batcher.buckets)
         if padded > rows:
             feeds = pad(feeds, rows, padded)
-        begin, cpu_begin = time.perf_counter_ns(), time.thread_time_ns()
+        begin = time.perf_counter_ns()
         try:
-            outputs = runner.run_sync(instance, feeds, names)
+            outputs = unpad(runner.run_timed(instance, feeds, names), rows, padded)
         finally:
-            wall = time.perf_counter_ns() - begin
-            # The session's own cost, as the runner measures its executor runs (gateway.runner._run_timed).
-            spent = min((time.thread_time_ns() - cpu_begin) * runner.intra_op_threads, wall)
-            seconds = spent / 1e9 + THREAD_HOP_S
+            seconds = runner.last_compute_ns[instance] / 1e9 + THREAD_HOP_S
             runs.append((copies, copies, padded, seconds))  # failed until it returns
         runs[-1] = (copies, 0, padded, seconds)
         profile.observe(padded, seconds)
-        batches.append((rows, wall))
-        if padded > rows:
-            outputs = [out[:rows] if out.ndim and out.shape[0] == padded else out for out in outputs]
+        batches.append((rows, time.perf_counter_ns() - begin))
         if batchable:
             check_rows(outputs, rows)
         return outputs

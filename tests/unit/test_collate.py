@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.collate import CollationError, batch_key, split, stack
+from gateway.collate import CollationError, batch_key, pad, split, stack, unpad
 
 
 @given(st.lists(st.integers(1, 9), min_size=1, max_size=12), st.integers(1, 5), st.integers(0, 2**31))
@@ -52,3 +52,14 @@ def test_split_refuses_outputs_with_the_wrong_row_count() -> None:
         split([np.zeros((4, 1))], offsets)
     with pytest.raises(CollationError):
         split([np.float32(1.0)], offsets)  # type: ignore[list-item]
+
+
+def test_unpad_drops_the_padding_rows_of_batched_outputs_only() -> None:
+    feeds = pad({"x": np.arange(6, dtype=np.float32).reshape(3, 2)}, 3, 8)
+    assert feeds["x"].shape == (8, 2)
+    per_row, scalar, fixed = feeds["x"] * 2, np.float32(1.0), np.zeros((4, 2), np.float32)
+    trimmed = unpad([per_row, np.asarray(scalar), fixed], 3, 8)
+    np.testing.assert_array_equal(trimmed[0], np.arange(6, dtype=np.float32).reshape(3, 2) * 2)
+    assert (trimmed[1].shape, trimmed[2].shape) == ((), (4, 2))  # not batched along rows: untouched
+    outputs = [per_row]
+    assert unpad(outputs, 8, 8) is outputs  # nothing padded: the same list

@@ -120,6 +120,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0.01,
         help="fraction of successful requests logged (errors always are; default 0.01)",
     )
+    parser.add_argument(
+        "--access-log-shed-rate",
+        type=float,
+        default=10.0,
+        help="access-log lines per second for overload refusals (RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED); "
+        "the rest are counted in the next line's 'suppressed' (default 10; 0 = none)",
+    )
     return parser.parse_args(argv)
 
 
@@ -142,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             sampling=not args.no_sampling,
             sample_rate=args.sample_rate,
             access_log_rate=args.access_log_rate,
+            access_log_shed_rate=args.access_log_shed_rate,
             device=args.device,
             require_gpu=args.require_gpu,
             **security.config_options(args),

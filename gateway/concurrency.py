@@ -15,9 +15,9 @@ rather than a learned baseline: queueing that the budget allows (a batching serv
 - Above it: multiplicative decrease, ``limit *= backoff``. At or below it, while the limit was reached in
   the window: additive increase, ``limit += sqrt(limit)``. Always within ``[min_limit, max_limit]``.
 
-Contracts: :meth:`try_acquire` and :meth:`release` are O(1), never block and are called on the event
-loop thread only. Nothing here reads a clock: the caller measures each call's latency and budget, so
-tests drive the limit deterministically.
+Contracts: :meth:`try_acquire`, :meth:`release` and :meth:`forget` are O(1), never block and are called
+on the event loop thread only. Nothing here reads a clock: the caller measures each call's latency and
+budget, so tests drive the limit deterministically.
 """
 
 from __future__ import annotations
@@ -89,6 +89,11 @@ class ConcurrencyLimit:
             self._update(self._late / self._count)
             self._late = 0
             self._count = 0
+
+    def forget(self) -> None:
+        """Gives a slot back without judging it (the call was refused before it had a budget, for example
+        as invalid input): the limit's dynamics see nothing."""
+        self.inflight -= 1
 
     def _update(self, late_share: float) -> None:
         config = self.config

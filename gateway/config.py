@@ -28,6 +28,8 @@ class GatewayConfig:
     sampling: bool = True
     sample_rate: float | None = None
     access_log_rate: float = 0.01
+    #: Access-log lines per second for overload refusals (RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED); 0 = none.
+    access_log_shed_rate: float = 10.0
     reuse_port: bool = False
     default_intra_op_threads: int = 0
     worker_index: int | None = None
@@ -75,6 +77,8 @@ class GatewayConfig:
             raise ValueError(f"monitor_url must be a ws:// or wss:// URL, got {self.monitor_url!r}")
         if not 0.0 <= self.access_log_rate <= 1.0:
             raise ValueError(f"access_log_rate must be in [0, 1], got {self.access_log_rate}")
+        if self.access_log_shed_rate < 0:
+            raise ValueError(f"access_log_shed_rate must be >= 0, got {self.access_log_shed_rate}")
         if self.default_intra_op_threads < 0:
             raise ValueError(f"default_intra_op_threads must be >= 0, got {self.default_intra_op_threads}")
         if self.device is not None and not _valid_device(self.device):

@@ -16,7 +16,8 @@ Contracts:
   validation plan are resolved once per loaded version (:class:`_VersionHot`); request ids and access-log
   records are built only when something will use them.
 - Admission never blocks: when the adaptive limit refuses, the call is answered RESOURCE_EXHAUSTED before
-  it costs validation or a queue slot.
+  it costs decoding, validation or a queue slot. Overload refusals pass the access log's rate limit
+  (:meth:`AccessLog.decide`), so a flood of them does not cost a log line each.
 """
 
 from __future__ import annotations
@@ -171,19 +172,13 @@ class DataPlane:
     ) -> pb.ModelInferResponse:
         started = time.perf_counter_ns()
         limit = self.limit
-        budget_s = 0.0  # > 0 once admitted: the budget the concurrency limit judges the call against
+        acquired = False  # holds a slot of the concurrency limit
+        budget_s = 0.0  # > 0 once decoded: the budget the concurrency limit judges the call against
         late = False
         loaded: LoadedVersion | None = None
         try:
             with self.table.lease(request.model_name, version) as loaded:
                 try:
-                    batching = loaded.config.batching
-                    decoded = decode_request(request, loaded.signature, max_batch_size=loaded.max_batch_size)
-                    now = asyncio.get_running_loop().time()
-                    deadline = request_deadline(
-                        request, now=now, grpc_remaining=grpc_remaining, budget_ms=batching.latency_budget_ms
-                    )
-                    priority = request_priority(request, batching.priority_levels)
                     if limit is not None:
                         if not limit.try_acquire():
                             self._count_shed(loaded, "concurrency_limit")
@@ -191,6 +186,15 @@ class DataPlane:
                                 f"server overloaded: {limit.inflight} inferences in flight "
                                 f"(adaptive limit {limit.limit}); retry with backoff"
                             )
+                        acquired = True
+                    batching = loaded.config.batching
+                    decoded = decode_request(request, loaded.signature, max_batch_size=loaded.max_batch_size)
+                    now = asyncio.get_running_loop().time()
+                    deadline = request_deadline(
+                        request, now=now, grpc_remaining=grpc_remaining, budget_ms=batching.latency_budget_ms
+                    )
+                    priority = request_priority(request, batching.priority_levels)
+                    if acquired:
                         budget_s = max(deadline - now, 1e-6)
                     response, result_fields = await self._run(
                         request, loaded, decoded, deadline, priority, started, live
@@ -201,12 +205,17 @@ class DataPlane:
                     raise
         except Exception as exc:
             self._count_failure(request, loaded, exc, started)
-            self._access(request, loaded, exc, started, None, peer)
+            access = self.access_log
+            if access is not None and access.decide(error=True, status=status_name(exc)):
+                self._access(request, loaded, exc, started, None, peer)
             raise
         finally:
-            if budget_s and limit is not None:
-                held = (time.perf_counter_ns() - started) / 1e9
-                limit.release(max(held, budget_s) if late else held, budget_s)
+            if acquired and limit is not None:
+                if budget_s:
+                    held = (time.perf_counter_ns() - started) / 1e9
+                    limit.release(max(held, budget_s) if late else held, budget_s)
+                else:
+                    limit.forget()  # refused as invalid input: says nothing about latency
         access = self.access_log
         if access is not None and access.decide(error=False):
             self._access(request, loaded, None, started, result_fields, peer)

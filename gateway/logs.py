@@ -8,9 +8,13 @@ Contracts:
   same ``fields`` as ``key=value`` pairs in the mapping's order (the order of the JSON keys): strings bare
   unless empty or holding a space, quote, backslash, ``=`` or control character (then JSON-quoted), other
   values as JSON; then the traceback. Both formatters print only the message and the given fields.
-- :class:`AccessLog` writes one line per request on the ``infergate.access`` logger: always for errors, and
-  for a deterministic ``sample_rate`` fraction of successes. Lines carry request_id, model, version,
-  status, queue_ms, compute_ms, batch_size, duration_ms and peer; never tensor contents.
+- :class:`AccessLog` writes one line per request on the ``infergate.access`` logger: for every error except
+  overload refusals, for at most ``shed_rate`` overload refusals per second (a token bucket on a monotonic
+  clock; the next refusal it logs carries ``suppressed``, the number skipped since the last one), and for a
+  ``sample_rate`` fraction of successes. Lines carry request_id, model, version, status, queue_ms,
+  compute_ms, batch_size, duration_ms and peer; never tensor contents. Refusals are still counted one by
+  one in ``infergate_requests_total`` and ``infergate_shed_total``: the log is for reading, metrics for
+  counting.
 """
 
 from __future__ import annotations
@@ -22,11 +26,16 @@ import logging
 import random
 import signal
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 ACCESS_LOGGER = "infergate.access"
+
+#: Statuses of overload refusals (shed calls), whose access-log lines are rate limited.
+SHED_STATUSES = frozenset({"RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"})
 
 
 class JsonFormatter(logging.Formatter):
@@ -90,25 +99,62 @@ def enable_stack_dumps() -> None:
 
 
 class AccessLog:
-    """Per-request log lines: every error, and ``sample_rate`` of the successes."""
+    """Per-request log lines: every error, a bounded rate of overload refusals, ``sample_rate`` of the
+    successes.
 
-    def __init__(self, sample_rate: float = 0.01) -> None:
+    Overload refusals (the statuses in :data:`SHED_STATUSES`) come by the thousand per second exactly when
+    the server has the least CPU to spare; a line each would cost more than the refusal itself. They pass a
+    token bucket of ``shed_rate`` lines per second (burst ``shed_rate``, at least 1; 0 logs none).
+    ``clock`` is injectable (monotonic seconds) so tests drive the bucket without waiting.
+    """
+
+    def __init__(
+        self,
+        sample_rate: float = 0.01,
+        *,
+        shed_rate: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not 0.0 <= sample_rate <= 1.0:
             raise ValueError(f"access log sample rate must be in [0, 1], got {sample_rate}")
+        if shed_rate < 0:
+            raise ValueError(f"access log shed rate must be >= 0 lines per second, got {shed_rate}")
         self.sample_rate = sample_rate
+        self.shed_rate = shed_rate
         self._logger = logging.getLogger(ACCESS_LOGGER)
         self._random = random.Random()
+        self._clock = clock
+        self._burst = max(1.0, shed_rate) if shed_rate > 0 else 0.0
+        self._tokens = self._burst
+        self._filled_at = clock()
+        #: Overload refusals not logged since the last one that was (reported in that line's ``suppressed``).
+        self.suppressed = 0
 
     def record(self, fields: dict[str, Any], *, error: bool) -> None:
         """Logs one request (``fields`` as documented above) if it is an error or sampled."""
-        if self.decide(error=error):
+        if self.decide(error=error, status=fields.get("status")):
             self.write(fields, error=error)
 
-    def decide(self, *, error: bool) -> bool:
-        """Whether a request with this outcome is logged (every error; ``sample_rate`` of successes).
-        Callers decide first so that a record nobody logs is never built."""
-        return error or (self.sample_rate > 0 and self._random.random() < self.sample_rate)
+    def decide(self, *, error: bool, status: str | None = None) -> bool:
+        """Whether a request with this outcome is logged: every error but overload refusals, refusals
+        while the bucket has a token, ``sample_rate`` of successes. Callers decide first so that a record
+        nobody logs is never built; a refusal that is not logged is counted in :attr:`suppressed`."""
+        if not error:
+            return self.sample_rate > 0 and self._random.random() < self.sample_rate
+        if status not in SHED_STATUSES:
+            return True
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._filled_at) * self.shed_rate)
+        self._filled_at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        self.suppressed += 1
+        return False
 
     def write(self, fields: dict[str, Any], *, error: bool) -> None:
         """Logs one request record unconditionally (after :meth:`decide` said yes)."""
+        if error and self.suppressed and fields.get("status") in SHED_STATUSES:
+            fields["suppressed"] = self.suppressed
+            self.suppressed = 0
         self._logger.log(logging.WARNING if error else logging.INFO, "request", extra={"fields": fields})

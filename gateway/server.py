@@ -97,7 +97,7 @@ class GatewayServer:
             self.table,
             self.metrics,
             self.sampler,
-            AccessLog(config.access_log_rate),
+            AccessLog(config.access_log_rate, shed_rate=config.access_log_shed_rate),
             self.limit,
             self.rollouts,
         )

@@ -74,6 +74,35 @@ def test_concurrency_limit_refuses_with_a_clear_message_and_counts_it(limited: S
     assert limit.inflight == 0
 
 
+def test_the_limit_refuses_before_decoding_and_invalid_input_frees_its_slot(limited: ServerThread) -> None:
+    limit = limited.server.limit
+    assert limit is not None
+    wrong = grpcclient.InferInput("x", [2, 4], "FP32")  # the model takes [-1, 3]
+    wrong.set_data_from_numpy(np.ones((2, 4), np.float32))
+
+    async def hold(slots: int) -> None:
+        for _ in range(slots):
+            assert limit.try_acquire()
+
+    async def give_back(slots: int) -> None:
+        for _ in range(slots):
+            limit.release(0.0, 1.0)
+
+    with grpcclient.InferenceServerClient(limited.target) as client:
+        with pytest.raises(InferenceServerException) as invalid:
+            client.infer("dtype_fp32", [wrong])
+        assert invalid.value.status() == "StatusCode.INVALID_ARGUMENT"
+        assert limit.inflight == 0  # the slot came back, and nothing was judged late
+        assert limit.limit == 2
+        limited.call(hold(2))
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer("dtype_fp32", [wrong])
+        # Refused at the door: the server did not spend decoding and validation on it.
+        assert refused.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+        limited.call(give_back(2))
+    assert limit.inflight == 0
+
+
 def test_server_options_carry_the_transport_limits(fixture_registry: Path) -> None:
     options = dict(
         server_options(GatewayConfig(fixture_registry, max_concurrent_streams=16, max_pending_calls=8))

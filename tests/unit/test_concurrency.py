@@ -82,3 +82,17 @@ def test_an_unsaturated_limit_stays_put_when_on_time() -> None:
 def test_config_is_validated(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must"):
         LimitConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_forget_gives_a_slot_back_without_judging_it() -> None:
+    limit = ConcurrencyLimit(LimitConfig(initial=8, min_limit=1, max_limit=16, window=1))
+    for _ in range(8):
+        assert limit.try_acquire()
+    assert not limit.try_acquire()
+    for _ in range(8):
+        limit.forget()  # with a window of 1, any release would have moved the saturated limit
+    assert limit.inflight == 0
+    assert limit.limit == 8
+    assert limit.try_acquire()
+    limit.release(0.0, 1.0)  # the same slot released on time: the saturated limit grows
+    assert limit.limit == 10

@@ -50,10 +50,12 @@ SCENARIOS: dict[str, tuple[str, str, int, int]] = {
     "tiny": ("tiny, 1 row per call", "tiny", 1, 64),
     "mlp32": ("mlp, 32 rows per call", "mlp", 32, 16),
 }
-#: The overload configuration README's "Overload" recommends: HTTP/2 streams per connection bound what
-#: the server holds, so excess calls are refused by the transport before they cost Python anything; the
-#: in-process adaptive limit is then off (its refusals are paid in Python, after the transport's work).
-TUNED_FLAGS = ("--max-concurrent-streams", "32", "--max-concurrency", "0")
+#: The overload configuration README's "Overload" recommends: HTTP/2 streams per connection and calls
+#: waiting in gRPC core bound what the server holds, so excess calls are refused before they cost Python
+#: anything, and the calls Python takes have waited at most ~16 calls' work in gRPC core's FIFO (64, the
+#: default, is ~90 ms of 32-row mlp calls on one core); the in-process adaptive limit is then off (its
+#: refusals are paid in Python, after the transport's work).
+TUNED_FLAGS = ("--max-concurrent-streams", "32", "--max-pending-calls", "16", "--max-concurrency", "0")
 #: Overloaded servers: key -> label.
 SERVERS = {
     "defaults": "gateway, defaults",

@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from gateway.arrivals import Arrivals
 from gateway.clock import Clock, LoopClock
 from gateway.collate import BatchKey, batch_key
+from gateway.cores import CoreWatch
 from gateway.errors import DeadlineExceededError, ResourceExhaustedError, UnavailableError
 from gateway.execution import BatchExecutor, BatchObserver, BatchResult, BatchRunner
 from gateway.profile import LatencyProfile
@@ -105,6 +106,7 @@ class Batcher:
         clock: Clock | None = None,
         codel_target_ms: float | None = None,
         codel_interval_ms: float | None = None,
+        cores: CoreWatch | None = None,
     ) -> None:
         if len(profiles) != runner.instances:
             raise ValueError("one latency profile per instance is required")
@@ -131,6 +133,7 @@ class Batcher:
             name=name,
             inline_compute_s=INLINE_COMPUTE_S if runner.provider == "cpu" else 0.0,
             thread_hop_s=THREAD_HOP_S,
+            cores=cores,
         )
         self._queue = EntryQueue(deadline_order=self._deadline_aware)
         self._sequence = itertools.count()

@@ -13,9 +13,13 @@ Contracts:
   batch never inflates predictions) plus ``thread_hop_s``. A batch whose typical cost (the profile's
   mean, :meth:`LatencyProfile.typical`) is in ``(0, inline_compute_s + thread_hop_s]`` runs with
   ``run_sync`` on the event loop, and the profile then learns its run plus ``thread_hop_s`` too, so both
-  paths feed it the same quantity and the choice does not flip-flop; any other batch runs on the runner's
-  executor (``run``). ``compute_ns`` and ``on_batch`` always report the span from collation to split, as
-  seen by the batch.
+  paths feed it the same quantity and the choice does not flip-flop. While the process may use one core
+  only (:class:`gateway.cores.CoreWatch`), a CPU batch whose typical cost is up to :data:`SOLO_INLINE_MAX_S`
+  runs inline too: the executor thread would share that core, so the hop buys no parallelism, and a loop
+  busy computing takes calls from gRPC core no faster than it can serve them, so under overload gRPC core
+  refuses the excess (``max_pending_calls``) instead of the loop spending the core on calls it must shed.
+  Any other batch runs on the runner's executor (``run``). ``compute_ns`` and ``on_batch`` always report
+  the span from collation to split, as seen by the batch.
 - A batch of one request is not collated: its own feeds go to the session and its outputs (checked to
   hold its rows) come back as they are.
 """
@@ -32,11 +36,16 @@ import numpy.typing as npt
 
 from gateway.clock import Clock
 from gateway.collate import bucket_for, check_rows, pad, split, stack, unpad
+from gateway.cores import CoreWatch
 from gateway.errors import GatewayError
 from gateway.profile import LatencyProfile
 from gateway.queueing import Entry
 
 log = logging.getLogger(__name__)
+
+#: On one usable core, batches predicted to take up to this long run on the event loop (module doc). The
+#: cap keeps the loop answering health checks and metadata within a few milliseconds behind a long model.
+SOLO_INLINE_MAX_S = 0.01
 
 
 class BatchRunner(Protocol):
@@ -91,6 +100,7 @@ class BatchExecutor:
         name: str,
         inline_compute_s: float,
         thread_hop_s: float,
+        cores: CoreWatch | None = None,
     ) -> None:
         self._runner = runner
         self._profiles = profiles
@@ -102,6 +112,7 @@ class BatchExecutor:
         self._name = name
         self._inline_s = inline_compute_s + thread_hop_s if inline_compute_s > 0 else 0.0
         self._hop_ns = int(thread_hop_s * 1e9)
+        self._cores = cores if inline_compute_s > 0 else None  # only a CPU runner may run inline
         self.running = 0  # batches executing now
         self.last_batch = 0.0  # clock time when the last batch finished
 
@@ -148,7 +159,15 @@ class BatchExecutor:
         if padded > rows:
             feeds = pad(feeds, rows, padded)
         begin = clock.ns()
-        inline = bool(self._inline_s) and 0.0 < profile.typical(padded) <= self._inline_s
+        typical = profile.typical(padded)
+        inline = (
+            bool(self._inline_s)
+            and typical > 0.0
+            and (
+                typical <= self._inline_s
+                or (typical <= SOLO_INLINE_MAX_S and self._cores is not None and self._cores.solo(started))
+            )
+        )
         if inline:
             outputs = self._runner.run_sync(instance, feeds, names)
             run_ns = clock.ns() - begin + self._hop_ns

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.batcher import Batcher
+from gateway.cores import PROCESS_CORES
 from gateway.errors import ModelLoadError
 from gateway.metrics import GatewayMetrics
 from gateway.profile import LatencyProfile
@@ -125,6 +126,7 @@ def load_version(
         observer=VersionObserver(stats, metrics, info.name, version, runner.provider),
         name=label,
         buckets=batch_buckets(info.config.runtime.buckets, runner.provider, limit),
+        cores=PROCESS_CORES,
     )
     log.info("loaded %s on %s in %.2f s", label, runner.provider, time.perf_counter() - started)
     return LoadedVersion(info.name, version, signature, info.config, manifest, runner, batcher, stats)

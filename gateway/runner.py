@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from gateway.cores import usable_cores
 from gateway.errors import InvalidArgumentError, ModelLoadError, UnavailableError
 
 log = logging.getLogger(__name__)
@@ -72,17 +72,10 @@ class RunnerOptions:
             raise ValueError(f"unknown providers {unknown}; expected some of {sorted(PROVIDERS)}")
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (CPU affinity, so cpusets and ``taskset`` count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def default_intra_op_threads(workers: int = 1) -> int:
     """onnxruntime threads per session when a model leaves ``intra_op_threads`` at 0: the cores left
-    after each worker's event loop (which runs gRPC, validation and batching), at least one."""
+    after each worker's event loop (which runs gRPC, validation and batching), at least one. Cores are
+    :func:`gateway.cores.usable_cores`: affinity capped by the cgroup CPU quota."""
     return max(1, usable_cores() // max(1, workers) - 1)
 
 

@@ -32,6 +32,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from gateway.config import GatewayConfig
+from gateway.cores import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def worker_config(config: GatewayConfig, index: int, workers: int, port: int) ->
     metrics = config.metrics_port
     if metrics:
         metrics += index
-    cores = len(os.sched_getaffinity(0)) or 1  # the CPUs this process may run on (cpusets), not the host's
+    cores = usable_cores()  # the CPUs this process may run on (cpusets, cgroup quota), not the host's
     return dataclasses.replace(
         config,
         port=port,

@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.batcher import Batcher, BatchResult
+from gateway.cores import CoreWatch
 from gateway.errors import InvalidArgumentError
 from gateway.profile import LatencyProfile
 from gateway.validate import DecodedRequest
@@ -172,6 +173,7 @@ def rig(
     instances: int = 1,
     provider: str = "fake",
     seed_s: float | None = None,
+    cores: CoreWatch | None = None,
     **codel: float,
 ) -> Rig:
     clock = FakeClock()
@@ -193,6 +195,7 @@ def rig(
         scheduler=scheduler,
         observer=observer,
         clock=clock,
+        cores=cores,
         **codel,  # type: ignore[arg-type]
     )
     batcher.start()

@@ -7,9 +7,11 @@ from __future__ import annotations
 import pytest
 
 from gateway.batcher import INLINE_COMPUTE_S, THREAD_HOP_S
+from gateway.cores import CoreWatch
 from gateway.errors import (
     DeadlineExceededError,
 )
+from gateway.execution import SOLO_INLINE_MAX_S
 from tests.batcher_rig import occupy, own_rows, release_all, request, rig, settle
 
 
@@ -107,6 +109,46 @@ async def test_only_cpu_batches_predicted_shorter_than_a_thread_hop_run_on_the_l
     own_rows(await r.submit(1), 1)
     assert r.runner.calls[0].sync is inline
     assert r.observer.batches == [(1, 1_000_000)]
+
+
+@pytest.mark.parametrize(
+    ("cores", "provider", "seed_s", "inline"),
+    [
+        (1, "cpu", INLINE_COMPUTE_S * 4, True),  # one core: the hop buys no parallelism
+        (1, "cpu", SOLO_INLINE_MAX_S / 2, True),
+        (1, "cpu", SOLO_INLINE_MAX_S * 2, False),  # too long to hold the loop
+        (1, "cpu", None, False),
+        (1, "cuda", INLINE_COMPUTE_S * 4, False),
+        (2, "cpu", INLINE_COMPUTE_S * 4, False),
+    ],
+)
+async def test_on_one_usable_core_cpu_batches_up_to_the_cap_run_on_the_loop(
+    cores: int, provider: str, seed_s: float | None, inline: bool
+) -> None:
+    r = rig(gated=False, provider=provider, seed_s=seed_s, cores=CoreWatch(lambda: cores))
+    own_rows(await r.submit(1), 1)
+    assert r.runner.calls[0].sync is inline
+
+
+async def test_the_core_count_is_reread_once_per_refresh_and_the_choice_follows_it() -> None:
+    """``taskset -p`` while serving: the next read after the refresh interval moves batches on or off
+    the loop, and between reads no probe runs."""
+    counts = [2]
+    probes: list[int] = []
+
+    def probe() -> int:
+        probes.append(counts[0])
+        return counts[0]
+
+    r = rig(gated=False, provider="cpu", seed_s=INLINE_COMPUTE_S * 4, cores=CoreWatch(probe, refresh_s=1.0))
+    own_rows(await r.submit(1), 1)
+    counts[0] = 1  # pinned to one core
+    r.clock.advance(0.5)
+    own_rows(await r.submit(2), 2)
+    r.clock.advance(0.6)
+    own_rows(await r.submit(3), 3)
+    assert [call.sync for call in r.runner.calls] == [False, False, True]
+    assert probes == [2, 1]
 
 
 @pytest.mark.parametrize(

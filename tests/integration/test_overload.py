@@ -14,6 +14,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from gateway.concurrency import ConcurrencyLimit
 from gateway.config import GatewayConfig
 from gateway.server import server_options
 from tests.servers import ServerThread
@@ -28,6 +29,17 @@ def _input() -> grpcclient.InferInput:
 def _sample(server: ServerThread, name: str, labels: dict[str, str]) -> float:
     value = server.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
+
+
+async def _hold(limit: ConcurrencyLimit, slots: int) -> None:
+    """Takes ``slots`` slots of the limit, as inferences in flight would (run on the server's loop)."""
+    for _ in range(slots):
+        assert limit.try_acquire()
+
+
+async def _give_back(limit: ConcurrencyLimit, slots: int) -> None:
+    for _ in range(slots):
+        limit.release(0.0, 1.0)
 
 
 @pytest.fixture
@@ -50,17 +62,9 @@ def test_concurrency_limit_refuses_with_a_clear_message_and_counts_it(limited: S
     assert limit is not None
     assert limit.limit == 2
 
-    async def hold(slots: int) -> None:
-        for _ in range(slots):
-            assert limit.try_acquire()
-
-    async def give_back(slots: int) -> None:
-        for _ in range(slots):
-            limit.release(0.0, 1.0)
-
     with grpcclient.InferenceServerClient(limited.target) as client:
         assert client.infer("dtype_fp32", [_input()]).as_numpy("y") is not None
-        limited.call(hold(2))  # two inferences "in flight": the limit is reached
+        limited.call(_hold(limit, 2))  # two inferences "in flight": the limit is reached
         with pytest.raises(InferenceServerException) as refused:
             client.infer("dtype_fp32", [_input()])
         assert refused.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
@@ -69,7 +73,7 @@ def test_concurrency_limit_refuses_with_a_clear_message_and_counts_it(limited: S
         labels = {"model": "dtype_fp32", "version": "1"}
         assert _sample(limited, "infergate_shed_total", {**labels, "reason": "concurrency_limit"}) == 1
         assert _sample(limited, "infergate_requests_total", {**labels, "code": "RESOURCE_EXHAUSTED"}) == 1
-        limited.call(give_back(2))
+        limited.call(_give_back(limit, 2))
         assert client.infer("dtype_fp32", [_input()]).as_numpy("y") is not None
     assert limit.inflight == 0
 
@@ -80,26 +84,18 @@ def test_the_limit_refuses_before_decoding_and_invalid_input_frees_its_slot(limi
     wrong = grpcclient.InferInput("x", [2, 4], "FP32")  # the model takes [-1, 3]
     wrong.set_data_from_numpy(np.ones((2, 4), np.float32))
 
-    async def hold(slots: int) -> None:
-        for _ in range(slots):
-            assert limit.try_acquire()
-
-    async def give_back(slots: int) -> None:
-        for _ in range(slots):
-            limit.release(0.0, 1.0)
-
     with grpcclient.InferenceServerClient(limited.target) as client:
         with pytest.raises(InferenceServerException) as invalid:
             client.infer("dtype_fp32", [wrong])
         assert invalid.value.status() == "StatusCode.INVALID_ARGUMENT"
         assert limit.inflight == 0  # the slot came back, and nothing was judged late
         assert limit.limit == 2
-        limited.call(hold(2))
+        limited.call(_hold(limit, 2))
         with pytest.raises(InferenceServerException) as refused:
             client.infer("dtype_fp32", [wrong])
         # Refused at the door: the server did not spend decoding and validation on it.
         assert refused.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
-        limited.call(give_back(2))
+        limited.call(_give_back(limit, 2))
     assert limit.inflight == 0
 
 

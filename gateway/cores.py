@@ -13,15 +13,18 @@ Contracts:
   quota can keep two threads busy part of the time).
 - :class:`CoreWatch` reads the count at most once per ``refresh_s`` of the caller's clock (affinity and
   quotas can change while the process runs: ``taskset -p``, an in-place pod resize), so asking costs one
-  comparison on the hot path.
+  comparison on the hot path; it logs one INFO line each time the answer changes.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Callable
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 __all__ = ["CGROUP_ROOT", "PROCESS_CORES", "CoreWatch", "quota_cores", "usable_cores"]
 
@@ -85,7 +88,14 @@ class CoreWatch:
     def solo(self, now: float) -> bool:
         """True while the process may use one core only; ``now`` is the caller's monotonic clock."""
         if now >= self._next:
-            self._solo = self._probe() <= 1
+            solo = self._probe() <= 1
+            if solo != self._solo:
+                log.info(
+                    "one usable core: short CPU batches run on the event loop"
+                    if solo
+                    else "more than one usable core: batches run on their runner's thread"
+                )
+            self._solo = solo
             self._next = now + self._refresh_s
         return self._solo
 

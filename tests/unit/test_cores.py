@@ -3,6 +3,7 @@ real directory tree laid out as the kernel's cgroup mounts are; and the cached o
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,8 @@ def test_usable_cores_is_the_affinity_capped_by_the_quota_rounded_up(tmp_path: P
     assert usable_cores(tmp_path, affinity=lambda: 0) == 1
 
 
-def test_the_watch_probes_once_per_refresh() -> None:
+def test_the_watch_probes_once_per_refresh_and_logs_each_change(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.cores")
     counts = iter([1, 3])
     probes = 0
 
@@ -62,3 +64,7 @@ def test_the_watch_probes_once_per_refresh() -> None:
     assert probes == 1
     assert watch.solo(11.0) is False
     assert probes == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        "one usable core: short CPU batches run on the event loop",
+        "more than one usable core: batches run on their runner's thread",
+    ]

@@ -14,6 +14,7 @@ and rank only: they carry no numeric features.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -39,38 +40,75 @@ class DecodedSample:
     tensors: dict[tuple[str, str], npt.NDArray[Any]]
 
     @classmethod
-    def decode(cls, sample: monitor_pb2.Sample, signature: Signature, where: str) -> DecodedSample:
-        """Validate ``sample`` against ``signature`` (see the module doc); ``where`` prefixes messages."""
+    def decode(cls, sample: monitor_pb2.Sample, signature: Signature, where: str | int) -> DecodedSample:
+        """Validate ``sample`` against ``signature`` (see the module doc); ``where`` prefixes messages (an
+        int ``i`` reads "sample i"; messages are built only when a check fails)."""
         model, version = sample_key(sample, where)
+        plan = _plan(signature)
         tensors: dict[tuple[str, str], npt.NDArray[Any]] = {}
         rows: set[int] = set()
-        for side, given, specs in (
-            ("input", sample.inputs, signature.inputs),
-            ("output", sample.outputs, signature.outputs),
+        for side, given, by_name in (
+            ("input", sample.inputs, plan.inputs),
+            ("output", sample.outputs, plan.outputs),
         ):
-            by_name = {s.name: s for s in specs}
             seen: set[str] = set()
             for tensor in given:
-                spec = by_name.get(tensor.name)
-                label = f"{where}: {side} {tensor.name!r}"
+                name = tensor.name
+                spec = by_name.get(name)
                 if spec is None:
                     raise SampleError(
                         "signature",
-                        f"{label}: not in the signature of {model} v{version} (it has {sorted(by_name)})",
+                        f"{_label(where, side, name)}: not in the signature of {model} v{version} "
+                        f"(it has {sorted(by_name)})",
                     )
-                if tensor.name in seen:
-                    raise SampleError("signature", f"{label}: given twice")
-                seen.add(tensor.name)
-                array = _array(tensor, spec, label)
-                rows.add(int(tensor.shape[0]))
+                if name in seen:
+                    raise SampleError("signature", f"{_label(where, side, name)}: given twice")
+                seen.add(name)
+                array, count = _array(tensor, spec, where, side)
+                rows.add(count)
                 if array is not None:
-                    tensors[(side, tensor.name)] = array
-            missing = sorted(set(by_name) - seen) if side == "input" else []
-            if missing:
-                raise SampleError("signature", f"{where}: missing inputs {missing} of {model} v{version}")
+                    tensors[(side, name)] = array
+            if side == "input" and len(seen) < len(by_name):
+                missing = sorted(set(by_name) - seen)
+                raise SampleError(
+                    "signature", f"{_where(where)}: missing inputs {missing} of {model} v{version}"
+                )
         if len(rows) > 1:
-            raise SampleError("shape", f"{where}: tensors disagree on the batch dimension: {sorted(rows)}")
+            raise SampleError(
+                "shape", f"{_where(where)}: tensors disagree on the batch dimension: {sorted(rows)}"
+            )
         return cls(model, version, rows.pop() if rows else 0, tensors)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A signature's tensor specs by name, per side, derived once."""
+
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+
+
+#: Plans by ``id(signature)``; the signature is kept beside its plan so that a recycled id is detected.
+_PLANS: dict[int, tuple[Signature, _Plan]] = {}
+
+
+def _plan(signature: Signature) -> _Plan:
+    cached = _PLANS.get(id(signature))
+    if cached is not None and cached[0] is signature:
+        return cached[1]
+    plan = _Plan({s.name: s for s in signature.inputs}, {s.name: s for s in signature.outputs})
+    if len(_PLANS) > 1024:  # signatures come and go with versions: never grow without bound
+        _PLANS.clear()
+    _PLANS[id(signature)] = (signature, plan)
+    return plan
+
+
+def _where(where: str | int) -> str:
+    return f"sample {where}" if isinstance(where, int) else where
+
+
+def _label(where: str | int, side: str, name: str) -> str:
+    return f"{_where(where)}: {side} {name!r}"
 
 
 def parse_batch(data: bytes) -> monitor_pb2.SampleBatch:
@@ -83,14 +121,25 @@ def parse_batch(data: bytes) -> monitor_pb2.SampleBatch:
     return batch
 
 
-def sample_key(sample: monitor_pb2.Sample, where: str) -> tuple[str, int]:
+def sample_key(sample: monitor_pb2.Sample, where: str | int) -> tuple[str, int]:
     """``(model, version)`` of a sample; SampleError("unknown_model") if they cannot name one."""
-    version = parse_version(sample.version)
-    if not MODEL_NAME_RE.fullmatch(sample.model):
-        raise SampleError("unknown_model", f"{where}: {sample.model!r} is not a model name")
+    model, text = sample.model, sample.version
+    known = _KEYS.get((model, text))
+    if known is not None:
+        return known
+    version = parse_version(text)
+    if not MODEL_NAME_RE.fullmatch(model):
+        raise SampleError("unknown_model", f"{_where(where)}: {model!r} is not a model name")
     if version is None:
-        raise SampleError("unknown_version", f"{where}: version {sample.version!r} is not a positive integer")
-    return sample.model, version
+        raise SampleError("unknown_version", f"{_where(where)}: version {text!r} is not a positive integer")
+    if len(_KEYS) > 4096:  # names come from clients: never grow without bound
+        _KEYS.clear()
+    _KEYS[(model, text)] = (model, version)
+    return model, version
+
+
+#: Valid (model, version text) pairs already parsed: a batch's samples mostly repeat one or two.
+_KEYS: dict[tuple[str, str], tuple[str, int]] = {}
 
 
 def sample_rows(sample: monitor_pb2.Sample) -> int:
@@ -101,21 +150,42 @@ def sample_rows(sample: monitor_pb2.Sample) -> int:
     return 0
 
 
-def _array(tensor: monitor_pb2.Tensor, spec: TensorSpec, label: str) -> npt.NDArray[Any] | None:
+def _array(
+    tensor: monitor_pb2.Tensor, spec: TensorSpec, where: str | int, side: str
+) -> tuple[npt.NDArray[Any] | None, int]:
+    """The tensor as a zero-copy array (None for BYTES) and its row count, or SampleError."""
     if tensor.datatype != spec.datatype:
-        raise SampleError("datatype", f"{label}: datatype {tensor.datatype!r}, expected {spec.datatype}")
-    shape = tuple(int(d) for d in tensor.shape)
-    fits = len(shape) == len(spec.shape) > 0 and all(d >= 0 for d in shape)
-    if not fits or any(s not in (DYNAMIC, d) for s, d in zip(spec.shape[1:], shape[1:], strict=False)):
-        raise SampleError("shape", f"{label}: shape {list(shape)}, expected {list(spec.shape)} (-1: any)")
-    if spec.datatype == "BYTES":
-        return None
-    dtype = numpy_dtype(spec.datatype).newbyteorder("<")
-    expected = math.prod(shape) * dtype.itemsize
-    if len(tensor.raw) != expected:
+        raise SampleError(
+            "datatype",
+            f"{_label(where, side, tensor.name)}: datatype {tensor.datatype!r}, expected {spec.datatype}",
+        )
+    shape = tuple(tensor.shape)
+    want = spec.shape
+    if (
+        len(shape) != len(want)
+        or not want
+        or min(shape) < 0
+        or any(s != DYNAMIC and s != d for s, d in zip(want[1:], shape[1:], strict=False))
+    ):
         raise SampleError(
             "shape",
-            f"{label}: raw holds {len(tensor.raw)} bytes, shape {list(shape)} "
+            f"{_label(where, side, tensor.name)}: shape {list(shape)}, expected {list(want)} (-1: any)",
+        )
+    if spec.datatype == "BYTES":
+        return None, shape[0]
+    dtype = _dtype(spec.datatype)
+    expected = math.prod(shape) * dtype.itemsize
+    raw = tensor.raw
+    if len(raw) != expected:
+        raise SampleError(
+            "shape",
+            f"{_label(where, side, tensor.name)}: raw holds {len(raw)} bytes, shape {list(shape)} "
             f"of {spec.datatype} needs {expected}",
         )
-    return np.frombuffer(tensor.raw, dtype=dtype).reshape(shape)
+    return np.frombuffer(raw, dtype=dtype).reshape(shape), shape[0]
+
+
+@functools.cache
+def _dtype(datatype: str) -> np.dtype[Any]:
+    """The little-endian numpy dtype of a numeric V2 datatype."""
+    return numpy_dtype(datatype).newbyteorder("<")

@@ -3,8 +3,9 @@
 This module owns the monitor's data path end to end (DESIGN.md §1) and the background work it needs:
 
 * :meth:`Engine.ingest` decodes a SampleBatch, validates every sample against its version (all or
-  nothing: one bad sample rejects the batch), and adds the rows to the version's windows. It never waits
-  on statistics: closed windows go on a queue.
+  nothing: one bad sample rejects the batch), and adds the rows to the version's windows, one call per run
+  of consecutive samples of a version (:mod:`monitor.runs`), not per sample. It never waits on
+  statistics: closed windows go on a queue.
 * the **evaluator** task takes closed windows in order and runs :func:`~monitor.drift.evaluate_window`
   in the engine's executor (numba kernels release the GIL), then publishes: drift state, metrics,
   the report entry, the history row and, on a state change, a webhook event.
@@ -42,6 +43,7 @@ from monitor.feedback_wire import parse_feedback
 from monitor.history import History
 from monitor.metrics import MonitorMetrics
 from monitor.quality_publish import QualityPublisher
+from monitor.runs import merge_runs
 from monitor.webhook import AlertSender
 from monitor.windows import ClosedWindow, VersionWindows
 
@@ -116,45 +118,47 @@ class Engine:
         try:
             batch = parse_batch(data)
             decoded = []
+            states: dict[tuple[str, int], VersionState] = {}  # one catalog look-up per version and batch
             for i, sample in enumerate(batch.samples):
-                state = await self.catalog.get(*sample_key(sample, f"sample {i}"))
-                decoded.append((state, DecodedSample.decode(sample, state.signature, f"sample {i}")))
+                key = sample_key(sample, i)
+                state = states.get(key)
+                if state is None:
+                    state = states[key] = await self.catalog.get(*key)
+                decoded.append((state, DecodedSample.decode(sample, state.signature, i)))
         except SampleError as exc:
             self.metrics.rejected.labels(exc.reason).inc()
             rows = sum(sample_rows(s) for s in batch.samples) if batch is not None else 0
             self.metrics.rejected_rows.labels(exc.reason).inc(rows)
             raise
-        self.feedback.observe(
-            [(st, d, s.request_id, s.timestamp_ns) for (st, d), s in zip(decoded, batch.samples, strict=True)]
-        )
+        runs = merge_runs(decoded, batch.samples)
+        self.feedback.observe(runs)
         self.feedback.note_rates(batch.samples)
         now, wall = asyncio.get_running_loop().time(), time.time()
         accepted = 0
-        for state, decoded_sample in decoded:
+        for run in runs:
+            state, block = run.state, run.sample
             version = str(state.version)
             if state.windows is None or state.profile is None:
-                self.metrics.unmonitored_rows.labels(state.model, version, state.status).inc(
-                    decoded_sample.rows
-                )
+                self.metrics.unmonitored_rows.labels(state.model, version, state.status).inc(block.rows)
                 continue
             skew = state.skew_feed()
             if skew is not None:
                 assert state.training is not None
                 skew_blocks = [
-                    (t, t.matrix(decoded_sample.tensors[(t.side, t.name)]))
+                    (t, t.matrix(block.tensors[(t.side, t.name)]))
                     for t in state.training.layout.tensors
-                    if (t.side, t.name) in decoded_sample.tensors
+                    if (t.side, t.name) in block.tensors
                 ]
-                self._enqueue_skew(state, skew, skew.add(skew_blocks, decoded_sample.rows, now, wall))
+                self._enqueue_skew(state, skew, skew.add(skew_blocks, block.rows, now, wall))
             blocks = [
-                (t, t.matrix(decoded_sample.tensors[(t.side, t.name)]))
+                (t, t.matrix(block.tensors[(t.side, t.name)]))
                 for t in state.profile.layout.tensors
-                if (t.side, t.name) in decoded_sample.tensors
+                if (t.side, t.name) in block.tensors
             ]
             dropped = state.windows.dropped
-            self._enqueue(state, state.windows.add(blocks, decoded_sample.rows, now, wall), dropped)
-            self.metrics.rows.labels(state.model, version).inc(decoded_sample.rows)
-            accepted += decoded_sample.rows
+            self._enqueue(state, state.windows.add(blocks, block.rows, now, wall), dropped)
+            self.metrics.rows.labels(state.model, version).inc(block.rows)
+            accepted += block.rows
         return accepted
 
     async def ingest_feedback(self, body: bytes, content_type: str) -> dict[str, Any]:

@@ -24,13 +24,13 @@ import numpy as np
 import numpy.typing as npt
 
 from monitor.catalog import Catalog, VersionState
-from monitor.decode import DecodedSample
 from monitor.errors import SampleError
 from monitor.feedback_join import Join, Outcome
 from monitor.feedback_metrics import FeedbackMetrics
 from monitor.feedback_store import PredictionStore
 from monitor.feedback_version import LabelError, VersionFeedback
 from monitor.feedback_wire import FeedbackItems
+from monitor.runs import SampleRun
 from registry.errors import ConfigError
 from registry.feedback_config import feedback_roles
 
@@ -129,31 +129,39 @@ class FeedbackHub:
             raise LabelError("config", self.problems[(model, version)])
         return vf
 
-    def observe(self, samples: list[tuple[VersionState, DecodedSample, str, int]]) -> None:
-        """Keep the predictions of validated samples ``(state, decoded, request_id, timestamp_ns)``: one
-        window count and one store append per version of the batch."""
+    def observe(self, runs: list[SampleRun]) -> None:
+        """Keep the predictions of validated samples, given as runs (:mod:`monitor.runs`): one prediction
+        pass per run, one window count and one store append per version of the batch. Samples without rows
+        are left out; a sample without a request id is counted in the windows but not stored."""
         now = self.wall_ns()
-        grouped: dict[tuple[str, int], list[tuple[VersionFeedback, Any, int, str, int]]] = {}
-        for state, decoded, rid, stamp in samples:
-            vf = self.version(state)
-            got = vf.predictions(decoded.tensors, decoded.rows) if vf is not None and decoded.rows else None
+        grouped: dict[tuple[str, int], list[tuple[VersionFeedback, Any, SampleRun]]] = {}
+        for run in runs:
+            vf = self.version(run.state)
+            block = run.sample
+            got = vf.predictions(block.tensors, block.rows) if vf is not None and block.rows else None
             if vf is not None and got is not None:
-                grouped.setdefault((vf.model, vf.version), []).append(
-                    (vf, got, decoded.rows, rid, stamp or now)
-                )
+                grouped.setdefault((vf.model, vf.version), []).append((vf, got, run))
         for parts in grouped.values():
             vf = parts[0][0]
-            rows = np.array([p[2] for p in parts], np.int32)
-            times = np.array([p[4] for p in parts], np.int64)
-            all_proba = np.concatenate([p[1][1] for p in parts]) if vf.roles.probabilities else None
-            vf.windows.predicted(times, rows, now, all_proba)
-            named = [k for k, p in enumerate(parts) if p[3]]
-            if not named:
+            per_sample = np.array([r for _, _, run in parts for r in run.rows], np.int32)
+            stamps = np.array([s for _, _, run in parts for s in run.stamps], np.int64)
+            stamps[stamps == 0] = now
+            ids = [i for _, _, run in parts for i in run.ids]
+            pred = np.concatenate([got[0] for _, got, _ in parts])
+            proba = np.concatenate([got[1] for _, got, _ in parts]) if vf.roles.probabilities else None
+            kept = per_sample > 0
+            vf.windows.predicted(stamps[kept], per_sample[kept], now, proba)
+            named = kept & np.array([bool(i) for i in ids])
+            if not named.any():
                 continue
-            pred = np.concatenate([parts[k][1][0] for k in named])
-            proba = np.concatenate([parts[k][1][1] for k in named]) if vf.roles.probabilities else None
+            row_named = np.repeat(named, per_sample)
             self.store_for(vf).add(
-                [parts[k][3] for k in named], vf.version, rows[named], times[named], pred, proba
+                [i for i, keep in zip(ids, named, strict=True) if keep],
+                vf.version,
+                per_sample[named],
+                stamps[named],
+                pred[row_named],
+                proba[row_named] if proba is not None else None,
             )
         self.gauge_store()
 

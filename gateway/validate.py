@@ -8,13 +8,15 @@ touches shared state, so a bad request cannot affect any other request.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
-from gateway.codec import ALL_CONTENTS_FIELDS, decode_contents, decode_raw
+from gateway.codec import ALL_CONTENTS_FIELDS, NUMPY_DTYPES, decode_contents, decode_raw
 from gateway.errors import InvalidArgumentError
 from protos import inference_pb2 as pb
 from registry.signature import Signature, TensorSpec
@@ -41,12 +43,14 @@ def is_batchable(signature: Signature) -> bool:
 
 @dataclass(frozen=True)
 class _Plan:
-    """What validation needs of a signature, derived once: specs by name, the names for messages, and
-    the default outputs."""
+    """What validation needs of a signature, derived once: specs by name, the names for messages, the
+    default outputs, and for the fast path (:func:`_decode_fast`) each input's datatype, dtype and dims
+    (None when a dim after the first is dynamic, or the input takes BOOL or BYTES)."""
 
     specs: dict[str, TensorSpec]
     expected_names: str
     outputs: tuple[str, ...]
+    fast: dict[str, tuple[str, np.dtype[Any], int, int, tuple[int, ...]] | None]
 
 
 #: Plans by ``id(signature)``; the signature is kept beside its plan so that a recycled id is detected.
@@ -62,6 +66,7 @@ def _plan(signature: Signature) -> _Plan:
         specs,
         ", ".join(f"'{name}'" for name in specs),
         tuple(spec.name for spec in signature.outputs),
+        {name: _fast_spec(spec) for name, spec in specs.items()},
     )
     if len(_PLANS) > 1024:  # signatures come and go with versions: never grow without bound
         _PLANS.clear()
@@ -69,11 +74,61 @@ def _plan(signature: Signature) -> _Plan:
     return plan
 
 
+def _fast_spec(spec: TensorSpec) -> tuple[str, np.dtype[Any], int, int, tuple[int, ...]] | None:
+    """(datatype, dtype, rank, first dim or -1, the other dims) of an input the fast path can take."""
+    dtype = NUMPY_DTYPES.get(spec.datatype)
+    tail = tuple(spec.shape[1:])
+    if not spec.shape or dtype is None or spec.datatype == "BOOL" or any(d <= 0 for d in tail):
+        return None
+    return spec.datatype, dtype, len(spec.shape), spec.shape[0], tail
+
+
+def _decode_fast(request: pb.ModelInferRequest, plan: _Plan, max_batch_size: int) -> DecodedRequest | None:
+    """The common well-formed request (every input once, numeric non-BOOL raw contents, the signature's
+    dims after the first, no parameters, no typed contents), decoded with the checks that establish what
+    the full path checks; None for anything else, and the full path then decides, with its messages."""
+    inputs = request.inputs
+    raws = request.raw_input_contents
+    count = len(plan.specs)
+    if not count or len(inputs) != count or len(raws) != count:
+        return None
+    feeds: dict[str, npt.NDArray[Any]] = {}
+    rows = -1
+    for tensor, raw in zip(inputs, raws, strict=True):
+        name = tensor.name
+        fast = plan.fast.get(name)
+        if fast is None or name in feeds or tensor.datatype != fast[0] or tensor.parameters:
+            return None
+        if tensor.HasField("contents"):
+            return None
+        _, dtype, rank, head, tail = fast
+        shape = tuple(tensor.shape)
+        if len(shape) != rank or shape[1:] != tail:
+            return None
+        first = shape[0]
+        if first <= 0 or (head >= 0 and first != head) or (rows >= 0 and first != rows):
+            return None
+        if max_batch_size > 0 and first > max_batch_size:
+            return None
+        if len(raw) != math.prod(shape) * dtype.itemsize:
+            return None
+        feeds[name] = np.frombuffer(raw, dtype=dtype).reshape(shape)
+        rows = first
+    outputs = plan.outputs if not request.outputs else _output_names(request, plan.outputs)
+    return DecodedRequest(feeds, rows if max_batch_size > 0 else 1, outputs)
+
+
 def decode_request(
     request: pb.ModelInferRequest, signature: Signature, *, max_batch_size: int
 ) -> DecodedRequest:
     """Validates and decodes ``request``; ``max_batch_size`` 0 means the model does not batch."""
     plan = _plan(signature)
+    decoded = _decode_fast(request, plan, max_batch_size)
+    return decoded if decoded is not None else _decode_full(request, plan, max_batch_size)
+
+
+def _decode_full(request: pb.ModelInferRequest, plan: _Plan, max_batch_size: int) -> DecodedRequest:
+    """Every check, in order, with the message of the first that fails."""
     specs = plan.specs
     _check_names([tensor.name for tensor in request.inputs], specs, plan.expected_names)
     uses_raw = len(request.raw_input_contents) > 0

@@ -35,7 +35,7 @@ from gateway.codec import encode_array
 from gateway.concurrency import ConcurrencyLimit
 from gateway.deadlines import request_deadline, request_priority
 from gateway.errors import DeadlineExceededError, InvalidArgumentError, ResourceExhaustedError, status_name
-from gateway.logs import AccessLog
+from gateway.logs import AccessLog, access_record
 from gateway.metrics import GatewayMetrics
 from gateway.models import ModelTable
 from gateway.rollout import RolloutController
@@ -204,10 +204,10 @@ class DataPlane:
                     loaded.stats.record_failure(time.perf_counter_ns() - started)
                     raise
         except Exception as exc:
-            self._count_failure(request, loaded, exc, started)
+            self._count_failure(loaded, exc, started)
             access = self.access_log
             if access is not None and access.decide(error=True, status=status_name(exc)):
-                self._access(request, loaded, exc, started, None, peer)
+                self._access(access, request, loaded, exc, started, None, peer)
             raise
         finally:
             if acquired and limit is not None:
@@ -218,7 +218,7 @@ class DataPlane:
                     limit.forget()  # refused as invalid input: says nothing about latency
         access = self.access_log
         if access is not None and access.decide(error=False):
-            self._access(request, loaded, None, started, result_fields, peer)
+            self._access(access, request, loaded, None, started, result_fields, peer)
         return response
 
     async def _run(
@@ -269,9 +269,7 @@ class DataPlane:
         if self.metrics is not None:
             self.metrics.shed.labels(loaded.model, str(loaded.version), reason).inc()
 
-    def _count_failure(
-        self, request: pb.ModelInferRequest, loaded: LoadedVersion | None, exc: BaseException, started: int
-    ) -> None:
+    def _count_failure(self, loaded: LoadedVersion | None, exc: BaseException, started: int) -> None:
         if self.metrics is None:
             return
         labels = (loaded.model, str(loaded.version)) if loaded is not None else ("", "")
@@ -280,6 +278,7 @@ class DataPlane:
 
     def _access(
         self,
+        access: AccessLog,
         request: pb.ModelInferRequest,
         loaded: LoadedVersion | None,
         exc: BaseException | None,
@@ -287,21 +286,14 @@ class DataPlane:
         result: tuple[int, int, int] | None,
         peer: Callable[[], str] | None,
     ) -> None:
-        """Builds and logs the access record (only called when the access log records this request)."""
-        access = self.access_log
-        if access is None:
-            return
-        fields: dict[str, Any] = {
-            "request_id": request.id,
-            "model": request.model_name,
-            "peer": peer() if peer is not None else "",
-        }
-        if loaded is not None:
-            fields["version"] = str(loaded.version)
-        if result is not None:
-            fields["queue_ms"] = round(result[0] / 1e6, 3)
-            fields["compute_ms"] = round(result[1] / 1e6, 3)
-            fields["batch_size"] = result[2]
-        fields["status"] = OK if exc is None else status_name(exc)
-        fields["duration_ms"] = round((time.perf_counter_ns() - started) / 1e6, 3)
-        access.write(fields, error=exc is not None)
+        """Builds and logs the access record (only called once ``access`` decided to record it)."""
+        record = access_record(
+            request.id,
+            request.model_name,
+            peer() if peer is not None else "",
+            str(loaded.version) if loaded is not None else None,
+            result,
+            OK if exc is None else status_name(exc),
+            time.perf_counter_ns() - started,
+        )
+        access.write(record, error=exc is not None)

@@ -158,3 +158,26 @@ class AccessLog:
             fields["suppressed"] = self.suppressed
             self.suppressed = 0
         self._logger.log(logging.WARNING if error else logging.INFO, "request", extra={"fields": fields})
+
+
+def access_record(
+    request_id: str,
+    model: str,
+    peer: str,
+    version: str | None,
+    result: tuple[int, int, int] | None,
+    status: str,
+    duration_ns: int,
+) -> dict[str, Any]:
+    """One request's access-log fields, in the documented order; ``result`` is (queue ns, compute ns,
+    batch rows) for a request that ran, ``version`` None when none was resolved."""
+    fields: dict[str, Any] = {"request_id": request_id, "model": model, "peer": peer}
+    if version is not None:
+        fields["version"] = version
+    if result is not None:
+        fields["queue_ms"] = round(result[0] / 1e6, 3)
+        fields["compute_ms"] = round(result[1] / 1e6, 3)
+        fields["batch_size"] = result[2]
+    fields["status"] = status
+    fields["duration_ms"] = round(duration_ns / 1e6, 3)
+    return fields

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from gateway.codec import ALL_CONTENTS_FIELDS, NUMPY_DTYPES, decode_contents, decode_raw
 from gateway.errors import InvalidArgumentError
 from protos import inference_pb2 as pb
-from registry.signature import Signature, TensorSpec
+from registry.signature import Signature, TensorSpec, per_signature
 
 #: Requested-output parameters of the protocol that this server does not implement.
 _UNSUPPORTED_OUTPUT_PARAMETERS = frozenset({"classification", "shared_memory_region"})
@@ -53,25 +53,17 @@ class _Plan:
     fast: dict[str, tuple[str, np.dtype[Any], int, int, tuple[int, ...]] | None]
 
 
-#: Plans by ``id(signature)``; the signature is kept beside its plan so that a recycled id is detected.
-_PLANS: dict[int, tuple[Signature, _Plan]] = {}
-
-
-def _plan(signature: Signature) -> _Plan:
-    cached = _PLANS.get(id(signature))
-    if cached is not None and cached[0] is signature:
-        return cached[1]
+def _build_plan(signature: Signature) -> _Plan:
     specs = {spec.name: spec for spec in signature.inputs}
-    plan = _Plan(
+    return _Plan(
         specs,
         ", ".join(f"'{name}'" for name in specs),
         tuple(spec.name for spec in signature.outputs),
         {name: _fast_spec(spec) for name, spec in specs.items()},
     )
-    if len(_PLANS) > 1024:  # signatures come and go with versions: never grow without bound
-        _PLANS.clear()
-    _PLANS[id(signature)] = (signature, plan)
-    return plan
+
+
+_plan = per_signature(_build_plan)
 
 
 def _fast_spec(spec: TensorSpec) -> tuple[str, np.dtype[Any], int, int, tuple[int, ...]] | None:

@@ -7,9 +7,9 @@ Contracts:
 - Worker ``i`` serves ``/metrics`` on ``metrics_port + i`` (or a free port when ``metrics_port`` is 0):
   scrape every worker; each exports its own series (documented in docs/production.md).
 - When a model leaves ``intra_op_threads`` at 0, each worker uses ``max(1, cores // workers - 1)``
-  threads (a core per worker stays with its event loop, as a single gateway does), ``cores`` being the
-  CPUs this process may run on (its affinity, which follows cpusets; a CFS quota in a container is not
-  seen: set ``intra_op_threads`` there).
+  threads (a core per worker stays with its event loop, as a single gateway does;
+  :func:`gateway.runner.default_intra_op_threads`), ``cores`` being the CPUs this process may use (its
+  affinity, which follows cpusets, capped by a cgroup CPU quota).
 - The parent restarts a worker that dies (at most ``MAX_RESTARTS`` in ``RESTART_WINDOW_S`` seconds, then it
   gives up and stops everything, exit 1). SIGTERM or SIGINT is forwarded as SIGTERM to every worker, which
   drains as a single gateway does; the parent exits 0 once all exited 0.
@@ -32,7 +32,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from gateway.config import GatewayConfig
-from gateway.cores import usable_cores
+from gateway.runner import default_intra_op_threads
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,12 @@ def worker_config(config: GatewayConfig, index: int, workers: int, port: int) ->
     metrics = config.metrics_port
     if metrics:
         metrics += index
-    cores = usable_cores()  # the CPUs this process may run on (cpusets, cgroup quota), not the host's
     return dataclasses.replace(
         config,
         port=port,
         metrics_port=metrics,
         reuse_port=True,
-        default_intra_op_threads=config.default_intra_op_threads or max(1, cores // workers - 1),
+        default_intra_op_threads=config.default_intra_op_threads or default_intra_op_threads(workers),
         worker_index=index,
     )
 

@@ -25,7 +25,7 @@ import numpy.typing as npt
 from monitor.errors import SampleError
 from protos import monitor_pb2
 from registry.layout import MODEL_NAME_RE, parse_version
-from registry.signature import DYNAMIC, Signature, TensorSpec, numpy_dtype
+from registry.signature import DYNAMIC, Signature, TensorSpec, numpy_dtype, per_signature
 
 __all__ = ["DecodedSample", "parse_batch", "sample_key", "sample_rows"]
 
@@ -88,19 +88,9 @@ class _Plan:
     outputs: dict[str, TensorSpec]
 
 
-#: Plans by ``id(signature)``; the signature is kept beside its plan so that a recycled id is detected.
-_PLANS: dict[int, tuple[Signature, _Plan]] = {}
-
-
-def _plan(signature: Signature) -> _Plan:
-    cached = _PLANS.get(id(signature))
-    if cached is not None and cached[0] is signature:
-        return cached[1]
-    plan = _Plan({s.name: s for s in signature.inputs}, {s.name: s for s in signature.outputs})
-    if len(_PLANS) > 1024:  # signatures come and go with versions: never grow without bound
-        _PLANS.clear()
-    _PLANS[id(signature)] = (signature, plan)
-    return plan
+_plan = per_signature(
+    lambda signature: _Plan({s.name: s for s in signature.inputs}, {s.name: s for s in signature.outputs})
+)
 
 
 def _where(where: str | int) -> str:

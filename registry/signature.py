@@ -8,11 +8,11 @@ rule for what counts as a breaking signature change between two versions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import onnx
@@ -28,6 +28,7 @@ __all__ = [
     "TensorSpec",
     "breaking_changes",
     "numpy_dtype",
+    "per_signature",
     "read_signature",
 ]
 
@@ -158,6 +159,29 @@ class Signature:
                 raise SignatureError(f"signature {side} must be a list")
             sides.append(tuple(TensorSpec.from_dict(item) for item in data[side]))
         return cls(inputs=sides[0], outputs=sides[1])
+
+
+T = TypeVar("T")
+
+
+def per_signature(build: Callable[[Signature], T], limit: int = 1024) -> Callable[[Signature], T]:
+    """``build`` memoised per :class:`Signature` object, for what a hot path derives from a signature
+    once (specs by name, validation plans). Keyed by identity, so a look-up hashes nothing; the signature
+    is kept beside its value, so a recycled ``id`` is never mistaken for it. At most ``limit`` entries
+    (signatures come and go with versions): past that the memo starts over."""
+    memo: dict[int, tuple[Signature, T]] = {}
+
+    def derived(signature: Signature) -> T:
+        cached = memo.get(id(signature))
+        if cached is not None and cached[0] is signature:
+            return cached[1]
+        value = build(signature)
+        if len(memo) >= limit:
+            memo.clear()
+        memo[id(signature)] = (signature, value)
+        return value
+
+    return derived
 
 
 def _find(specs: tuple[TensorSpec, ...], name: str) -> TensorSpec:

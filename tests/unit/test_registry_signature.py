@@ -19,6 +19,7 @@ from registry.signature import (
     TensorSpec,
     breaking_changes,
     numpy_dtype,
+    per_signature,
     read_signature,
 )
 
@@ -260,3 +261,24 @@ def test_output_of_unknown_rank_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(SignatureError, match=r"'y': unknown rank"):
         read_signature(path)
+
+
+def test_per_signature_builds_once_per_signature_object_and_stays_bounded() -> None:
+    built: list[Signature] = []
+
+    def build(signature: Signature) -> int:
+        built.append(signature)
+        return len(signature.inputs)
+
+    derived = per_signature(build, limit=2)
+    first = Signature(inputs=(TensorSpec("x", "FP32", (-1, 3)),), outputs=(TensorSpec("y", "FP32", (-1,)),))
+    equal = Signature(inputs=first.inputs, outputs=first.outputs)  # equal, but another object
+    assert derived(first) == 1
+    assert derived(first) == 1
+    assert built == [first]
+    assert derived(equal) == 1
+    assert built == [first, equal]  # by identity: an equal signature is its own entry
+    third = Signature(inputs=(), outputs=first.outputs)
+    assert derived(third) == 0  # past the limit the memo starts over
+    assert derived(first) == 1
+    assert built == [first, equal, third, first]

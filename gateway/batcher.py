@@ -254,7 +254,7 @@ class Batcher:
         self._claimed[instance] = True
         self._released[instance].clear()
         try:
-            await self._executor.execute(instance, [entry])
+            await self._executor.execute(instance, [entry], alone=True)
         finally:
             self._claimed[instance] = False
             self._released[instance].set()

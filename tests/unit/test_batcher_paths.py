@@ -11,7 +11,7 @@ from gateway.cores import CoreWatch
 from gateway.errors import (
     DeadlineExceededError,
 )
-from gateway.execution import SOLO_INLINE_MAX_S
+from gateway.execution import ALONE_INLINE_MAX_S, SOLO_INLINE_MAX_S
 from tests.batcher_rig import occupy, own_rows, release_all, request, rig, settle
 
 
@@ -102,11 +102,39 @@ async def test_a_cancelled_fast_path_call_still_counts_its_batch_and_frees_the_i
         ("cuda", INLINE_COMPUTE_S / 4, False),
     ],
 )
-async def test_only_cpu_batches_predicted_shorter_than_a_thread_hop_run_on_the_loop(
+async def test_only_queued_cpu_batches_predicted_shorter_than_a_thread_hop_run_on_the_loop(
     provider: str, seed_s: float | None, inline: bool
 ) -> None:
+    r = rig(provider=provider, seed_s=seed_s, max_batch_size=64)
+    r.submit(0, rows=64)  # predicted far past every inline cap: held on the executor by the gate
+    await settle()
+    assert r.runner.started.is_set()
+    queued = r.submit(1)  # the instance is busy: through the queue and the former
+    await settle()
+    await release_all(r)
+    own_rows(await queued, 1)
+    assert r.runner.calls[1].task.startswith("batcher-")
+    assert r.runner.calls[1].sync is inline
+
+
+@pytest.mark.parametrize(
+    ("provider", "seed_s", "inline"),
+    [
+        ("cpu", INLINE_COMPUTE_S / 4, True),
+        ("cpu", INLINE_COMPUTE_S * 4, True),  # past the queued threshold, within the lone request's cap
+        ("cpu", ALONE_INLINE_MAX_S, True),
+        ("cpu", ALONE_INLINE_MAX_S * 2, False),
+        ("cpu", None, False),
+        ("cuda", INLINE_COMPUTE_S / 4, False),
+    ],
+)
+async def test_a_lone_request_on_an_idle_instance_runs_on_the_loop_up_to_its_cap(
+    provider: str, seed_s: float | None, inline: bool
+) -> None:
+    """The idle fast path: nothing waits for the instance, so the hop would only add its round trip."""
     r = rig(gated=False, provider=provider, seed_s=seed_s)
     own_rows(await r.submit(1), 1)
+    assert not r.runner.calls[0].task.startswith("batcher-")
     assert r.runner.calls[0].sync is inline
     assert r.observer.batches == [(1, 1_000_000)]
 
@@ -114,12 +142,12 @@ async def test_only_cpu_batches_predicted_shorter_than_a_thread_hop_run_on_the_l
 @pytest.mark.parametrize(
     ("cores", "provider", "seed_s", "inline"),
     [
-        (1, "cpu", INLINE_COMPUTE_S * 4, True),  # one core: the hop buys no parallelism
+        (1, "cpu", ALONE_INLINE_MAX_S * 4, True),  # one core: the hop buys no parallelism
         (1, "cpu", SOLO_INLINE_MAX_S / 2, True),
         (1, "cpu", SOLO_INLINE_MAX_S * 2, False),  # too long to hold the loop
         (1, "cpu", None, False),
-        (1, "cuda", INLINE_COMPUTE_S * 4, False),
-        (2, "cpu", INLINE_COMPUTE_S * 4, False),
+        (1, "cuda", ALONE_INLINE_MAX_S * 4, False),
+        (2, "cpu", ALONE_INLINE_MAX_S * 4, False),
     ],
 )
 async def test_on_one_usable_core_cpu_batches_up_to_the_cap_run_on_the_loop(
@@ -140,7 +168,7 @@ async def test_the_core_count_is_reread_once_per_refresh_and_the_choice_follows_
         probes.append(counts[0])
         return counts[0]
 
-    r = rig(gated=False, provider="cpu", seed_s=INLINE_COMPUTE_S * 4, cores=CoreWatch(probe, refresh_s=1.0))
+    r = rig(gated=False, provider="cpu", seed_s=ALONE_INLINE_MAX_S * 4, cores=CoreWatch(probe, refresh_s=1.0))
     own_rows(await r.submit(1), 1)
     counts[0] = 1  # pinned to one core
     r.clock.advance(0.5)
@@ -152,11 +180,12 @@ async def test_the_core_count_is_reread_once_per_refresh_and_the_choice_follows_
 
 
 @pytest.mark.parametrize(
-    ("compute_s", "inline"), [(INLINE_COMPUTE_S / 2, True), (INLINE_COMPUTE_S * 2, False)]
+    ("compute_s", "inline"), [(INLINE_COMPUTE_S / 2, True), (ALONE_INLINE_MAX_S * 2, False)]
 )
 async def test_the_inline_choice_settles_by_compute_time(compute_s: float, inline: bool) -> None:
     """Inline runs teach the profile their compute plus a thread hop, as executor runs do (the hop is in
-    their latency), so a fast model stays on the loop and a slower one leaves it for good."""
+    their latency), so a fast model stays on the loop and a slower one leaves it for good (lone requests,
+    judged against the fast path's cap)."""
     r = rig(gated=False, provider="cpu", seed_s=compute_s)
     r.runner.compute_s = compute_s
     r.runner.hop_s = THREAD_HOP_S
@@ -165,7 +194,7 @@ async def test_the_inline_choice_settles_by_compute_time(compute_s: float, inlin
         own_rows(await r.submit(ident), ident)
     assert [call.sync for call in r.runner.calls[-20:]] == [inline] * 20
     assert r.batcher.predict(1) >= compute_s + THREAD_HOP_S
-    assert (r.batcher.predict(1) <= INLINE_COMPUTE_S + THREAD_HOP_S) is inline
+    assert (r.batcher.predict(1) <= ALONE_INLINE_MAX_S) is inline
     # Statistics report what was measured: the compute alone inline, the compute and the hop otherwise.
     for call, (_, ns) in zip(r.runner.calls, r.observer.batches, strict=True):
         assert ns == round((compute_s if call.sync else compute_s + THREAD_HOP_S) * 1e9)

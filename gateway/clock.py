@@ -56,3 +56,11 @@ class LoopClock:
         except TimeoutError:
             return event.is_set()
         return True
+
+
+def loop_is_idle(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether nothing else is ready to run on ``loop`` (its ready queue is empty), so the calling task is
+    all the loop has to do now. False for a loop that does not expose that queue (only CPython's asyncio
+    loops do, as ``_ready``): such a loop never gets the lone request's inline cap."""
+    ready = getattr(loop, "_ready", None)
+    return ready is not None and not ready

@@ -4,9 +4,12 @@ learns from each path."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from gateway.batcher import INLINE_COMPUTE_S, THREAD_HOP_S
+from gateway.clock import loop_is_idle
 from gateway.cores import CoreWatch
 from gateway.errors import (
     DeadlineExceededError,
@@ -137,6 +140,30 @@ async def test_a_lone_request_on_an_idle_instance_runs_on_the_loop_up_to_its_cap
     assert not r.runner.calls[0].task.startswith("batcher-")
     assert r.runner.calls[0].sync is inline
     assert r.observer.batches == [(1, 1_000_000)]
+
+
+async def test_a_request_among_other_ready_work_gets_the_queued_threshold_not_the_lone_cap() -> None:
+    """The loop has other callbacks ready (many calls in progress): the request is not alone, so it runs
+    inline only under the queued path's threshold."""
+    r = rig(gated=False, provider="cpu", seed_s=INLINE_COMPUTE_S * 4)
+    submitted = r.submit(1)
+    asyncio.get_running_loop().call_soon(lambda: None)  # ready when the submit task runs
+    own_rows(await submitted, 1)
+    assert not r.runner.calls[0].task.startswith("batcher-")  # still the fast path...
+    assert r.runner.calls[0].sync is False  # ...but on the executor
+    own_rows(await r.submit(2), 2)  # nothing else ready: alone, inline
+    assert r.runner.calls[1].sync is True
+
+
+def test_loop_is_idle_reads_the_ready_queue_and_refuses_loops_without_one() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop_is_idle(loop)
+        loop.call_soon(lambda: None)
+        assert not loop_is_idle(loop)
+    finally:
+        loop.close()
+    assert not loop_is_idle(object())  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ Contracts:
   request inline would itself keep others from ever being pending, and a closed loop of 64 clients
   settled on batches of one, 4-15% slower than the batches of 7-9 rows it forms otherwise (tiny and mlp,
   4-8 alternating rounds).
-- A batch predicted to compute in under :data:`INLINE_COMPUTE_S` on a CPU runner runs on the event loop
+- A batch whose session compute is up to :data:`INLINE_COMPUTE_S` on a CPU runner runs on the event loop
   (``run_sync``): the executor hop would cost more than the work.
 - A cancelled call leaves the queue and is never computed. When a batch fails, its requests are re-run
   one by one, so only a request that fails alone gets an error.
@@ -72,10 +72,15 @@ __all__ = [
 
 #: After this long without a batch, a request the profile would refuse is admitted as a probe.
 PROBE_INTERVAL_S = 1.0
-#: A batch predicted to compute in less than this runs on the event loop instead of the runner's executor
-#: thread (CPU provider only): below it, the thread hop costs more than the compute it moves off the loop,
-#: and the loop is blocked no longer than the hop would have kept it busy.
-INLINE_COMPUTE_S = 40e-6
+#: A batch whose session compute is up to this runs on the event loop instead of the runner's executor
+#: thread (CPU provider only): below it, the thread hop costs more than the compute it moves off the loop.
+#: On an idle machine the round trip is ~50 us (THREAD_HOP_S), but on a busy one it costs far more: an echo
+#: server whose batch former ran a tiny model's batch on one executor thread served 0.75-0.85x the req/s
+#: of the same former running it inline (closed loop, C=64, 6 alternating rounds), its GIL hand-offs and
+#: wake-ups costing the saturated loop more than the few tens of µs the compute took. With 100 µs, tiny
+#: batches (14-60 µs in the server) stay on the loop and mlp batches (from ~110 µs per row) leave it:
+#: tiny C=64 1.07-1.12x the req/s with 40 µs, mlp 0.99-1.00x (6-8 alternating rounds; 200 µs cost mlp 8%).
+INLINE_COMPUTE_S = 100e-6
 #: Handing work to a thread and back (run_in_executor, then call_soon_threadsafe and the loop's self-pipe
 #: wake-up): 46-54 us per round trip for a no-op, measured on the 2-core development machine (CPython
 #: 3.11). Profiles learn executor-path latency, which includes it (see gateway.execution).

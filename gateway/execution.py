@@ -10,18 +10,18 @@ Contracts:
   instance's latency profile learns (padded rows, compute seconds) and the observer gets ``on_batch``.
 - The profile predicts latency as the executor path costs it: the session's own run time (measured on the
   executor thread when the runner offers ``last_compute_ns``, so the event loop's delay in resuming the
-  batch never inflates predictions) plus ``thread_hop_s``. A batch whose typical cost (the profile's
-  mean, :meth:`LatencyProfile.typical`) is in ``(0, inline_compute_s + thread_hop_s]`` runs with
-  ``run_sync`` on the event loop, and the profile then learns its run plus ``thread_hop_s`` too, so both
-  paths feed it the same quantity and the choice does not flip-flop. While the process may use one core
-  only (:class:`gateway.cores.CoreWatch`), a CPU batch whose typical cost is up to :data:`SOLO_INLINE_MAX_S`
-  runs inline too: the executor thread would share that core, so the hop buys no parallelism, and a loop
-  busy computing takes calls from gRPC core no faster than it can serve them, so under overload gRPC core
-  refuses the excess (``max_pending_calls``) instead of the loop spending the core on calls it must shed.
-  A batch that runs ``alone`` (the batcher's idle fast path: an idle instance, nothing queued) runs inline
-  when its typical cost is up to :data:`ALONE_INLINE_MAX_S`: nothing waits for that instance, and the hop
-  there and back cost a lone request about 100 µs of latency in our runs (p50 at C=1, tiny 0.72 -> 0.67 ms,
-  mlp 0.88-0.98 -> 0.79-0.85 ms), more than a small model's compute.
+  batch never inflates predictions) plus ``thread_hop_s``; an inline batch teaches it its run plus
+  ``thread_hop_s`` too, so predictions do not depend on the path. Where a batch runs is chosen on the
+  session's own compute instead (:meth:`LatencyProfile.compute`: warm-up and inline runs, no hop in it),
+  so a batch that once went to the executor is not judged by what the hop cost it. A CPU batch runs with
+  ``run_sync`` on the event loop when that compute is in ``(0, inline_compute_s]`` (the hop would cost
+  more than the work); or up to :data:`SOLO_INLINE_MAX_S` while the process may use one core only
+  (:class:`gateway.cores.CoreWatch`): the executor thread would share that core, so the hop buys no
+  parallelism, and a loop busy computing takes calls from gRPC core no faster than it can serve them, so
+  under overload gRPC core refuses the excess (``max_pending_calls``) instead of the loop spending the core
+  on calls it must shed; or up to :data:`ALONE_INLINE_MAX_S` when it runs ``alone`` (the batcher's idle
+  fast path with nothing else ready on the loop): nothing waits for that instance, and the hop there and
+  back cost a lone request about 100 µs of latency in our runs (C=1 p50 0.84-0.87x inline, tiny and mlp).
   Any other batch runs on the runner's executor (``run``). ``compute_ns`` and ``on_batch`` always report
   the span from collation to split, as seen by the batch.
 - A batch of one request is not collated: its own feeds go to the session and its outputs (checked to
@@ -51,10 +51,10 @@ log = logging.getLogger(__name__)
 #: cap keeps the loop answering health checks and metadata within a few milliseconds behind a long model.
 SOLO_INLINE_MAX_S = 0.01
 
-#: A request running alone on an idle instance runs on the event loop when its batch is predicted to take up
-#: to this long (module doc): about twice the executor round trip it saves, so the loop is held no longer
-#: than a few hops would cost the request, and health checks wait at most that long.
-ALONE_INLINE_MAX_S = 250e-6
+#: A request running alone on an idle instance runs on the event loop when its session compute is up to this
+#: long (module doc): about twice the executor round trip it saves, so the loop is held no longer than a few
+#: hops would cost the request, and health checks wait at most that long.
+ALONE_INLINE_MAX_S = 200e-6
 
 
 class BatchRunner(Protocol):
@@ -119,7 +119,7 @@ class BatchExecutor:
         self._clock = clock
         self._observer = observer
         self._name = name
-        self._inline_s = inline_compute_s + thread_hop_s if inline_compute_s > 0 else 0.0
+        self._inline_s = inline_compute_s
         self._hop_ns = int(thread_hop_s * 1e9)
         self._cores = cores if inline_compute_s > 0 else None  # only a CPU runner may run inline
         self.running = 0  # batches executing now
@@ -168,19 +168,21 @@ class BatchExecutor:
         if padded > rows:
             feeds = pad(feeds, rows, padded)
         begin = clock.ns()
-        typical = profile.typical(padded)
+        cost = profile.compute(padded)
         inline = (
             bool(self._inline_s)
-            and typical > 0.0
+            and cost > 0.0
             and (
-                typical <= self._inline_s
-                or (alone and typical <= ALONE_INLINE_MAX_S)
-                or (typical <= SOLO_INLINE_MAX_S and self._cores is not None and self._cores.solo(started))
+                cost <= self._inline_s
+                or (alone and cost <= ALONE_INLINE_MAX_S)
+                or (cost <= SOLO_INLINE_MAX_S and self._cores is not None and self._cores.solo(started))
             )
         )
         if inline:
             outputs = self._runner.run_sync(instance, feeds, names)
-            run_ns = clock.ns() - begin + self._hop_ns
+            own_ns = clock.ns() - begin
+            profile.observe_compute(padded, own_ns / 1e9)
+            run_ns = own_ns + self._hop_ns
         else:
             try:
                 outputs = await self._runner.run(instance, feeds, names)

@@ -109,6 +109,7 @@ def seed_profiles(
                     )
                 if attempt:
                     profile.observe(rows, elapsed)
+                    profile.observe_compute(rows, elapsed)
         if failed:
             log.warning(
                 "%s instance %d: warm-up with synthetic data failed at batch sizes %s (%s); it serves with "

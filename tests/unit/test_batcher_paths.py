@@ -124,7 +124,7 @@ async def test_only_queued_cpu_batches_predicted_shorter_than_a_thread_hop_run_o
     ("provider", "seed_s", "inline"),
     [
         ("cpu", INLINE_COMPUTE_S / 4, True),
-        ("cpu", INLINE_COMPUTE_S * 4, True),  # past the queued threshold, within the lone request's cap
+        ("cpu", INLINE_COMPUTE_S * 1.5, True),  # past the queued threshold, within the lone request's cap
         ("cpu", ALONE_INLINE_MAX_S, True),
         ("cpu", ALONE_INLINE_MAX_S * 2, False),
         ("cpu", None, False),
@@ -145,7 +145,7 @@ async def test_a_lone_request_on_an_idle_instance_runs_on_the_loop_up_to_its_cap
 async def test_a_request_among_other_ready_work_gets_the_queued_threshold_not_the_lone_cap() -> None:
     """The loop has other callbacks ready (many calls in progress): the request is not alone, so it runs
     inline only under the queued path's threshold."""
-    r = rig(gated=False, provider="cpu", seed_s=INLINE_COMPUTE_S * 4)
+    r = rig(gated=False, provider="cpu", seed_s=INLINE_COMPUTE_S * 1.5)
     submitted = r.submit(1)
     asyncio.get_running_loop().call_soon(lambda: None)  # ready when the submit task runs
     own_rows(await submitted, 1)
@@ -153,6 +153,23 @@ async def test_a_request_among_other_ready_work_gets_the_queued_threshold_not_th
     assert r.runner.calls[0].sync is False  # ...but on the executor
     own_rows(await r.submit(2), 2)  # nothing else ready: alone, inline
     assert r.runner.calls[1].sync is True
+
+
+async def test_where_a_batch_runs_follows_its_own_compute_not_the_latency_a_hop_added() -> None:
+    """Latency through the executor (hop and contention included) looks slow; the session's own compute,
+    from warm-up and inline runs, decides, so a fast model returns to the loop and stays there."""
+    r = rig(gated=False, provider="cpu", seed_s=INLINE_COMPUTE_S * 10)  # latency seen through a hop
+    profile = r.batcher.profiles[0]
+    profile.observe_compute(1, INLINE_COMPUTE_S / 4)  # what warm-up measured of the session itself
+    r.runner.compute_s = INLINE_COMPUTE_S / 2
+    busy = asyncio.get_running_loop()
+    for ident in range(3):
+        submitted = r.submit(ident)
+        busy.call_soon(lambda: None)  # not alone: the queued path's threshold applies
+        own_rows(await submitted, ident)
+    assert [call.sync for call in r.runner.calls] == [True, True, True]
+    assert INLINE_COMPUTE_S / 4 < profile.compute(1) < INLINE_COMPUTE_S / 2  # learning the inline runs
+    assert profile.typical(1) > INLINE_COMPUTE_S  # latency keeps its hop
 
 
 def test_loop_is_idle_reads_the_ready_queue_and_refuses_loops_without_one() -> None:

@@ -79,3 +79,17 @@ def test_predictions_follow_observations_within_refresh_every_batches() -> None:
     assert profile.typical(1) == 0.002  # the mean itself is current
     profile.observe(1, 0.002)
     assert profile.predict(1) == 0.002
+
+
+def test_compute_is_learned_apart_from_latency_and_falls_back_to_it() -> None:
+    profile = LatencyProfile(8)
+    assert profile.compute(4) == 0.0  # nothing known
+    profile.observe(4, 0.0003)  # latency through the executor: hop and contention included
+    assert profile.compute(4) == pytest.approx(profile.typical(4))  # no compute seen: the latency bound
+    profile.observe_compute(4, 0.00001)
+    assert profile.compute(3) == pytest.approx(0.00001)  # smallest bucket holding 3 rows is 4
+    assert profile.typical(4) == pytest.approx(0.0003)  # latency untouched
+    for _ in range(200):
+        profile.observe_compute(5, 0.00002)  # bucket 4 again (largest not above 5)
+    assert profile.compute(4) == pytest.approx(0.00002, rel=1e-3)
+    assert profile.compute(8) == pytest.approx(profile.typical(8))  # bucket 8 still unseen

@@ -52,9 +52,11 @@ log = logging.getLogger(__name__)
 SOLO_INLINE_MAX_S = 0.01
 
 #: A request running alone on an idle instance runs on the event loop when its session compute is up to this
-#: long (module doc): about twice the executor round trip it saves, so the loop is held no longer than a few
-#: hops would cost the request, and health checks wait at most that long.
-ALONE_INLINE_MAX_S = 200e-6
+#: long (module doc). Nothing else is ready on the loop then, so holding it costs others at most this much
+#: (a health check arriving meanwhile), while the executor round trip costs the request ~100 µs. At 200 µs
+#: the mlp's one row (110 µs on a quiet machine, 160-210 µs when the shared host was slow) flipped between
+#: the paths; 500 µs keeps such a model on the loop with room to spare.
+ALONE_INLINE_MAX_S = 500e-6
 
 
 class BatchRunner(Protocol):
@@ -190,7 +192,7 @@ class BatchExecutor:
                 if self._observer is not None:  # the rows still run on the executor: count the batch
                     self._observer.on_batch(rows, clock.ns() - begin)
                 raise
-            run_ns = self._executor_ns(instance, begin)
+            run_ns = self._executor_ns(instance, begin, padded)
         outputs = unpad(outputs, rows, padded)  # padded rows never reach a response
         if single:
             if self._batchable:
@@ -222,12 +224,15 @@ class BatchExecutor:
             queue_ns = int((started - entry.enqueued) * 1e9)
             entry.future.set_result(BatchResult(chosen, queue_ns, compute_ns, rows))
 
-    def _executor_ns(self, instance: int, begin: int) -> int:
+    def _executor_ns(self, instance: int, begin: int, padded: int) -> int:
         """What an executor run costs: its own duration measured on the runner's thread plus the hop, when
-        the runner measures it (``last_compute_ns``); else the span the caller saw, which includes both."""
+        the runner measures it (``last_compute_ns``, which may also lower the compute estimate); else the
+        span the caller saw, which includes both."""
         measured = getattr(self._runner, "last_compute_ns", None)
         if measured is not None:
-            return int(measured[instance]) + self._hop_ns
+            own_ns = int(measured[instance])
+            self._profiles[instance].observe_compute(padded, own_ns / 1e9, lower_only=True)
+            return own_ns + self._hop_ns
         return self._clock.ns() - begin
 
     def _fail(self, entry: Entry, exc: Exception) -> None:

@@ -11,7 +11,8 @@ Contracts:
 - :meth:`predict` interpolates linearly in rows between known buckets, extrapolates proportionally past the
   largest known one, and is non-decreasing in rows. With no observation at all it predicts 0 (admit all).
 - Apart from latency, each bucket keeps the session's own compute time (:meth:`observe_compute`: warm-up
-  and batches run on the event loop), with no thread hop or contention in it; :meth:`compute` is what the
+  and batches run on the event loop; runs on the executor thread only lower it), with no thread hop or
+  contention in it; :meth:`compute` is what the
   batcher weighs when it chooses to run a batch inline. Latency through the executor cannot stand in for
   it: on a busy 2-core machine a tiny model's 5-row batch measured 120-350 µs that way (the hop's
   context switches and the CPU they cost) against 6-80 µs on the loop, so a batch sent to the executor
@@ -84,11 +85,17 @@ class LatencyProfile:
             if self._count[index] == 1 or self._stale >= REFRESH_EVERY:
                 self._cached = None  # re-derived on the next prediction
 
-    def observe_compute(self, rows: int, seconds: float) -> None:
-        """Adds one batch's own compute time (the session run alone, no hop or queueing)."""
+    def observe_compute(self, rows: int, seconds: float, *, lower_only: bool = False) -> None:
+        """Adds one batch's own compute time (the session run alone, no hop or queueing). With
+        ``lower_only`` (a run on the executor thread, whose CPU time contention can inflate) it only ever
+        lowers the estimate: a warm-up run slower than the model really is, or a bucket first seen there,
+        cannot keep batches off the loop for good, and a hop's own cost never pushes them away."""
         index = self._bucket(rows)
         known = self._compute[index]
-        self._compute[index] = seconds if not known else known + self._smoothing * (seconds - known)
+        if not known:
+            self._compute[index] = seconds
+        elif seconds < known or not lower_only:
+            self._compute[index] = known + self._smoothing * (seconds - known)
 
     def compute(self, rows: int) -> float:
         """The session's own seconds for the smallest bucket holding ``rows`` rows; where none was seen,

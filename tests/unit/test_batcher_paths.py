@@ -172,6 +172,21 @@ async def test_where_a_batch_runs_follows_its_own_compute_not_the_latency_a_hop_
     assert profile.typical(1) > INLINE_COMPUTE_S  # latency keeps its hop
 
 
+async def test_a_stale_slow_warm_up_estimate_is_lowered_by_executor_runs_until_batches_return() -> None:
+    """Warm-up measured the session slower than it is: the thread-measured runs on the executor lower the
+    compute estimate until lone requests run on the loop again."""
+    r = rig(gated=False, provider="cpu", seed_s=ALONE_INLINE_MAX_S * 2)
+    r.batcher.profiles[0].observe_compute(1, ALONE_INLINE_MAX_S * 2)  # the stale warm-up figure
+    r.runner.last_compute_ns = [20_000]  # type: ignore[attr-defined]  # 20 µs measured on the thread
+    r.runner.compute_s = 20e-6  # and as long on the loop
+    for ident in range(20):
+        own_rows(await r.submit(ident), ident)
+    syncs = [call.sync for call in r.runner.calls]
+    assert syncs[0] is False
+    assert syncs[-5:] == [True] * 5
+    assert syncs.index(True) > 1  # lowered gradually, not by one run
+
+
 def test_loop_is_idle_reads_the_ready_queue_and_refuses_loops_without_one() -> None:
     loop = asyncio.new_event_loop()
     try:

@@ -93,3 +93,16 @@ def test_compute_is_learned_apart_from_latency_and_falls_back_to_it() -> None:
         profile.observe_compute(5, 0.00002)  # bucket 4 again (largest not above 5)
     assert profile.compute(4) == pytest.approx(0.00002, rel=1e-3)
     assert profile.compute(8) == pytest.approx(profile.typical(8))  # bucket 8 still unseen
+
+
+def test_runs_off_the_loop_only_lower_the_compute_estimate() -> None:
+    profile = LatencyProfile(4)
+    profile.observe_compute(2, 0.0004, lower_only=True)  # a bucket first seen off the loop: taken as is
+    assert profile.compute(2) == pytest.approx(0.0004)
+    profile.observe_compute(2, 0.004, lower_only=True)  # contention inflated it: ignored
+    assert profile.compute(2) == pytest.approx(0.0004)
+    profile.observe_compute(2, 0.0001, lower_only=True)  # the model is faster than warm-up said
+    assert 0.0001 < profile.compute(2) < 0.0004
+    before = profile.compute(2)
+    profile.observe_compute(2, 0.004)  # measured on the loop: it may rise
+    assert profile.compute(2) > before

@@ -11,10 +11,12 @@ Contracts:
   stopped by an ``ExitStack`` (SIGTERM, then SIGKILL), also on failure; the other configurations run one
   at a time.
 * (a)/(b): tiny, one row, closed loop at C=64 and C=1, echo and the defaults gateway interleaved.
-  (d): mlp, ``--hotpath-rows`` rows per request at C=16 on the defaults gateway; its mean batch (rows) is
-  the ``infergate_batch_size`` sum/count delta of that step; then in-process onnxruntime
-  (:func:`loadtests.ortceiling.measure`) at that batch size with the gateway's own ``intra_op_threads``
-  (:func:`gateway.runner.default_intra_op_threads`, written into a model.toml of a ceiling registry).
+  (d): ``--hotpath-rounds`` rounds, each mlp with ``--hotpath-rows`` rows per request at C=16 on the
+  defaults gateway (its mean batch in rows is the ``infergate_batch_size`` sum/count delta of that step),
+  then in-process onnxruntime (:func:`loadtests.ortceiling.measure`) right after it at that batch size
+  with the gateway's own ``intra_op_threads`` (:func:`gateway.runner.default_intra_op_threads`, written
+  into a model.toml of a ceiling registry): each ratio pairs two measurements seconds apart, so a change
+  in the shared host's speed between them cannot decide the figure.
   (f): tiny C=64 and mlp C=64 on every configuration.
 * (e): with two or more usable cores the server's every thread is pinned to the first one (``taskset -a
   -p``) and this process, hence the load client it spawns, to the others; otherwise nothing is pinned and
@@ -226,11 +228,17 @@ def _run(args: argparse.Namespace) -> Results:
                 for server, key in pair if index % 2 == 0 else pair[::-1]:  # alternate who goes first
                     b.closed(server, "tiny", c, label=round_label(f"{key}-tiny-c{c}", index))
         b.closed(gw, "mlp", 64)
-        run_d = b.closed(gw, "mlp", 16, rows=rows)
-        mean = ((run_d.step.get("server") or {}).get("batch_size") or {}).get("mean")
-        batch = max(1, round(mean)) if mean else rows
-        print(f"== ceiling: onnxruntime in-process, mlp, batch {batch}, {threads} thread(s)", flush=True)
-        result = ceiling(ceiling_registry, "mlp", batch_sizes=(batch,), seconds=args.hotpath_ceiling_seconds)
+        d_rounds: list[dict[str, Any]] = []
+        for index in range(max(1, args.hotpath_rounds)):  # (d): each gateway step, then its ceiling
+            label = round_label(f"defaults-mlp-r{rows}-c16", index)
+            run_d = b.closed(gw, "mlp", 16, rows=rows, label=label)
+            mean = ((run_d.step.get("server") or {}).get("batch_size") or {}).get("mean")
+            batch = max(1, round(mean)) if mean else rows
+            print(f"== ceiling: onnxruntime in-process, mlp, batch {batch}, {threads} thread(s)", flush=True)
+            result = ceiling(
+                ceiling_registry, "mlp", batch_sizes=(batch,), seconds=args.hotpath_ceiling_seconds
+            )
+            d_rounds.append({"label": label, "gateway_mean_batch": mean, "batches": result["batches"]})
         for key in CONFIGS:  # (f): the other configurations, one at a time
             if key != "defaults":
                 with ExitStack() as inner:
@@ -249,7 +257,11 @@ def _run(args: argparse.Namespace) -> Results:
             overload[scenario]["tuned"] = b.overload(tuned, scenario, plan, capacity_of=defaults)
     return {
         "runs": b.runs,
-        "ceiling": {**result, "gateway_mean_batch": mean, "rows_per_request": rows},
+        "ceiling": {
+            **{k: v for k, v in result.items() if k != "batches"},
+            "rows_per_request": rows,
+            "rounds": d_rounds,
+        },
         "overload": overload,
         "pinning": plan,
         "budget_ms": BUDGET_MS,

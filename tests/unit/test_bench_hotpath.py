@@ -262,3 +262,26 @@ def test_hotpath_and_auth_are_registered_in_place_with_their_options() -> None:
     assert [s.name for s in sections] == ["hotpath", "auth"]
     args = build_parser(sections).parse_args(["hotpath", "--hotpath-rows", "16", "--auth-concurrency", "4"])
     assert (args.hotpath_rows, args.auth_concurrency, args.hotpath_processes) == (16, 4, 1)
+
+
+def test_goal_d_pairs_each_gateway_round_with_the_ceiling_measured_right_after_it() -> None:
+    results = _results()
+    results["runs"]["defaults-mlp-r32-c16-round2"] = _run(
+        "defaults-mlp-r32-c16-round2", _step(60, rows=32, batch=40.0)
+    )
+    ceiling = results["ceiling"]
+    ceiling["rounds"] = [
+        {"label": "defaults-mlp-r32-c16", "gateway_mean_batch": 48.0, "batches": ceiling.pop("batches")},
+        {
+            "label": "defaults-mlp-r32-c16-round2",
+            "gateway_mean_batch": 40.0,
+            "batches": [{"batch": 40, "rows_per_s": 3200.0, "latency_ms": {"p50": 12.0, "p99": 13.0}}],
+        },
+    ]
+    found = _by_figure(results)
+    # round 1: 3,200 ÷ 4,000 = 0.8; round 2: 1,920 ÷ 3,200 = 0.6; the mean of the paired ratios
+    assert _find(found, "(d) mlp, 32 rows") == (pytest.approx(0.7), "≥ 0.8", "missed")
+    (d_goal,) = [g for g in goals(results) if g.figure.startswith("(d)")]
+    assert "2 paired rounds; per round 0.80, 0.60" in d_goal.measured
+    assert "48/40 rows" in d_goal.figure
+    assert "mean batch 40.00, 40 rows: 3,200 rows/s" in render(results)

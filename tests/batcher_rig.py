@@ -152,6 +152,9 @@ class Rig:
     runner: FakeRunner
     batcher: Batcher
     observer: Observer
+    #: What the batcher is told of the event loop: True = nothing else ready (a lone client's request),
+    #: False = other calls waiting (the test's own tasks never count: they are always ready here).
+    idle: list[bool] = field(default_factory=lambda: [True])
 
     def submit(
         self, ident: float, budget: float = 10.0, priority: int = 1, rows: int = 1, width: int = 4
@@ -185,6 +188,7 @@ def rig(
         for profile in profiles:
             profile.observe(1, seed_s)
     observer = Observer()
+    idle = [True]
     batcher = Batcher(
         runner,
         profiles,
@@ -196,10 +200,11 @@ def rig(
         observer=observer,
         clock=clock,
         cores=cores,
+        loop_idle=lambda loop: idle[0],
         **codel,  # type: ignore[arg-type]
     )
     batcher.start()
-    return Rig(clock, runner, batcher, observer)
+    return Rig(clock, runner, batcher, observer, idle)
 
 
 async def release_all(r: Rig) -> None:

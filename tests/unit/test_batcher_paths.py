@@ -8,6 +8,7 @@ import asyncio
 
 import pytest
 
+from gateway.arrivals import COMPANY_MIN
 from gateway.batcher import INLINE_COMPUTE_S, THREAD_HOP_S
 from gateway.clock import loop_is_idle
 from gateway.cores import CoreWatch
@@ -146,11 +147,11 @@ async def test_a_request_among_other_ready_work_gets_the_queued_threshold_not_th
     """The loop has other callbacks ready (many calls in progress): the request is not alone, so it runs
     inline only under the queued path's threshold."""
     r = rig(gated=False, provider="cpu", seed_s=INLINE_COMPUTE_S * 1.5)
-    submitted = r.submit(1)
-    asyncio.get_running_loop().call_soon(lambda: None)  # ready when the submit task runs
-    own_rows(await submitted, 1)
+    r.idle[0] = False  # other calls are ready on the loop
+    own_rows(await r.submit(1), 1)
     assert not r.runner.calls[0].task.startswith("batcher-")  # still the fast path...
     assert r.runner.calls[0].sync is False  # ...but on the executor
+    r.idle[0] = True
     own_rows(await r.submit(2), 2)  # nothing else ready: alone, inline
     assert r.runner.calls[1].sync is True
 
@@ -162,11 +163,9 @@ async def test_where_a_batch_runs_follows_its_own_compute_not_the_latency_a_hop_
     profile = r.batcher.profiles[0]
     profile.observe_compute(1, INLINE_COMPUTE_S / 4)  # what warm-up measured of the session itself
     r.runner.compute_s = INLINE_COMPUTE_S / 2
-    busy = asyncio.get_running_loop()
+    r.idle[0] = False  # not alone: the queued path's threshold applies
     for ident in range(3):
-        submitted = r.submit(ident)
-        busy.call_soon(lambda: None)  # not alone: the queued path's threshold applies
-        own_rows(await submitted, ident)
+        own_rows(await r.submit(ident), ident)
     assert [call.sync for call in r.runner.calls] == [True, True, True]
     assert INLINE_COMPUTE_S / 4 < profile.compute(1) < INLINE_COMPUTE_S / 2  # learning the inline runs
     assert profile.typical(1) > INLINE_COMPUTE_S  # latency keeps its hop
@@ -276,6 +275,21 @@ async def test_a_lone_sequential_client_never_waits_for_company() -> None:
     assert waited[:2] == [False, True]  # the first runs at once (no arrival seen yet), then it waits...
     assert waited[-10:] == [False] * 10  # ...until the batcher has seen that arrivals never overlap
     assert [call.task.startswith("batcher-") for call in r.runner.calls[-10:]] == [False] * 10
+
+
+@pytest.mark.parametrize(("idle", "company"), [(True, False), (False, True)])
+async def test_arrivals_count_as_company_when_the_loop_has_other_work_ready(
+    idle: bool, company: bool
+) -> None:
+    """Requests that never overlap in the batcher (each runs at once, as inline runs do): with the loop
+    otherwise idle they are one sequential client; with other calls ready on the loop (many clients the
+    loop has yet to reach) they have company, so the former may wait for rows."""
+    r = rig(max_batch_size=8, max_queue_delay_ms=0.0, gated=False)
+    r.idle[0] = idle
+    for ident in range(40):
+        r.clock.advance(0.0001)
+        own_rows(await r.submit(ident), ident)
+    assert (r.batcher._arrivals.company >= COMPANY_MIN) is company
 
 
 async def test_codel_defaults_follow_the_budgets_requests_bring() -> None:

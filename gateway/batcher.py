@@ -12,28 +12,19 @@ Contracts:
   requests that can no longer finish in time are answered DEADLINE_EXCEEDED uncomputed; the former takes
   the largest batch (same batch key, at most ``max_batch_size`` rows) whose predicted completion meets
   every deadline in it, and waits for more rows only within ``max_queue_delay_ms``, the head's slack, and
-  only when another arrival is likely in that window (:class:`gateway.arrivals.Arrivals`; an arrival has
-  company when another request of the version is pending or the event loop has other work ready: with
-  pending alone, tiny's inline requests at C=64 never overlapped, looked sequential and ran in batches
-  of 2.3-2.4 rows; counting the loop's ready work, 8.3-8.4 rows and 1.09x the req/s, twice in 6
-  alternating rounds, mlp C=64 1.06x, C=1 unchanged).
+  only when another arrival is likely in that window (:class:`gateway.arrivals.Arrivals`). An arrival has
+  company when another request of the version is pending or the event loop has other work ready: inline
+  requests never overlap, so pending alone made many clients look like one (README, batching).
 - Standing queue (CoDel-style): once the queue has not been empty for ``codel_interval`` and its head
   has waited ``codel_target``, service turns newest-first (adaptive LIFO) and anything queued longer
   than ``codel_target`` is answered DEADLINE_EXCEEDED (shed reason ``codel``); the queue returns to
   deadline order once it drains. Both default to fractions of the budgets requests bring (target half a
   budget, at least twice the queue delay and one full batch's predicted latency; interval one budget).
-  A tighter target shed requests that would have met their deadlines: a closed loop of 16 clients
-  sending 32-row requests keeps a queue standing by design, each request waiting ~20 ms of a 100 ms
-  budget, and with a 10% target more than half of them were refused in our run.
+  A tighter target refused requests that would have met their deadlines (README, batching).
 - Idle fast path: a request that finds the queue empty, an instance idle and no arrival likely within
-  the delay window runs at once in the caller's task, without the queue or a former wake-up. It runs
-  ``alone`` (:class:`gateway.execution.BatchExecutor`: inline up to a higher cap) only when the event
-  loop has nothing else ready to run (:func:`gateway.clock.loop_is_idle`): a lone client's request, not
-  one of many calls the loop is working through. Judged on the rows pending instead, running every
-  request inline would itself keep others from ever being pending, and a closed loop of 64 clients
-  settled on batches of one even for the mlp: 2,112 req/s, against 2,544 for a batching gateway (batches
-  of 8.8 rows) in the same round. (A small model whose batching cannot pay, below, still runs request by
-  request by design.)
+  the delay window runs at once in the caller's task, without the queue or a former wake-up; ``alone``
+  (inline up to a higher cap, :class:`gateway.execution.BatchExecutor`) only while the event loop has
+  nothing else ready (:func:`gateway.clock.loop_is_idle`; why not pending rows: README, batching).
 - A batch whose session compute is up to :data:`INLINE_COMPUTE_S` on a CPU runner runs on the event loop
   (``run_sync``): the executor hop would cost more than the work.
 - A cancelled call leaves the queue and is never computed. When a batch fails, its requests are re-run
@@ -62,7 +53,6 @@ from gateway.validate import DecodedRequest
 
 log = logging.getLogger(__name__)
 
-
 __all__ = [
     "INLINE_COMPUTE_S",
     "PIPELINE_DEPTH",
@@ -79,12 +69,8 @@ __all__ = [
 PROBE_INTERVAL_S = 1.0
 #: A batch whose session compute is up to this runs on the event loop instead of the runner's executor
 #: thread (CPU provider only): below it, the thread hop costs more than the compute it moves off the loop.
-#: On an idle machine the round trip is ~50 us (THREAD_HOP_S), but on a busy one it costs far more: an echo
-#: server whose batch former ran a tiny model's batch on one executor thread served 0.75-0.85x the req/s
-#: of the same former running it inline (closed loop, C=64, 6 alternating rounds), its GIL hand-offs and
-#: wake-ups costing the saturated loop more than the few tens of µs the compute took. With 100 µs, tiny
-#: batches (14-60 µs in the server) stay on the loop and mlp batches (from ~110 µs per row) leave it:
-#: tiny C=64 1.07-1.12x the req/s with 40 µs, mlp 0.99-1.00x (6-8 alternating rounds; 200 µs cost mlp 8%).
+#: The hop is ~50 us on an idle machine but far more to a saturated loop (GIL hand-offs, wake-ups); with
+#: 100 us tiny's batches stay on the loop and the mlp's leave it (measurements: README, batching).
 INLINE_COMPUTE_S = 100e-6
 #: Handing work to a thread and back (run_in_executor, then call_soon_threadsafe and the loop's self-pipe
 #: wake-up): 46-54 us per round trip for a no-op, measured on the 2-core development machine (CPython
@@ -223,9 +209,7 @@ class Batcher:
                 )
         key: BatchKey = batch_key(request.feeds) if self._batchable else ()
         loop = asyncio.get_running_loop()
-        # Company: another request of the version pending, or other work ready on the loop (calls it has
-        # yet to reach). Pending alone misses the second when requests run inline and never overlap.
-        idle = self._loop_idle(loop)
+        idle = self._loop_idle(loop)  # other work ready on the loop is company too (module doc)
         company = self._pending > 0 or not idle
         self._arrivals.record(now, deadline - now, others_pending=company)
         future: asyncio.Future[BatchResult] = loop.create_future()

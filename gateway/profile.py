@@ -12,11 +12,11 @@ Contracts:
   largest known one, and is non-decreasing in rows. With no observation at all it predicts 0 (admit all).
 - Apart from latency, each bucket keeps the session's own compute time (:meth:`observe_compute`: warm-up
   and batches run on the event loop; runs on the executor thread only lower it), with no thread hop or
-  contention in it; :meth:`compute` is what the
-  batcher weighs when it chooses to run a batch inline. Latency through the executor cannot stand in for
-  it: on a busy 2-core machine a tiny model's 5-row batch measured 120-350 µs that way (the hop's
-  context switches and the CPU they cost) against 6-80 µs on the loop, so a batch sent to the executor
-  once looked too slow ever to come back, and 75% of them hopped (tiny, C=64).
+  contention in it; :meth:`compute` is what the batcher weighs when it chooses to run a batch inline.
+  Latency through the executor cannot stand in for it: on a busy 2-core machine a tiny model's 5-row
+  batch measured 120-350 µs that way (the hop's context switches and the CPU they cost) against 6-80 µs
+  on the loop, so a batch sent to the executor once looked too slow ever to come back, and 75% of them
+  hopped (tiny, C=64).
 """
 
 from __future__ import annotations
@@ -100,11 +100,9 @@ class LatencyProfile:
     def compute(self, rows: int) -> float:
         """The session's own seconds for the smallest bucket holding ``rows`` rows; where none was seen,
         :meth:`typical` (latency, an upper bound)."""
-        for index, size in enumerate(self.sizes):
-            if size >= rows:
-                if self._compute[index]:
-                    return self._compute[index]
-                break
+        index = self._holding(rows)
+        if index is not None and self._compute[index]:
+            return self._compute[index]
         return self.typical(rows)
 
     def predict(self, rows: int) -> float:
@@ -129,11 +127,9 @@ class LatencyProfile:
         spread :meth:`predict` adds for deadline safety. When that bucket has no observation it falls back
         to :meth:`predict`, or returns 0 with ``fallback=False``. The batcher uses it to choose between
         running inline and the executor, and whether waiting to batch can pay."""
-        for index, size in enumerate(self.sizes):
-            if size >= rows:
-                if self._count[index]:
-                    return self._mean[index]
-                break
+        index = self._holding(rows)
+        if index is not None and self._count[index]:
+            return self._mean[index]
         return self.predict(rows) if fallback else 0.0
 
     def snapshot(self) -> list[ProfilePoint]:
@@ -157,6 +153,11 @@ class LatencyProfile:
             self._cached = out
             self._stale = 0
         return out
+
+    def _holding(self, rows: int) -> int | None:
+        """Index of the smallest bucket holding ``rows`` rows (None past the largest)."""
+        index = bisect.bisect_left(self.sizes, rows)
+        return index if index < len(self.sizes) else None
 
     def _bucket(self, rows: int) -> int:
         index = 0

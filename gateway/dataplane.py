@@ -27,7 +27,7 @@ import itertools
 import os
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +35,10 @@ from gateway.codec import encode_array
 from gateway.concurrency import ConcurrencyLimit
 from gateway.deadlines import request_deadline, request_priority
 from gateway.errors import DeadlineExceededError, InvalidArgumentError, ResourceExhaustedError, status_name
+from gateway.execution import BatchResult
 from gateway.logs import AccessLog, access_record
 from gateway.metrics import GatewayMetrics
-from gateway.models import ModelTable
+from gateway.models import ModelTable, release
 from gateway.rollout import RolloutController
 from gateway.rollout_live import LiveRollout
 from gateway.sample_offers import SampleOffers
@@ -101,13 +102,15 @@ class DataPlane:
             self._hot[loaded] = hot
         return hot
 
-    async def infer(
+    def infer(
         self,
         request: pb.ModelInferRequest,
         grpc_remaining: float | None = None,
         peer: Callable[[], str] | None = None,
-    ) -> pb.ModelInferResponse:
-        """One inference: resolve the version, admit, validate, batch, encode. Raises GatewayError.
+    ) -> Coroutine[Any, Any, pb.ModelInferResponse]:
+        """One inference: resolve the version, admit, validate, batch, encode; the awaitable raises
+        GatewayError. A plain function handing back the coroutine that does the work, so the caller awaits
+        it directly: one level less in the chain every suspension and resumption goes through.
 
         ``grpc_remaining`` is the call's remaining gRPC deadline in seconds (None: no deadline); ``peer``
         names the client, called only when the access log records this request. A request without an
@@ -120,8 +123,8 @@ class DataPlane:
             rollouts.live(request.model_name) if rollouts is not None and not request.model_version else None
         )
         if live is None:
-            return await self._infer(request, grpc_remaining, peer, request.model_version, None)
-        return await self._split(request, grpc_remaining, peer, live)
+            return self._infer(request, grpc_remaining, peer, request.model_version, None)
+        return self._split(request, grpc_remaining, peer, live)
 
     async def _split(
         self,
@@ -177,32 +180,36 @@ class DataPlane:
         late = False
         loaded: LoadedVersion | None = None
         try:
-            with self.table.lease(request.model_name, version) as loaded:
-                try:
-                    if limit is not None:
-                        if not limit.try_acquire():
-                            self._count_shed(loaded, "concurrency_limit")
-                            raise ResourceExhaustedError(
-                                f"server overloaded: {limit.inflight} inferences in flight "
-                                f"(adaptive limit {limit.limit}); retry with backoff"
-                            )
-                        acquired = True
-                    batching = loaded.config.batching
-                    decoded = decode_request(request, loaded.signature, max_batch_size=loaded.max_batch_size)
-                    now = asyncio.get_running_loop().time()
-                    deadline = request_deadline(
-                        request, now=now, grpc_remaining=grpc_remaining, budget_ms=batching.latency_budget_ms
-                    )
-                    priority = request_priority(request, batching.priority_levels)
-                    if acquired:
-                        budget_s = max(deadline - now, 1e-6)
-                    response, result_fields = await self._run(
-                        request, loaded, decoded, deadline, priority, started, live
-                    )
-                except BaseException as exc:
-                    late = isinstance(exc, DeadlineExceededError)
-                    loaded.stats.record_failure(time.perf_counter_ns() - started)
-                    raise
+            loaded = self.table.acquire(request.model_name, version)
+            try:
+                if limit is not None:
+                    if not limit.try_acquire():
+                        self._count_shed(loaded, "concurrency_limit")
+                        raise ResourceExhaustedError(
+                            f"server overloaded: {limit.inflight} inferences in flight "
+                            f"(adaptive limit {limit.limit}); retry with backoff"
+                        )
+                    acquired = True
+                batching = loaded.config.batching
+                decoded = decode_request(request, loaded.signature, max_batch_size=loaded.max_batch_size)
+                now = asyncio.get_running_loop().time()
+                deadline = request_deadline(
+                    request, now=now, grpc_remaining=grpc_remaining, budget_ms=batching.latency_budget_ms
+                )
+                priority = request_priority(request, batching.priority_levels)
+                if acquired:
+                    budget_s = max(deadline - now, 1e-6)
+                decoded_at = time.perf_counter_ns()
+                result = await loaded.batcher.submit(decoded, deadline, priority)
+                response, result_fields = self._answer(
+                    request, loaded, decoded, result, started, decoded_at, live
+                )
+            except BaseException as exc:
+                late = isinstance(exc, DeadlineExceededError)
+                loaded.stats.record_failure(time.perf_counter_ns() - started)
+                raise
+            finally:
+                release(loaded)
         except Exception as exc:
             self._count_failure(loaded, exc, started)
             access = self.access_log
@@ -221,18 +228,17 @@ class DataPlane:
             self._access(access, request, loaded, None, started, result_fields, peer)
         return response
 
-    async def _run(
+    def _answer(
         self,
         request: pb.ModelInferRequest,
         loaded: LoadedVersion,
         decoded: DecodedRequest,
-        deadline: float,
-        priority: int,
+        result: BatchResult,
         started: int,
-        live: LiveRollout | None = None,
+        decoded_at: int,
+        live: LiveRollout | None,
     ) -> tuple[pb.ModelInferResponse, tuple[int, int, int]]:
-        decoded_at = time.perf_counter_ns()
-        result = await loaded.batcher.submit(decoded, deadline, priority)
+        """The response to an answered request, with its statistics, metrics, sample and shadow copy."""
         answered_at = time.perf_counter_ns()
         hot = self._hot_of(loaded)
         response = pb.ModelInferResponse(model_name=loaded.model, model_version=hot.version, id=request.id)

@@ -268,15 +268,20 @@ class ModelTable:
     @contextmanager
     def lease(self, name: str, version: str = "") -> Iterator[LoadedVersion]:
         """Resolves a version and holds it in flight for the duration of the ``with`` block."""
-        loaded = self.resolve(name, version)
-        loaded.inflight += 1
-        loaded._idle.clear()
+        loaded = self.acquire(name, version)
         try:
             yield loaded
         finally:
-            loaded.inflight -= 1
-            if loaded.inflight == 0:
-                loaded._idle.set()
+            release(loaded)
+
+    def acquire(self, name: str, version: str = "") -> LoadedVersion:
+        """Resolves a version and holds it in flight until :func:`release`: :meth:`lease` without the
+        context manager's generator, for the per-request path."""
+        loaded = self.resolve(name, version)
+        loaded.inflight += 1
+        if loaded.inflight == 1:
+            loaded._idle.clear()
+        return loaded
 
     def loaded_versions(self, name: str) -> list[LoadedVersion]:
         """Loaded versions of ``name``, ascending; raises NotFoundError for an unknown model."""
@@ -371,3 +376,10 @@ def _state_of(state: ModelState, version: int) -> tuple[str, str]:
     if state.config_error:  # the policy could not even be read
         return "UNAVAILABLE", state.config_error
     return "UNAVAILABLE", rollout or "not selected by the version policy"
+
+
+def release(loaded: LoadedVersion) -> None:
+    """Ends a hold taken by :meth:`ModelTable.acquire`; the last one out lets an unload proceed."""
+    loaded.inflight -= 1
+    if loaded.inflight == 0:
+        loaded._idle.set()

@@ -162,4 +162,6 @@ def encode_array(array: npt.NDArray[Any], datatype: str) -> bytes:
             parts.append(data)
         return b"".join(parts)
     dtype = NUMPY_DTYPES[datatype]
+    if array.dtype == dtype:
+        return array.tobytes()  # always row-major, whatever the array's own layout
     return np.ascontiguousarray(array, dtype=dtype).tobytes()

@@ -3,7 +3,8 @@ beside PyTriton 0.7.0 and MLServer 1.7.1 on the same ONNX models and the same ``
 scenarios, one server at a time.
 
 Layout: :mod:`bench.peers.launch` (what each server runs, with which settings), :mod:`bench.peers.process`
-(process groups, readiness, pinning), :mod:`bench.peers.run` (the measuring loop), :mod:`bench.peers.metrics`
+(process groups, readiness, pinning), :mod:`bench.peers.run` (the measuring loop), :mod:`bench.peers.rounds`
+(goal (c)'s cells in alternating rounds with every server up), :mod:`bench.peers.metrics`
 (each server's own batch figure), :mod:`bench.peers.report` (the markdown and the goals, pure),
 :mod:`bench.peers.plots`. :mod:`bench.peers.pytriton_server` and :mod:`bench.peers.mlserver_runtime` run
 only inside the peers' venvs, which ``make bench-peers`` builds from ``bench/peers/*.lock``.
@@ -47,6 +48,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--peers-budget-ms", type=float, default=50.0, help="peers: deadline, timeout and budget")
     g.add_argument("--peers-start-timeout", type=float, default=180.0, help="peers: seconds to get ready")
     g.add_argument("--peers-start-attempts", type=int, default=3, help="peers: start tries per server")
+    g.add_argument(
+        "--peers-rounds",
+        type=int,
+        default=4,
+        help="peers: head-to-head rounds of goal (c)'s cells with every server up (0: none)",
+    )
 
 
 def run(args: argparse.Namespace) -> Results:

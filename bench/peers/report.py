@@ -7,7 +7,10 @@ Contracts:
   (command, machine, measured load and CPU busy; :func:`bench.markdown.header`). :func:`render` turns them
   into the section body; every number in it comes from the results, and a missing figure prints as "-".
 * :func:`goals` gives issue 13's goals (c) and (e) that this run measures (infergate as the peers are,
-  against PyTriton and the better MLServer row), and reported figures for (e) PyTriton and (f).
+  against PyTriton and the better MLServer row), and reported figures for (e) PyTriton and (f). Goal (c)
+  comes from the head-to-head rounds (:mod:`bench.peers.rounds`) when the run has them: the mean of the
+  per-round ratios, each round's servers measured seconds apart; else from the one-server-at-a-time
+  cells.
 * :func:`ratios` divides each infergate row by each peer row, cell by cell, for req/s and p99 (a p99
   ratio below 1 means infergate is faster), and the overload goodput; ``None`` when either side is
   missing or zero (:func:`bench.kit.ratio`).
@@ -21,6 +24,7 @@ from typing import Any
 
 from bench.kit import ratio
 from bench.markdown import fmt, goal_table, header
+from bench.peers.rounds import goal_figure, rounds_table
 from bench.sections import Goal
 
 __all__ = ["cell_text", "goals", "machine_line", "ratios", "render"]
@@ -184,14 +188,20 @@ def goals(results: dict[str, Any]) -> list[Goal]:
     best_ml = max((v for v in (rps(m, c64) for m in ml) if v is not None), default=None)
     o, ot = _overload_of(results, "infergate"), _overload_of(results, "pytriton")
     t64 = ("tiny", 1, 64)
-    vs_tri = "infergate ÷ PyTriton"
+    vs_tri, vs_ml = "infergate ÷ PyTriton", "infergate ÷ best MLServer"
+    mls = ("mlserver", "mlserver-pw0")
+    c = [
+        (c64, "rps", ("pytriton",), ratio(rps(ours, c64), rps(tri, c64)), vs_tri),
+        (c64, "rps", mls, ratio(rps(ours, c64), best_ml), vs_ml),
+        (c64, "p99_ms", ("pytriton",), ratio(p99(ours, c64), p99(tri, c64)), vs_tri),
+        (c16, "rps", ("pytriton",), ratio(rps(ours, c16), rps(tri, c16)), vs_tri),
+    ]
+    figures = [goal_figure(results.get("rounds"), *item) for item in c]
     return [
-        Goal.at_least("(c) mlp C=64 req/s ÷ PyTriton", vs_tri, ratio(rps(ours, c64), rps(tri, c64)), 1.25),
-        Goal.at_least(
-            "(c) mlp C=64 req/s ÷ MLServer", "infergate ÷ best MLServer", ratio(rps(ours, c64), best_ml), 2.5
-        ),
-        Goal.at_most("(c) mlp C=64 p99 ÷ PyTriton p99", vs_tri, ratio(p99(ours, c64), p99(tri, c64)), 1.0),
-        Goal.at_least("(c) mlp C=16 req/s ÷ PyTriton", vs_tri, ratio(rps(ours, c16), rps(tri, c16)), 1.5),
+        Goal.at_least("(c) mlp C=64 req/s ÷ PyTriton", figures[0][1], figures[0][0], 1.25),
+        Goal.at_least("(c) mlp C=64 req/s ÷ MLServer", figures[1][1], figures[1][0], 2.5),
+        Goal.at_most("(c) mlp C=64 p99 ÷ PyTriton p99", figures[2][1], figures[2][0], 1.0),
+        Goal.at_least("(c) mlp C=16 req/s ÷ PyTriton", figures[3][1], figures[3][0], 1.5),
         Goal.at_least("(e) goodput at 2x overload ÷ capacity", "infergate", o.get("goodput_fraction"), 0.8),
         Goal.at_most("(e) longest call past the deadline, ms", "infergate", _late_ms(o), 10.0),
         Goal.report("(e) PyTriton goodput at 2x ÷ capacity", "PyTriton", ot.get("goodput_fraction")),
@@ -244,6 +254,7 @@ def render(results: dict[str, Any]) -> str:
         "req/s ratio, and in brackets the p99 ratio (below 1: infergate's p99 is lower).",
         "",
         *_ratio_table(results),
+        *rounds_table(results),
         f"### Overload: open-loop Poisson at {plan['factor']:g}x each server's capacity",
         "",
         f"Model {plan['overload_model']}; capacity is a closed-loop probe at C={plan['probe_concurrency']} "

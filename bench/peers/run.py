@@ -45,6 +45,7 @@ from bench.peers.launch import (
 )
 from bench.peers.metrics import mean_batch, scrape
 from bench.peers.process import ServerGroup, StartError, free_ports, pin_group, wait_ready
+from bench.peers.rounds import cell_key, measure_rounds
 from loadtests.config import LoadConfig
 from loadtests.report import write_json
 from loadtests.run import run_load
@@ -71,10 +72,7 @@ class Plan:
     overload_s: float = 5.0
     start_timeout_s: float = 180.0
     attempts: int = 3
-
-
-def cell_key(model: str, rows: int, concurrency: int) -> str:
-    return f"{model}-r{rows}-c{concurrency}"
+    rounds: int = 0  # head-to-head rounds of goal (c)'s cells, every server up (bench/peers/rounds.py)
 
 
 def cells(plan: Plan) -> list[tuple[str, int, int]]:
@@ -128,14 +126,17 @@ def _figures(report: dict[str, Any], batch: float | None, label: str) -> dict[st
     }
 
 
-def _cell(plan: Plan, spec: ServerSpec, model: str, rows: int, concurrency: int) -> dict[str, Any]:
+def _cell(
+    plan: Plan, spec: ServerSpec, model: str, rows: int, concurrency: int, results: Path | None = None
+) -> dict[str, Any]:
+    """One closed-loop cell; its report goes to ``results`` (default: the server's results folder)."""
     label = cell_key(model, rows, concurrency)
     before = scrape(spec.metrics_url)
     report = _load(
         plan, spec, label, model=model, levels=(float(concurrency),), rows=rows, duration_s=plan.duration_s
     )
     batch = mean_batch(spec.kind, before, scrape(spec.metrics_url), model, rows)
-    write_json(report, plan.results / spec.key / f"{label}.json")
+    write_json(report, (results or plan.results / spec.key) / f"{label}.json")
     figures = {"model": model, "rows": rows, "concurrency": concurrency, **_figures(report, batch, label)}
     _log(
         f"{spec.key} {label}: {figures['rps']:,.0f} req/s, p50 {figures['p50_ms']} ms, "
@@ -282,10 +283,12 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         overload_model=args.peers_overload_model, probe_concurrency=args.peers_probe_concurrency,
         factor=args.peers_overload_factor, budget_ms=args.peers_budget_ms,
         overload_s=args.peers_overload_duration, start_timeout_s=args.peers_start_timeout,
-        attempts=args.peers_start_attempts,
+        attempts=args.peers_start_attempts, rounds=args.peers_rounds,
     )  # fmt: skip
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the running server's group too
     servers: list[dict[str, Any]] = []
+    spec_fors: dict[str, Callable[[], ServerSpec]] = {}
+    rounds: dict[str, Any] | None = None
     try:
         for key in keys:
             missing = _missing_venv(key, args.peers_venvs)
@@ -303,6 +306,11 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 )
 
             servers.append(measure_server(key, spec_for, plan, args.work / "logs"))
+            if servers[-1]["cells"]:
+                spec_fors[key] = spec_for
+        if plan.rounds > 0 and len(spec_fors) >= 2:
+            _log(f"rounds: {plan.rounds} head-to-head rounds on {', '.join(spec_fors)}")
+            rounds = measure_rounds(spec_fors, plan, args.work / "logs", start=_start, cell=_cell, log=_log)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if not any(s["cells"] for s in servers):
@@ -316,6 +324,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         "plan": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(plan).items()},
         "results": str(args.results),
         "servers": servers,
+        "rounds": rounds,
         "load_average_end": os.getloadavg()[0],
         "plots": [],
     }

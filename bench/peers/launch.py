@@ -4,7 +4,9 @@ Contracts:
 
 * :data:`SERVERS` lists every server key in the order they are measured: ``infergate`` (configured as the
   peers are), ``infergate-defaults`` (no model.toml), ``pytriton``, ``mlserver`` (default
-  ``parallel_workers``) and ``mlserver-pw0`` (``parallel_workers = 0``).
+  ``parallel_workers``) and ``mlserver-pw0`` (``parallel_workers = 0``). ``echo`` (:data:`REFERENCE`) is
+  not a peer: the bare grpc.aio echo server (``infergate-load echo-server``, no model), the Python gRPC
+  ceiling that the head-to-head rounds measure beside the servers.
 * :func:`server_spec` returns the :class:`ServerSpec` of one key for three fresh ports (gRPC, metrics,
   HTTP); every server binds 127.0.0.1 only and serves the same ``tiny`` and ``mlp`` ONNX files.
 * Same settings everywhere: max batch 128, 0.5 ms queue delay (Triton ``max_queue_delay_microseconds =
@@ -25,9 +27,21 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CONFIGS", "LABELS", "MODELS", "SERVERS", "TUNED_TOML", "ServerSpec", "peer_libdir", "server_spec"]
+__all__ = [
+    "CONFIGS",
+    "LABELS",
+    "MODELS",
+    "REFERENCE",
+    "SERVERS",
+    "TUNED_TOML",
+    "ServerSpec",
+    "peer_libdir",
+    "server_spec",
+]
 
 SERVERS = ("infergate", "infergate-defaults", "pytriton", "mlserver", "mlserver-pw0")
+#: The reference the head-to-head rounds add (bench/peers/rounds.py); never part of the sweep.
+REFERENCE = "echo"
 MODELS = ("tiny", "mlp")
 MAX_BATCH = 128
 QUEUE_DELAY_S = 0.0005
@@ -42,6 +56,7 @@ LABELS = {
     "pytriton": "PyTriton 0.7.0",
     "mlserver": "MLServer 1.7.1",
     "mlserver-pw0": "MLServer 1.7.1 (parallel_workers=0)",
+    REFERENCE: "echo (bare grpc.aio, no model)",
 }
 CONFIGS = {
     "infergate": "model.toml: max_batch_size 128, max_queue_delay_ms 0.5, intra_op_threads 1; --no-sampling",
@@ -50,6 +65,7 @@ CONFIGS = {
     "max_queue_delay_microseconds 500",
     "mlserver": "adaptive batching max_batch_size 128, max_batch_time 0.0005, default parallel_workers",
     "mlserver-pw0": "adaptive batching max_batch_size 128, max_batch_time 0.0005, parallel_workers 0",
+    REFERENCE: "infergate-load echo-server: answers every request from cached bytes, runs no model",
 }
 
 
@@ -57,7 +73,7 @@ CONFIGS = {
 class ServerSpec:
     key: str
     label: str
-    kind: str  # "infergate" | "triton" | "mlserver": whose metrics give the batch size
+    kind: str  # "infergate" | "triton" | "mlserver" | "echo": whose metrics give the batch size
     command: list[str]
     target: str
     metrics_url: str
@@ -123,6 +139,12 @@ def server_spec(
             "--grace-seconds", "5",
         ]  # fmt: skip
         return ServerSpec(key, label, "infergate", command, target, metrics, config)
+    if key == REFERENCE:
+        command = [
+            sys.executable, "-m", "loadtests", "echo-server", "--registry",
+            str(registries["tuned"].resolve()), "--host", "127.0.0.1", "--port", str(grpc_port),
+        ]  # fmt: skip
+        return ServerSpec(key, label, "echo", command, target, metrics, config)
     if key == "pytriton":
         python = venvs / "venv-pytriton" / "bin" / "python"
         libdir = peer_libdir(python)

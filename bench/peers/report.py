@@ -24,6 +24,7 @@ from typing import Any
 
 from bench.kit import ratio
 from bench.markdown import fmt, goal_table, header
+from bench.peers.launch import REFERENCE
 from bench.peers.rounds import goal_figure, rounds_table
 from bench.sections import Goal
 
@@ -197,11 +198,21 @@ def goals(results: dict[str, Any]) -> list[Goal]:
         (c16, "rps", ("pytriton",), ratio(rps(ours, c16), rps(tri, c16)), vs_tri),
     ]
     figures = [goal_figure(results.get("rounds"), *item) for item in c]
+    shipped = goal_figure(
+        results.get("rounds"), c64, "rps", ("pytriton",), None, "defaults ÷ PyTriton", "infergate-defaults"
+    )
+    ceiling = [
+        goal_figure(results.get("rounds"), c64, "rps", den, None, text, REFERENCE)
+        for den, text in ((("pytriton",), "echo ÷ PyTriton"), (mls, "echo ÷ best MLServer"))
+    ]
     return [
         Goal.at_least("(c) mlp C=64 req/s ÷ PyTriton", figures[0][1], figures[0][0], 1.25),
         Goal.at_least("(c) mlp C=64 req/s ÷ MLServer", figures[1][1], figures[1][0], 2.5),
         Goal.at_most("(c) mlp C=64 p99 ÷ PyTriton p99", figures[2][1], figures[2][0], 1.0),
         Goal.at_least("(c) mlp C=16 req/s ÷ PyTriton", figures[3][1], figures[3][0], 1.5),
+        Goal.report("(c) mlp C=64 req/s, infergate with its defaults ÷ PyTriton", shipped[1], shipped[0]),
+        Goal.report("(c) mlp C=64 req/s, the echo ceiling ÷ PyTriton", ceiling[0][1], ceiling[0][0]),
+        Goal.report("(c) mlp C=64 req/s, the echo ceiling ÷ best MLServer", ceiling[1][1], ceiling[1][0]),
         Goal.at_least("(e) goodput at 2x overload ÷ capacity", "infergate", o.get("goodput_fraction"), 0.8),
         Goal.at_most("(e) longest call past the deadline, ms", "infergate", _late_ms(o), 10.0),
         Goal.report("(e) PyTriton goodput at 2x ÷ capacity", "PyTriton", ot.get("goodput_fraction")),

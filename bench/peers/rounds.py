@@ -9,7 +9,8 @@ Contracts:
   ``plan.rounds`` rounds. A round runs every cell of :data:`ROUND_CELLS` on each server in turn, the
   servers in the given order in even rounds and reversed in odd ones. Every server is stopped at the end,
   whatever happened. A server that does not start is left out of the rounds (its error is recorded).
-* The result is ``{"servers": [keys measured], "idle_busy": fraction or None, "errors": {key: text},
+* The result is ``{"servers": [keys measured], "labels": {key: label}, "idle_busy": fraction or None,
+  "errors": {key: text},
   "rounds": [{key: {cell key: figures}}]}``: figures as :func:`bench.peers.run._cell` gives them, each
   report written under ``results/<server>/rounds/``.
 * :func:`goal_figure` and :func:`rounds_table` render them (pure): a goal figure as the mean of the
@@ -68,7 +69,7 @@ def measure_rounds(
     ``start`` and ``cell`` are the runner's own (:func:`bench.peers.run._start` and ``_cell``), passed in so
     this module needs nothing of the runner's; ``cell`` takes ``(plan, spec, model, rows, concurrency,
     results_dir)``."""
-    result: dict[str, Any] = {"servers": [], "idle_busy": None, "errors": {}, "rounds": []}
+    result: dict[str, Any] = {"servers": [], "labels": {}, "idle_busy": None, "errors": {}, "rounds": []}
     started: dict[str, tuple[Any, Any]] = {}
     with contextlib.ExitStack() as stack:
         for key, spec_for in spec_fors.items():
@@ -80,6 +81,7 @@ def measure_rounds(
                 continue
             stack.enter_context(server)
             started[key] = (spec, server)
+            result["labels"][key] = getattr(spec, "label", key)
         keys = list(started)
         result["servers"] = keys
         before = cpu_times()
@@ -130,10 +132,11 @@ def goal_figure(
     den: tuple[str, ...],
     single: float | None,
     text: str,
+    num: str = "infergate",
 ) -> tuple[float | None, str]:
-    """A goal (c) figure and its "measured" text: the mean of the per-round ratios when the rounds measured
-    it, else the one-server-at-a-time ratio ``single``."""
-    series = round_ratios(rounds, "infergate", den, cell_key(*cell), field)
+    """A goal (c) figure (server ``num`` ÷ the best of ``den``) and its "measured" text: the mean of the
+    per-round ratios when the rounds measured it, else the one-server-at-a-time ratio ``single``."""
+    series = round_ratios(rounds, num, den, cell_key(*cell), field)
     got = [x for x in series if x is not None]
     if not got:
         return single, text
@@ -146,13 +149,14 @@ def rounds_table(results: dict[str, Any]) -> list[str]:
     rounds = results.get("rounds") or {}
     if not rounds.get("rounds"):
         return []
-    labels = {s["key"]: s["label"] for s in results["servers"]}
+    labels = {s["key"]: s["label"] for s in results["servers"]} | (rounds.get("labels") or {})
     keys = rounds["servers"]
     busy = rounds.get("idle_busy")
     lines = [
         "### Head-to-head rounds (goal (c))",
         "",
-        f"Every server above that measured a cell, up at once ({', '.join(labels.get(k, k) for k in keys)}); "
+        "Every server above that measured a cell, and the bare grpc.aio echo server as the ceiling, up "
+        f"at once ({', '.join(labels.get(k, k) for k in keys)}); "
         f"with all of them idle the machine was {fmt(None if busy is None else busy * 100, 0)}% busy. "
         f"{len(rounds['rounds'])} rounds; each runs every cell below on each server in turn, in the order "
         "listed in even rounds and reversed in odd ones, so a round's servers are measured seconds apart. "

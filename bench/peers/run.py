@@ -37,6 +37,7 @@ from bench.peers.launch import (
     CONFIGS,
     LABELS,
     MODELS,
+    REFERENCE,
     SERVERS,
     TUNED_TOML,
     ServerSpec,
@@ -309,6 +310,13 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             if servers[-1]["cells"]:
                 spec_fors[key] = spec_for
         if plan.rounds > 0 and len(spec_fors) >= 2:
+
+            def echo_spec() -> ServerSpec:
+                return server_spec(
+                    REFERENCE, free_ports(3), registries=registries, venvs=args.peers_venvs, work=args.work
+                )
+
+            spec_fors[REFERENCE] = echo_spec
             _log(f"rounds: {plan.rounds} head-to-head rounds on {', '.join(spec_fors)}")
             rounds = measure_rounds(spec_fors, plan, args.work / "logs", start=_start, cell=_cell, log=_log)
     finally:

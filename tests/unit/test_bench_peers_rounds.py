@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from bench.peers import rounds
+from bench.peers.launch import REFERENCE, SERVERS, server_spec
+from bench.peers.process import ServerGroup, free_ports, wait_ready
 from bench.peers.report import goals, render
 from bench.peers.rounds import ROUND_CELLS, cell_key, measure_rounds, per_round, round_ratios
-from bench.peers.run import Plan
+from bench.peers.run import Plan, _registries
 from tests.unit.test_bench_peers import _results
 
 
@@ -36,8 +38,9 @@ ROUNDS = _rounds(
         "pytriton": [(1000.0, 50.0), (1000.0, 40.0), (1000.0, 60.0)],
         "mlserver": [(400.0, 90.0), (500.0, 80.0), (200.0, 90.0)],
         "mlserver-pw0": [(600.0, 70.0), (100.0, 90.0), (300.0, 95.0)],
+        "echo": [(2600.0, 30.0), (2500.0, 32.0), (2700.0, 29.0)],
     }
-)
+) | {"labels": {"echo": "ECHO"}}
 
 
 def test_round_ratios_divide_round_by_round_by_the_best_of_a_group() -> None:
@@ -63,6 +66,14 @@ def test_goal_c_is_the_mean_of_the_per_round_ratios_when_the_run_has_rounds() ->
     assert by_figure["(c) mlp C=64 req/s ÷ MLServer"].value == pytest.approx((1300 / 600 + 2.0 + 5.0) / 3)
     assert by_figure["(c) mlp C=64 p99 ÷ PyTriton p99"].value == pytest.approx((0.8 + 1.25 + 0.5) / 3)
     assert by_figure["(c) mlp C=16 req/s ÷ PyTriton"].value == pytest.approx((1.3 + 1.0 + 1.5) / 3)
+    echo = by_figure["(c) mlp C=64 req/s, the echo ceiling ÷ PyTriton"]
+    assert echo.value == pytest.approx(2.6)
+    assert not echo.counted
+    ceiling = by_figure["(c) mlp C=64 req/s, the echo ceiling ÷ best MLServer"]
+    assert ceiling.value == pytest.approx((2600 / 600 + 2500 / 500 + 2700 / 300) / 3)
+    assert (
+        by_figure["(c) mlp C=64 req/s, infergate with its defaults ÷ PyTriton"].value is None
+    )  # not in rounds
     # without rounds, the same results give the one-server-at-a-time figure
     assert {g.figure: g for g in goals(_results())}["(c) mlp C=64 req/s ÷ PyTriton"].value == pytest.approx(
         2.0 / 1.5
@@ -76,6 +87,7 @@ def test_render_lists_each_round_per_server_and_the_idle_machine() -> None:
     assert "| INFERGATE | 1,300 · 40.00 | 1,000 · 50.00 | 1,500 · 30.00 |" in text
     assert "| PYTRITON | 650 · 30.00 |" not in text  # C=16 rows are their own table
     assert "**mlp, 1 row per request, C=16**" in text
+    assert "| ECHO | 2,600 · 30.00 | 2,500 · 32.00 | 2,700 · 29.00 |" in text
     assert "### Head-to-head rounds" not in render(_results())
 
 
@@ -122,3 +134,17 @@ def test_rounds_alternate_the_order_start_every_server_once_and_stop_all(
     assert len(got["rounds"]) == 3
     assert "b" not in got["rounds"][2]
     assert got["idle_busy"] is None or 0.0 <= got["idle_busy"] <= 1.0
+
+
+def test_the_echo_reference_starts_on_loopback_and_answers_readiness(tmp_path: Path) -> None:
+    registries = _registries(tmp_path / "work")
+    spec = server_spec(
+        REFERENCE, free_ports(3), registries=registries, venvs=tmp_path, work=tmp_path / "work"
+    )
+    assert spec.kind == "echo"
+    assert spec.target.startswith("127.0.0.1:")
+    assert REFERENCE not in SERVERS  # never part of the one-server-at-a-time sweep
+    group = ServerGroup(spec.key, spec.command, tmp_path / "echo.log")
+    with group:
+        group.start()
+        assert wait_ready(group, spec.target, ["tiny", "mlp"], timeout_s=60) >= 0.0

@@ -21,6 +21,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
 KSERVE = ROOT / "deploy" / "kserve"
+#: The overlays under deploy/k8s/overlays, and what a user applies: the base for trials, an overlay in
+#: production.
+OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
+TARGETS = ["base", *OVERLAYS]
 
 Manifest = dict[str, Any]
 
@@ -62,6 +66,12 @@ def to_json(yaml_stream: str) -> list[Manifest]:
 def kustomize(directory: Path) -> list[Manifest]:
     """The rendered kustomization in ``directory``."""
     return to_json(_kubectl("kustomize", str(directory)))
+
+
+def render(targets: list[str]) -> dict[str, list[Manifest]]:
+    """Each of ``targets`` (``base`` or an overlay's name) rendered; skips the caller without kubectl."""
+    kubectl()
+    return {t: kustomize(K8S / t if t == "base" else K8S / "overlays" / t) for t in targets}
 
 
 def load(path: Path) -> list[Manifest]:

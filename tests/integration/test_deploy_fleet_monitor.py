@@ -22,9 +22,8 @@ import pytest
 
 from gateway.__main__ import parse_args
 from monitor.__main__ import build_parser
-from tests.kube import K8S, Manifest, container, find, kubectl, kustomize, mounts, ports
+from tests.kube import K8S, OVERLAYS, Manifest, container, find, kubectl, kustomize, mounts, ports
 
-OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
 CASES = [("base", "fleet-monitor")] + [(o, "fleet-monitor-security") for o in OVERLAYS]
 MONITOR, GATEWAY = "infergate-monitor", "infergate"
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,7 +31,9 @@ from monitor.__main__ import build_parser
 from tests.kube import (
     K8S,
     KSERVE,
+    OVERLAYS,
     ROOT,
+    TARGETS,
     Manifest,
     container,
     find,
@@ -45,23 +45,17 @@ from tests.kube import (
     one,
     ports,
     pre_stop_seconds,
+    render,
 )
-from tests.prometheus import promtool
 
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
-RENDER = ROOT / "scripts" / "render-prometheusrule.py"
-OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
-TARGETS = ["base", *OVERLAYS]  # what a user applies: the base for trials, an overlay in production
 GATEWAY_GRPC, GATEWAY_METRICS, MONITOR_HTTP = 8001, 8002, 8090
 WORKERS_DRAIN_MARGIN_S = 10.0
 
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, list[Manifest]]:
-    kubectl()
-    targets = {"base": kustomize(K8S / "base")}
-    targets.update({name: kustomize(K8S / "overlays" / name) for name in OVERLAYS})
-    return targets
+    return render(TARGETS)
 
 
 def _compose(tmp_path: Path, overlay: str, *components: str) -> list[Manifest]:
@@ -92,11 +86,6 @@ def _gateway_probe_port(probe: Manifest) -> int:
     assert target.hostname == "127.0.0.1", command
     assert target.port is not None, command
     return target.port
-
-
-def _rule_names(kind: str) -> list[str]:
-    """Alert or record names of alerts.yml, read as text (no YAML parser)."""
-    return re.findall(rf"^\s*-?\s*{kind}:\s*(\S+)\s*$", ALERTS.read_text(), flags=re.MULTILINE)
 
 
 def test_the_cpu_and_gpu_overlays_exist() -> None:
@@ -259,68 +248,6 @@ def test_service_pdb_hpa_and_podmonitor_reach_the_pod(
     # The alert rules find the targets by these job names (InfergateGatewayDown / InfergateMonitorDown).
     assert set(re.findall(r'job="([^"]+)"', ALERTS.read_text())) <= set(jobs)
     assert jobs == {"infergate-gateway": GATEWAY_METRICS, "infergate-monitor": MONITOR_HTTP}
-
-
-@pytest.mark.parametrize("overlay", TARGETS)
-def test_prometheusrule_carries_every_rule_of_alerts_yml(
-    rendered: dict[str, list[Manifest]], overlay: str
-) -> None:
-    groups = one(rendered[overlay], "PrometheusRule")["spec"]["groups"]
-    rules = [rule for group in groups for rule in group["rules"]]
-    alerts = [rule["alert"] for rule in rules if "alert" in rule]
-    records = [rule["record"] for rule in rules if "record" in rule]
-    assert alerts == _rule_names("alert")
-    assert len(alerts) > 0
-    assert records == _rule_names("record")
-    assert all(rule["expr"].strip() for rule in rules)
-    assert all(rule["annotations"]["runbook_url"] for rule in rules if "alert" in rule)
-
-
-def test_prometheusrule_is_the_current_rendering_of_alerts_yml() -> None:
-    done = subprocess.run(
-        [sys.executable, str(RENDER), "--check"], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-
-
-def test_prometheusrule_spec_is_a_valid_rule_file(tmp_path: Path) -> None:
-    kubectl()
-    (rule,) = load(K8S / "base" / "prometheusrule.yaml")
-    rules = tmp_path / "rules.yml"
-    rules.write_text(json.dumps(rule["spec"]))  # JSON is YAML
-    done = promtool("check", "rules", str(rules), cwd=tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
-def test_render_script_refuses_what_it_cannot_wrap_and_reports_staleness(tmp_path: Path) -> None:
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, str(RENDER), *args], capture_output=True, text=True, timeout=60, check=False
-        )
-
-    good, out = tmp_path / "good.yml", tmp_path / "rule.yaml"
-    good.write_text(
-        "# c\ngroups:\n  - name: g\n    rules:\n      - alert: A\n        expr: |\n          up\n\n"
-    )
-    assert run("--alerts", str(good), "--out", str(out), "--check").returncode == 1  # absent = stale
-    assert run("--alerts", str(good), "--out", str(out)).returncode == 0
-    assert out.read_text().endswith(
-        "spec:\n  groups:\n    - name: g\n      rules:\n        - alert: A\n"
-        "          expr: |\n            up\n"
-    )
-    assert run("--alerts", str(good), "--out", str(out), "--check").returncode == 0
-    for bad, reason in [
-        ("groups: []\nextra: 1\n", "only a top-level 'groups:'"),
-        ("groups:\n\t- name: g\n", "tab"),
-        ("rules: []\n", "only a top-level 'groups:'"),
-        ("# nothing\n", "no top-level 'groups:'"),
-        ("groups:\n---\ngroups:\n", "only a top-level 'groups:'"),
-    ]:
-        path = tmp_path / "bad.yml"
-        path.write_text(bad)
-        done = run("--alerts", str(path), "--out", str(tmp_path / "unused.yaml"))
-        assert (done.returncode, reason in done.stderr) == (2, True), (bad, done.stderr)
-    assert not (tmp_path / "unused.yaml").exists()
 
 
 def test_gpu_overlay_requests_a_gpu_and_runs_the_models_on_cuda(rendered: dict[str, list[Manifest]]) -> None:

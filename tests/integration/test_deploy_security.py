@@ -32,20 +32,28 @@ from gateway.__main__ import parse_args
 from gateway.config import GatewayConfig
 from monitor.__main__ import build_parser
 from tests.certs import Pki
-from tests.kube import K8S, Manifest, container, find, flag, kubectl, kustomize, mounts, one, ports
+from tests.kube import (
+    OVERLAYS,
+    Manifest,
+    container,
+    find,
+    flag,
+    mounts,
+    one,
+    ports,
+    render,
+)
 from tests.onnx_models import build_registry, dtype_model
 from tests.servers import ServerThread
 from tests.tokens import TOKENS, write_tokens
 
-OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 AUTH_SECRET, INGEST_PORT, MONITOR_HTTP = "infergate-auth", 8091, 8090
 
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, list[Manifest]]:
-    kubectl()
-    return {name: kustomize(K8S / "overlays" / name) for name in OVERLAYS}
+    return render(OVERLAYS)
 
 
 def _pod(manifests: list[Manifest]) -> Manifest:

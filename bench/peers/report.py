@@ -174,7 +174,8 @@ def goals(results: dict[str, Any]) -> list[Goal]:
     """Issue 13's goals (c) and (e) that this section measures, plus figures reported for reading."""
     servers = {s["key"]: _cell_map(s) for s in results["servers"]}
     ours, tri = servers.get("infergate", {}), servers.get("pytriton", {})
-    ml = [servers[k] for k in ("mlserver", "mlserver-pw0") if k in servers]
+    mls = ("mlserver", "mlserver-pw0")
+    ml = [servers[k] for k in mls if k in servers]
     dft = servers.get("infergate-defaults", {})
 
     def rps(cells: dict[tuple[str, int, int], dict[str, Any]], key: tuple[str, int, int]) -> float | None:
@@ -190,19 +191,19 @@ def goals(results: dict[str, Any]) -> list[Goal]:
     o, ot = _overload_of(results, "infergate"), _overload_of(results, "pytriton")
     t64 = ("tiny", 1, 64)
     vs_tri, vs_ml = "infergate ÷ PyTriton", "infergate ÷ best MLServer"
-    mls = ("mlserver", "mlserver-pw0")
+    rounds = results.get("rounds")
     c = [
         (c64, "rps", ("pytriton",), ratio(rps(ours, c64), rps(tri, c64)), vs_tri),
         (c64, "rps", mls, ratio(rps(ours, c64), best_ml), vs_ml),
         (c64, "p99_ms", ("pytriton",), ratio(p99(ours, c64), p99(tri, c64)), vs_tri),
         (c16, "rps", ("pytriton",), ratio(rps(ours, c16), rps(tri, c16)), vs_tri),
     ]
-    figures = [goal_figure(results.get("rounds"), *item) for item in c]
+    figures = [goal_figure(rounds, *item) for item in c]
     shipped = goal_figure(
-        results.get("rounds"), c64, "rps", ("pytriton",), None, "defaults ÷ PyTriton", "infergate-defaults"
+        rounds, c64, "rps", ("pytriton",), None, "defaults ÷ PyTriton", "infergate-defaults"
     )
     ceiling = [
-        goal_figure(results.get("rounds"), c64, "rps", den, None, text, REFERENCE)
+        goal_figure(rounds, c64, "rps", den, None, text, REFERENCE)
         for den, text in ((("pytriton",), "echo ÷ PyTriton"), (mls, "echo ÷ best MLServer"))
     ]
     return [

@@ -46,7 +46,7 @@ serve: $(VENV)/.dev $(REGISTRY)/.built
 		--metrics-port $(METRICS_PORT) --monitor-url ws://$(HOST):$(MONITOR_PORT)/v1/samples/stream & gateway=$$!; \
 	wait -n; status=$$?; stop TERM; exit $$status
 
-test: install-dev lint protos-check prometheus pytest
+test: install-dev lint protos-check prometheus native-client pytest
 
 pytest: install-dev
 	$(PY) -m pytest -q
@@ -123,6 +123,19 @@ bench-list: install-dev
 .PHONY: bench-batching bench-swap bench-sampling bench-workers bench-drift bench-drift-power bench-hotpath bench-auth bench-feedback
 bench-batching bench-swap bench-sampling bench-workers bench-drift bench-drift-power bench-hotpath bench-auth bench-feedback:
 	$(MAKE) bench SECTIONS=$(@:bench-%=%)
+
+# infergate-load's native engine (loadtests/native/load.cc; `infergate-load --native-client build/infergate-load-native`):
+# a compiled gRPC client for offered rates one Python client core cannot sustain. Needs g++ and grpc++
+# (Debian's libgrpc++-dev, installed here when pkg-config cannot find it). Used by the hotpath section's
+# overload steps when it is built. Not part of `make test`'s requirements: its test builds it where it can.
+NATIVE_CLIENT ?= build/infergate-load-native
+.PHONY: native-client
+native-client: $(NATIVE_CLIENT)
+$(NATIVE_CLIENT): loadtests/native/load.cc
+	@pkg-config --exists grpc++ || (command -v apt-get >/dev/null && apt-get install -y -q libgrpc++-dev >/dev/null) \
+		|| { echo "native-client: needs grpc++ (Debian: apt-get install libgrpc++-dev)"; exit 1; }
+	mkdir -p $(dir $@)
+	g++ -O2 -std=c++17 $< -o $@ $$(pkg-config --cflags --libs grpc++)
 
 # Where a request's time goes (bench/profiling.py, docs/loadtests.md "Profiling the gateway"): starts a
 # gateway on a fresh bench registry under bench-out/profile/, drives it with a named closed-loop load

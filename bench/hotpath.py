@@ -48,6 +48,9 @@ from bench.hotpath_overload import BUDGET_MS, FACTORS, SCENARIOS, TUNED_FLAGS
 from bench.kit import Gateway, Measured, add_model, measure, start_gateway
 from bench.sections import Results, Section
 
+#: Where ``make native-client`` builds infergate-load's native engine (:mod:`loadtests.native`).
+NATIVE_CLIENT = Path(__file__).resolve().parent.parent / "build" / "infergate-load-native"
+
 __all__ = ["SECTION", "pin", "rss_kib"]
 
 
@@ -60,6 +63,12 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hotpath-rounds", type=int, default=3, help="hotpath: echo/gateway rounds of (a), (b)")
     p.add_argument(
         "--hotpath-overload-duration", type=float, default=None, help="hotpath: overload step s (--duration)"
+    )
+    p.add_argument(
+        "--hotpath-native-client",
+        type=Path,
+        default=NATIVE_CLIENT if NATIVE_CLIENT.exists() else None,
+        help="hotpath: the load client of (e) (default: make native-client's build when there is one)",
     )
 
 
@@ -159,14 +168,18 @@ class _Bench:
             pin(server.pid, plan["server_cpus"])
         mine = os.sched_getaffinity(0)
         os.sched_setaffinity(0, set(plan["client_cpus"]))
+        native = self.args.hotpath_native_client
         try:
             if capacity_of is None:
                 label = f"{server.key}-{scenario}-probe"
-                probe = self.closed(server, model, probe_c, rows=rows, label=label)
+                probe = self.load(
+                    label, server, model, levels=(float(probe_c),), rows=rows, native_client=native
+                )
                 capacity, source = float(probe.report["throughput_rps"]), probe.label
             else:
                 capacity, source = float(capacity_of["capacity_rps"]), str(capacity_of["capacity_from"])
             out: dict[str, Any] = {"capacity_rps": capacity, "capacity_from": source, "steps": {}}
+            out["client"] = "native" if native is not None else "python"
             out["rss_kib"] = [rss_kib(server.pid)]
             duration = self.args.hotpath_overload_duration or self.args.duration
             for factor in FACTORS if capacity > 0 else ():
@@ -174,7 +187,7 @@ class _Bench:
                 self.load(
                     label, server, model, mode="open", poisson=True, levels=(round(factor * capacity, 1),),
                     rows=rows, duration_s=duration, timeout_us=int(BUDGET_MS * 1000),
-                    deadline_s=BUDGET_MS / 1000, budget_ms=BUDGET_MS, drain_s=1.0,
+                    deadline_s=BUDGET_MS / 1000, budget_ms=BUDGET_MS, drain_s=1.0, native_client=native,
                 )  # fmt: skip
                 out["steps"][str(factor)] = label
                 out["rss_kib"].append(rss_kib(server.pid))

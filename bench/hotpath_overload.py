@@ -224,6 +224,21 @@ def _client_note(results: Results, runs: dict[str, Measured]) -> str:
     )
 
 
+def _client_kind(results: Results) -> str:
+    """Which load client drove the overload steps (results before the native engine have no key)."""
+    kinds = {
+        entry.get("client", "python")
+        for servers in (results.get("overload") or {}).values()
+        for entry in servers.values()
+    }
+    if kinds == {"native"}:
+        return (
+            "`infergate-load --native-client` (its compiled engine, `make native-client`: one Python client "
+            "core cannot offer a 1-row model 4x a gateway's capacity)"
+        )
+    return "`infergate-load` (Python gRPC; `make native-client` builds the engine that keeps up at 4x)"
+
+
 def overload_text(results: Results, runs: dict[str, Measured], pinned: str) -> list[str]:
     """The (e) subsection: how it was measured, the table, and whether the client kept up."""
     scenarios = "; ".join(
@@ -237,7 +252,8 @@ def overload_text(results: Results, runs: dict[str, Measured], pinned: str) -> l
         f"{' and '.join(f'{f}x' for f in FACTORS)} that capacity with the `timeout` parameter, the gRPC "
         f"deadline and the goodput budget all {fmt(results['budget_ms'], 0)} ms; {pinned}. Latencies are "
         "the client's, from each call's intended send time; send lag and client CPU show whether the client "
-        "kept up. Server OK: calls the gateway answered OK over the step, warm-up and drain included (its "
+        f"kept up. Load client: {_client_kind(results)}. Server OK: calls the gateway answered OK over the "
+        "step, warm-up and drain included (its "
         "`infergate_requests_total`). Beyond deadline: the step's largest latency, OK or error, minus the "
         "budget (negative: every call ended before its deadline). UNAVAILABLE is the transport refusing a "
         "stream past `--max-concurrent-streams` (HTTP/2 REFUSED_STREAM: never processed, safe to retry); "

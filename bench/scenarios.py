@@ -121,6 +121,7 @@ _FLAGS = {
     "version": "--version",
     "poisson": "--poisson",
     "stream": "--stream",
+    "native_client": "--native-client",
     "duration_s": "--duration",
     "requests": "--requests",
     "warmup_s": "--warmup",

@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", type=int, default=1, help="client processes (default 1)")
     p.add_argument("--stream", action="store_true", help="use ModelStreamInfer (one stream per process)")
     p.add_argument(
+        "--native-client",
+        type=Path,
+        default=None,
+        metavar="BINARY",
+        help="send unary calls with this compiled client (make native-client) instead of Python gRPC",
+    )
+    p.add_argument(
         "--input",
         dest="input_source",
         choices=INPUT_SOURCES,
@@ -150,6 +157,7 @@ def parse_load_args(argv: list[str] | None) -> tuple[LoadConfig, bool]:
             progress=not args.no_progress,
             label=args.label,
             security=secure.from_args(args),
+            native_client=args.native_client,
         )
     except (ValueError, OSError) as exc:
         parser.error(str(exc))

@@ -58,6 +58,7 @@ class LoadConfig:
     progress: bool = True
     label: str = ""
     security: ClientSecurity | None = None  # TLS and token (loadtests/secure.py)
+    native_client: Path | None = None  # the compiled engine (loadtests/native.py) instead of Python gRPC
 
     def __post_init__(self) -> None:
         split_target(self.target)
@@ -87,6 +88,13 @@ class LoadConfig:
             raise ValueError("--input reference needs --registry DIR")
         if self.input_source == "npz" and self.npz is None:
             raise ValueError("--input npz needs --npz FILE")
+        if self.native_client is not None:
+            if self.stream or self.security is not None:
+                raise ValueError(
+                    "--native-client sends plaintext unary calls only (no --stream, TLS or token)"
+                )
+            if self.mode == "closed" and self.requests is not None:
+                raise ValueError("--native-client runs a closed loop for --duration, not a --requests quota")
 
     @property
     def budget_ns(self) -> int | None:
@@ -121,6 +129,7 @@ class LoadConfig:
             drain_s=self.drain_s,
             seed=self.seed,
             security=self.security,
+            native_client=None if self.native_client is None else str(self.native_client),
         )
 
     def parameters(self) -> dict[str, Any]:

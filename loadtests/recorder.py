@@ -121,6 +121,12 @@ class Recorder:
         with self._lock:
             self._raw.extend((intended_ns, sent_ns, done_ns, code))
 
+    def add_records(self, records: Int64Array) -> None:
+        """Records many finished requests at once: an (n, 4) int64 array of ``add``'s arguments."""
+        flat = np.ascontiguousarray(records, dtype=np.int64).reshape(-1)
+        with self._lock:
+            self._raw.frombytes(flat.tobytes())
+
     def fold(self) -> None:
         """Moves the raw records into the summary (numpy, vectorized) and clears them; thread-safe."""
         with self._lock:

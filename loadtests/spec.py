@@ -53,6 +53,7 @@ class StepSpec:
     drain_s: float = 5.0
     seed: int = 0
     security: ClientSecurity | None = None
+    native_client: str | None = None  # path of loadtests/native/load.cc built (loadtests.native)
 
     def __post_init__(self) -> None:
         split_target(self.target)

@@ -18,10 +18,12 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import grpc
 
+from loadtests.native import run_native
 from loadtests.recorder import Recorder, Summary
 from loadtests.secure import open_channel
 from loadtests.spec import WorkerTask
@@ -60,6 +62,14 @@ def run_task(task: WorkerTask, progress: Any = None) -> WorkerResult:
     spec = task.spec
     window = max(spec.window_ns, 1)
     recorder = Recorder(measure_ns=task.measure_ns, window_ns=window, budget_ns=spec.budget_ns)
+    if spec.native_client is not None:
+        wall0 = time.perf_counter_ns()
+        cpu_s = run_native(Path(spec.native_client), task, recorder)
+        wall_s = (time.perf_counter_ns() - max(wall0, task.start_ns)) / 1e9
+        recorder.fold()
+        if progress is not None:
+            progress[task.process] = recorder.completed
+        return WorkerResult(task.process, recorder.summary, cpu_s=cpu_s, wall_s=max(wall_s, 1e-9))
     channel = open_channel(spec.target, channel_options(), spec.security)
     try:
         grpc.channel_ready_future(channel).result(timeout=_CONNECT_TIMEOUT_S)

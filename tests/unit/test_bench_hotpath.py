@@ -285,3 +285,13 @@ def test_goal_d_pairs_each_gateway_round_with_the_ceiling_measured_right_after_i
     assert "2 paired rounds; per round 0.80, 0.60" in d_goal.measured
     assert "48/40 rows" in d_goal.figure
     assert "mean batch 40.00, 40 rows: 3,200 rows/s" in render(results)
+
+
+def test_overload_text_names_the_load_client_that_drove_it() -> None:
+    from bench.hotpath_overload import _client_kind
+
+    native = {"overload": {"tiny": {"defaults": {"client": "native"}, "echo": {"client": "native"}}}}
+    assert "--native-client" in _client_kind(native)
+    older = {"overload": {"tiny": {"defaults": {"capacity_rps": 1.0}}}}  # results from before the engine
+    assert "Python gRPC" in _client_kind(older)
+    assert "Python gRPC" in _client_kind({"overload": None})

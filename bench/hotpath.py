@@ -48,8 +48,9 @@ from bench.hotpath_overload import BUDGET_MS, FACTORS, SCENARIOS, TUNED_FLAGS
 from bench.kit import Gateway, Measured, add_model, measure, start_gateway
 from bench.sections import Results, Section
 
-#: Where ``make native-client`` builds infergate-load's native engine (:mod:`loadtests.native`).
-NATIVE_CLIENT = Path(__file__).resolve().parent.parent / "build" / "infergate-load-native"
+#: Where ``make native-client`` builds infergate-load's native engine (:mod:`loadtests.native`), relative to
+#: the repository root that ``make bench`` runs in (commands in BENCHMARKS.md show it so).
+NATIVE_CLIENT = Path("build/infergate-load-native")
 
 __all__ = ["SECTION", "pin", "rss_kib"]
 

@@ -127,7 +127,7 @@ bench-batching bench-swap bench-sampling bench-workers bench-drift bench-drift-p
 # infergate-load's native engine (loadtests/native/load.cc; `infergate-load --native-client build/infergate-load-native`):
 # a compiled gRPC client for offered rates one Python client core cannot sustain. Needs g++ and grpc++
 # (Debian's libgrpc++-dev, installed here when pkg-config cannot find it). Used by the hotpath section's
-# overload steps when it is built. Not part of `make test`'s requirements: its test builds it where it can.
+# overload steps when it is built; `make test` builds it so tests/integration/test_load_native.py runs.
 NATIVE_CLIENT ?= build/infergate-load-native
 .PHONY: native-client
 native-client: $(NATIVE_CLIENT)

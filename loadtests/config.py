@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from loadtests.native import unsupported
 from loadtests.secure import ClientSecurity
 from loadtests.spec import StepSpec, split_target
 
@@ -89,12 +90,13 @@ class LoadConfig:
         if self.input_source == "npz" and self.npz is None:
             raise ValueError("--input npz needs --npz FILE")
         if self.native_client is not None:
-            if self.stream or self.security is not None:
-                raise ValueError(
-                    "--native-client sends plaintext unary calls only (no --stream, TLS or token)"
-                )
-            if self.mode == "closed" and self.requests is not None:
-                raise ValueError("--native-client runs a closed loop for --duration, not a --requests quota")
+            reason = unsupported(
+                stream=self.stream,
+                secured=self.security is not None,
+                closed_quota=self.mode == "closed" and self.requests is not None,
+            )
+            if reason is not None:
+                raise ValueError(reason)
 
     @property
     def budget_ns(self) -> int | None:

@@ -32,20 +32,39 @@ from loadtests.schedule import arrivals
 from loadtests.spec import StepSpec, WorkerTask
 from loadtests.unary import MODEL_INFER
 
-__all__ = ["SOURCE", "build", "check_supported", "read_records", "run_native", "write_payloads"]
+__all__ = [
+    "SOURCE",
+    "build",
+    "check_supported",
+    "read_records",
+    "run_native",
+    "unsupported",
+    "write_payloads",
+]
 
 #: The C++ source of the engine.
 SOURCE = Path(__file__).with_name("native") / "load.cc"
 
 
+def unsupported(*, stream: bool, secured: bool, closed_quota: bool) -> str | None:
+    """Why the native engine cannot run such a step (module contract), or None; the one home of the rule
+    that :class:`loadtests.config.LoadConfig` checks up front and :func:`run_native` again."""
+    if stream or secured:
+        return "--native-client sends plaintext unary calls only (no --stream, TLS or token)"
+    if closed_quota:
+        return "--native-client runs a closed loop for --duration, not a --requests quota"
+    return None
+
+
 def check_supported(spec: StepSpec) -> None:
-    """Raises ValueError for what the native engine does not do (module contract)."""
-    if spec.stream:
-        raise ValueError("the native client sends unary calls only (no --stream)")
-    if spec.security is not None:
-        raise ValueError("the native client has no TLS or token support")
-    if spec.mode == "closed" and spec.requests is not None:
-        raise ValueError("the native client runs a closed loop for a duration, not a --requests quota")
+    """Raises ValueError when :func:`unsupported` has a reason for ``spec``."""
+    reason = unsupported(
+        stream=spec.stream,
+        secured=spec.security is not None,
+        closed_quota=spec.mode == "closed" and spec.requests is not None,
+    )
+    if reason is not None:
+        raise ValueError(reason)
 
 
 def write_payloads(path: Path, payloads: tuple[bytes, ...]) -> None:

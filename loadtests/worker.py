@@ -60,41 +60,45 @@ class WorkerResult:
 def run_task(task: WorkerTask, progress: Any = None) -> WorkerResult:
     """Runs one process's share of a step in this process; ``progress[task.process]`` gets live counts."""
     spec = task.spec
-    window = max(spec.window_ns, 1)
-    recorder = Recorder(measure_ns=task.measure_ns, window_ns=window, budget_ns=spec.budget_ns)
+    recorder = Recorder(
+        measure_ns=task.measure_ns, window_ns=max(spec.window_ns, 1), budget_ns=spec.budget_ns
+    )
+    wall0 = time.perf_counter_ns()
     if spec.native_client is not None:
-        wall0 = time.perf_counter_ns()
-        cpu_s = run_native(Path(spec.native_client), task, recorder)
-        wall_s = (time.perf_counter_ns() - max(wall0, task.start_ns)) / 1e9
-        recorder.fold()
-        if progress is not None:
-            progress[task.process] = recorder.completed
-        return WorkerResult(task.process, recorder.summary, cpu_s=cpu_s, wall_s=max(wall_s, 1e-9))
+        cpu_s: float | None = run_native(Path(spec.native_client), task, recorder)
+    else:
+        cpu_s = _run_python(task, recorder, progress)
+    if cpu_s is None:
+        return WorkerResult(
+            task.process, error=f"could not connect to {spec.target} in {_CONNECT_TIMEOUT_S} s"
+        )
+    wall_s = (time.perf_counter_ns() - max(wall0, task.start_ns)) / 1e9
+    recorder.fold()
+    if progress is not None:
+        progress[task.process] = recorder.completed
+    return WorkerResult(task.process, recorder.summary, cpu_s=cpu_s, wall_s=max(wall_s, 1e-9))
+
+
+def _run_python(task: WorkerTask, recorder: Recorder, progress: Any) -> float | None:
+    """Runs the step with Python gRPC, folding as it goes; its CPU seconds, or None if it cannot connect."""
+    spec = task.spec
     channel = open_channel(spec.target, channel_options(), spec.security)
     try:
         grpc.channel_ready_future(channel).result(timeout=_CONNECT_TIMEOUT_S)
     except grpc.FutureTimeoutError:
         channel.close()
-        return WorkerResult(
-            task.process, error=f"could not connect to {spec.target} in {_CONNECT_TIMEOUT_S} s"
-        )
+        return None
     stop = threading.Event()
     monitor = threading.Thread(target=_monitor, args=(recorder, stop, progress, task.process), daemon=True)
     monitor.start()
     cpu0 = time.process_time()
-    wall0 = time.perf_counter_ns()
     try:
         (run_stream if spec.stream else run_unary)(channel, task, recorder)
     finally:
-        cpu_s = time.process_time() - cpu0
-        wall_s = (time.perf_counter_ns() - max(wall0, task.start_ns)) / 1e9
         stop.set()
         monitor.join(5.0)
         channel.close()
-        recorder.fold()
-        if progress is not None:
-            progress[task.process] = recorder.completed
-    return WorkerResult(task.process, recorder.summary, cpu_s=cpu_s, wall_s=max(wall_s, 1e-9))
+    return time.process_time() - cpu0
 
 
 def _monitor(recorder: Recorder, stop: threading.Event, progress: Any, index: int) -> None:

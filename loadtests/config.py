@@ -89,14 +89,8 @@ class LoadConfig:
             raise ValueError("--input reference needs --registry DIR")
         if self.input_source == "npz" and self.npz is None:
             raise ValueError("--input npz needs --npz FILE")
-        if self.native_client is not None:
-            reason = unsupported(
-                stream=self.stream,
-                secured=self.security is not None,
-                closed_quota=self.mode == "closed" and self.requests is not None,
-            )
-            if reason is not None:
-                raise ValueError(reason)
+        if self.native_client is not None and (reason := unsupported(self)) is not None:
+            raise ValueError(reason)
 
     @property
     def budget_ns(self) -> int | None:

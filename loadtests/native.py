@@ -24,11 +24,13 @@ import struct
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from loadtests.recorder import Recorder
 from loadtests.schedule import arrivals
+from loadtests.secure import ClientSecurity
 from loadtests.spec import StepSpec, WorkerTask
 from loadtests.unary import MODEL_INFER
 
@@ -46,23 +48,32 @@ __all__ = [
 SOURCE = Path(__file__).with_name("native") / "load.cc"
 
 
-def unsupported(*, stream: bool, secured: bool, closed_quota: bool) -> str | None:
-    """Why the native engine cannot run such a step (module contract), or None; the one home of the rule
-    that :class:`loadtests.config.LoadConfig` checks up front and :func:`run_native` again."""
-    if stream or secured:
+class _Step(Protocol):
+    """What :func:`unsupported` reads; :class:`StepSpec` and :class:`loadtests.config.LoadConfig` have it."""
+
+    @property
+    def stream(self) -> bool: ...
+    @property
+    def security(self) -> ClientSecurity | None: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def requests(self) -> int | None: ...
+
+
+def unsupported(step: _Step) -> str | None:
+    """Why the native engine cannot run ``step`` (module contract), or None: the one home of the rule that
+    LoadConfig checks up front and :func:`run_native` again."""
+    if step.stream or step.security is not None:
         return "--native-client sends plaintext unary calls only (no --stream, TLS or token)"
-    if closed_quota:
+    if step.mode == "closed" and step.requests is not None:
         return "--native-client runs a closed loop for --duration, not a --requests quota"
     return None
 
 
 def check_supported(spec: StepSpec) -> None:
     """Raises ValueError when :func:`unsupported` has a reason for ``spec``."""
-    reason = unsupported(
-        stream=spec.stream,
-        secured=spec.security is not None,
-        closed_quota=spec.mode == "closed" and spec.requests is not None,
-    )
+    reason = unsupported(spec)
     if reason is not None:
         raise ValueError(reason)
 

@@ -26,9 +26,11 @@ Contracts:
   defaults gateway, then a fresh gateway with :data:`~bench.hotpath_overload.TUNED_FLAGS` (tuned) offered
   the same rates as the defaults gateway (its own probe would count the refusals its push-back causes at
   a closed loop's concurrency). A server's RSS (``VmRSS`` of ``/proc/PID/status``) is read before the 2x
-  step, between, and after 4x.
+  step, between, and after 4x. Then :func:`bench.hotpath_refusals.measure`: what one refusal costs the
+  pinned core, at the defaults gateway's ``tiny`` rates.
 * Results: every load run as :meth:`bench.kit.Measured.to_json` under ``runs``, plus ``ceiling``,
-  ``overload``, ``configs`` and ``commands``; :mod:`bench.hotpath_md` renders them and states the goals.
+  ``overload``, ``refusals``, ``configs`` and ``commands``; :mod:`bench.hotpath_md` renders them and
+  states the goals.
 """
 
 from __future__ import annotations
@@ -38,13 +40,15 @@ import os
 import shutil
 import signal
 import subprocess
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.hotpath_md import CONFIGS, TITLE, goals, render, round_label
 from bench.hotpath_overload import BUDGET_MS, FACTORS, SCENARIOS, TUNED_FLAGS
+from bench.hotpath_refusals import measure as measure_refusals
 from bench.kit import Gateway, Measured, add_model, measure, start_gateway
 from bench.sections import Results, Section
 
@@ -167,10 +171,8 @@ class _Bench:
         _, model, rows, probe_c = SCENARIOS[scenario]
         if plan["pinned"]:
             pin(server.pid, plan["server_cpus"])
-        mine = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, set(plan["client_cpus"]))
         native = self.args.hotpath_native_client
-        try:
+        with _client_pinned(plan):
             if capacity_of is None:
                 label = f"{server.key}-{scenario}-probe"
                 probe = self.load(
@@ -192,9 +194,18 @@ class _Bench:
                 )  # fmt: skip
                 out["steps"][str(factor)] = label
                 out["rss_kib"].append(rss_kib(server.pid))
-        finally:
-            os.sched_setaffinity(0, mine)
         return out
+
+
+@contextmanager
+def _client_pinned(plan: dict[str, Any]) -> Iterator[None]:
+    """This process (and the load clients it starts) on the plan's client CPUs for the block."""
+    mine = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, set(plan["client_cpus"]))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, mine)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -265,6 +276,13 @@ def _run(args: argparse.Namespace) -> Results:
         for scenario in SCENARIOS:
             overload[scenario]["defaults"] = b.overload(gw, scenario, plan)
         gw_process.process.stop()
+
+        with _client_pinned(plan):  # (e)'s floor: what a refusal costs the pinned core
+            capacity = overload["tiny"]["defaults"]["capacity_rps"]
+            pin_to = plan["server_cpus"] if plan["pinned"] else None
+            native = args.hotpath_native_client
+            refusals = measure_refusals(b, registry, capacity, pin_to, args.work, native) if capacity else {}
+        b.commands["stalled echo"] = f"infergate-load echo-server --registry {registry} --port 0 --stall"
         tuned, _ = b.gateway(stack, "tuned", registry, *TUNED_FLAGS)
         for scenario in SCENARIOS:
             defaults = overload[scenario]["defaults"]
@@ -277,6 +295,7 @@ def _run(args: argparse.Namespace) -> Results:
             "rounds": d_rounds,
         },
         "overload": overload,
+        "refusals": refusals,
         "pinning": plan,
         "budget_ms": BUDGET_MS,
         "configs": {k: {"label": label, "toml": toml} for k, (label, toml) in CONFIGS.items()},

@@ -17,6 +17,7 @@ import statistics
 from typing import Any
 
 from bench.hotpath_overload import overload_goals, overload_text
+from bench.hotpath_refusals import refusal_text
 from bench.kit import Measured, measured, ratio
 from bench.markdown import details, fmt, goal_table, header
 from bench.sections import Goal, Results
@@ -211,6 +212,7 @@ def render(results: Results) -> str:
         + ".",
         "",
         *overload_text(results, runs, pinned),
+        *refusal_text(results, runs),
         "### Runs",
         "",
         *details(runs.values()),

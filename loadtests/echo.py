@@ -12,6 +12,10 @@ Contracts:
 * Output shapes follow the signature with the batch dim (a dynamic leading dim) set to the request's
   rows (``inputs[0].shape[0]``) and other dynamic dims set to 1; requested outputs are honoured.
 * Binds the host it is given (default 127.0.0.1); port 0 picks a free port (:attr:`EchoServer.port`).
+* ``stall``: the first ModelInfer blocks the event loop for good (a blocking sleep), so gRPC core holds
+  the calls that follow up to its limits (``max_pending_calls``, ``max_concurrent_streams``) and refuses
+  the rest by itself; the server CPU this costs is what one refusal costs a core (``bench.hotpath_refusals``).
+  Such a server stops only by a signal's default action (SIGTERM), since its loop never runs again.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +90,22 @@ def _field(number: int, data: bytes) -> bytes:
 class EchoServer:
     """The echo baseline server over ``registry`` (see the module contract)."""
 
-    def __init__(self, registry: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        registry: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        max_pending_calls: int = 0,
+        max_concurrent_streams: int = 0,
+        stall: bool = False,
+    ) -> None:
         self.host, self.requested_port = host, port
+        self.max_pending_calls, self.max_concurrent_streams, self.stall = (
+            max_pending_calls,
+            max_concurrent_streams,
+            stall,
+        )
         self.port = 0
         self.models: dict[tuple[str, str], _Model] = {}
         for name, info in scan_registry(registry).items():
@@ -104,6 +123,8 @@ class EchoServer:
         return self.models.get((name, version))
 
     async def _infer(self, request: pb.ModelInferRequest, context: Any) -> bytes:
+        while self.stall:  # blocks the loop for good (module contract)
+            time.sleep(3600)  # noqa: ASYNC251 (blocking the loop is the point)
         model = self._model(request.model_name, request.model_version)
         if model is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model {request.model_name!r}")
@@ -150,13 +171,17 @@ class EchoServer:
     async def start(self) -> int:
         """Binds and starts; returns the port."""
         limit = 64 * 1024 * 1024
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-                ("grpc.so_reuseport", 0),
-            ]
-        )
+        options = [
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),
+        ]
+        if self.max_pending_calls:
+            options.append(("grpc.server.max_pending_requests", self.max_pending_calls))
+            options.append(("grpc.server.max_pending_requests_hard_limit", self.max_pending_calls))
+        if self.max_concurrent_streams:
+            options.append(("grpc.max_concurrent_streams", self.max_concurrent_streams))
+        server = grpc.aio.server(options=options)
 
         def unary(fn: Any, request: Any, response: Any = None) -> grpc.RpcMethodHandler[Any, Any]:
             return grpc.unary_unary_rpc_method_handler(fn, request.FromString, response)
@@ -195,12 +220,20 @@ class EchoServer:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    server = EchoServer(args.registry, args.host, args.port)
+    server = EchoServer(
+        args.registry,
+        args.host,
+        args.port,
+        max_pending_calls=args.max_pending_calls,
+        max_concurrent_streams=args.max_concurrent_streams,
+        stall=args.stall,
+    )
     port = await server.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
+    if not args.stall:  # a stalled loop never runs a handler: SIGTERM's default action ends it
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
     print(f"infergate echo listening on {args.host}:{port}", flush=True)
     await stopping.wait()
     await server.stop()
@@ -213,4 +246,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--registry", type=Path, required=True, help="registry whose signatures to echo")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
+    limits = {
+        "--max-pending-calls": "calls gRPC core holds for the loop (default: core's)",
+        "--max-concurrent-streams": "HTTP/2 streams per connection (default: core's)",
+    }
+    for flag, text in limits.items():
+        parser.add_argument(flag, type=int, default=0, help=text)
+    parser.add_argument(
+        "--stall",
+        action="store_true",
+        help="the first ModelInfer blocks the loop for good: gRPC core refuses what its limits do not hold",
+    )
     return asyncio.run(_serve(parser.parse_args(argv)))

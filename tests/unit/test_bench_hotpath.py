@@ -11,6 +11,7 @@ import pytest
 from bench import hotpath_md
 from bench.hotpath_md import goals, render
 from bench.hotpath_overload import SERVERS, beyond_deadline, fast_share
+from bench.hotpath_refusals import goodput_bound
 from bench.kit import Measured
 from bench.runner import build_parser
 from bench.sections import REGISTRY, load_section
@@ -295,3 +296,27 @@ def test_overload_text_names_the_load_client_that_drove_it() -> None:
     older = {"overload": {"tiny": {"defaults": {"capacity_rps": 1.0}}}}  # results from before the engine
     assert "Python gRPC" in _client_kind(older)
     assert "Python gRPC" in _client_kind({"overload": None})
+
+
+def test_goodput_bound_is_the_core_budget_left_after_refusals() -> None:
+    assert goodput_bound(2, 0.0) == 1.0  # free refusals: the whole core serves
+    assert goodput_bound(4, 0.1) == pytest.approx((1 - 0.4) / 0.9)
+    assert goodput_bound(4, 0.3) == 0.0  # refusing 4x would take more than the core
+    assert goodput_bound(2, None) is None
+    assert goodput_bound(2, 1.0) is None  # a refusal costing a served call's share says nothing
+
+
+def test_refusal_table_puts_the_bound_beside_the_measured_goodput() -> None:
+    results = _results()
+    assert "What a refusal costs" not in render(results)  # results from before this step render without it
+    pending = {"label": "refusals-pending-2x", "rate": 1400.0, "calls": 7000, "cpu_s": 0.7}
+    pending["us_per_call"] = 100.0
+    results["refusals"] = {"capacity_rps": 700.0, "pending": {"2": pending}, "streams": {}}
+    text = render(results)
+    # r = 100 µs x 700/s = 0.07; bound (1 - 0.14) / 0.93 = 0.92; measured at 2x: defaults 600 ÷ 700 = 0.86,
+    # tuned 300 ÷ 700 = 0.43, each from its own overload entry
+    assert (
+        "| gRPC core's pending-call limit (CANCELLED) | 2x | 1,400 | 7000 | 0.70 | 100.0 | 0.14 | 0.070 "
+        "| 0.92 | 0.86 | 0.43 |"
+    ) in text
+    assert "c = 700 req/s" in text

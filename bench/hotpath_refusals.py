@@ -19,9 +19,9 @@ Contracts:
   ``results["refusals"]["capacity_rps"]`` is the capacity the rates were derived from.
 * :func:`goodput_bound`: a core that serves ``s`` calls/s at its closed-loop cost (``1/c`` core-seconds
   each, ``c`` = capacity) and refuses the rest of ``F·c`` at ``R`` each spends ``s/c + (F·c - s)·R <= 1``
-  core-second per second, so ``s/c <= (1 - F·r) / (1 - r)`` with ``r = R·c``. An upper bound: a served
-  call costs at least its closed-loop share (more under overload, in our profiles), and not every served
-  call is good.
+  core-second per second, so ``s/c <= (1 - F·r) / (1 - r)`` with ``r = R·c``. It is an estimate, not a
+  proof: it takes a served call to cost what the closed-loop probe says (``1/c``); a step that serves
+  calls more cheaply than its probe did (a probe slowed by the shared host, larger batches) can exceed it.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ class _Bench(Protocol):
 
 
 def goodput_bound(factor: float, r: float | None) -> float | None:
-    """Upper bound on goodput ÷ capacity at ``factor`` x capacity, for refusal cost ``r`` = R x capacity."""
+    """Goodput ÷ capacity left at ``factor`` x capacity by refusals costing ``r`` = R x capacity each
+    (module contract: an estimate, assuming a served call costs its closed-loop share)."""
     if r is None or r >= 1:
         return None
     return max(0.0, (1 - factor * r) / (1 - r))
@@ -144,11 +145,13 @@ def refusal_text(results: Results, runs: dict[str, Measured]) -> list[str]:
         f"c = {fmt(capacity, 0)} req/s times the factor F), and the server's CPU over the step ÷ the calls "
         "sent is the cost R of one refusal. A core that serves s calls/s at its closed-loop cost (1/c each) "
         "and refuses the rest spends s/c + (F·c - s)·R ≤ 1, so goodput ÷ capacity ≤ (1 - F·r) / (1 - r) "
-        "with r = R·c: an upper bound for any server on this transport and core, before Python does "
-        "anything.",
+        "with r = R·c: the ceiling the refusals leave any server on this transport and core, before Python "
+        "does anything. It takes a served call to cost what it did in the closed-loop probe; a step that "
+        "serves calls more cheaply than its probe did (a probe slowed by the shared host) can pass it, so "
+        "it is an estimate, not a proof.",
         "",
         "| refused at | factor | offered calls/s | calls | server CPU s | µs per refused call "
-        "| share of the core at this rate | r = R·c | bound on goodput ÷ capacity | measured: defaults "
+        "| share of the core at this rate | r = R·c | ceiling on goodput ÷ capacity | measured: defaults "
         "| measured: tuned |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]

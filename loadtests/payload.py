@@ -5,6 +5,8 @@ Contracts:
 
 * :func:`fetch_metadata` asks the target for ``ModelMetadata`` (input names, datatypes and shapes);
   every source is checked against it, so a payload the server would reject fails here with a message.
+  A server still refusing a previous step's backlog (CANCELLED, UNAVAILABLE, RESOURCE_EXHAUSTED) is
+  asked again until the call's timeout.
 * Sources: ``reference`` reads ``<registry>/<model>/<version>/reference.npz`` (keys ``input:<name>``;
   version = ``--version``, else the pin, else the highest READY one); ``npz`` reads keys ``<name>`` or
   ``input:<name>``; ``random`` draws from ModelMetadata (normal floats, small ints, short strings).
@@ -18,6 +20,7 @@ Contracts:
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,16 +55,32 @@ class Payloads:
     source: str
 
 
+#: Codes a server answers while it is still working off a backlog (a previous overload step): gRPC core's
+#: refusal past its pending limit, the transport's refused stream, the server's own overload refusal.
+_BUSY = (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
 def fetch_metadata(
-    channel: grpc.Channel, model: str, version: str, timeout_s: float = 10.0
+    channel: grpc.Channel, model: str, version: str, timeout_s: float = 10.0, retry_s: float = 0.2
 ) -> list[InputSpec]:
-    """The model's inputs as the target describes them (raises grpc.RpcError, e.g. NOT_FOUND)."""
+    """The model's inputs as the target describes them. A busy refusal (:data:`_BUSY`) is retried every
+    ``retry_s`` until ``timeout_s`` has passed (monotonic clock), then raised; any other error (e.g.
+    NOT_FOUND) is raised at once (grpc.RpcError)."""
     call = channel.unary_unary(
         _METADATA,
         request_serializer=pb.ModelMetadataRequest.SerializeToString,
         response_deserializer=pb.ModelMetadataResponse.FromString,
     )
-    response = call(pb.ModelMetadataRequest(name=model, version=version), timeout=timeout_s)
+    give_up = time.monotonic() + timeout_s
+    while True:
+        left = give_up - time.monotonic()
+        try:
+            response = call(pb.ModelMetadataRequest(name=model, version=version), timeout=max(left, 0.01))
+            break
+        except grpc.RpcError as error:
+            if error.code() not in _BUSY or time.monotonic() + retry_s >= give_up:
+                raise
+            time.sleep(retry_s)
     return [InputSpec(t.name, t.datatype, tuple(int(d) for d in t.shape)) for t in response.inputs]
 
 

@@ -17,7 +17,9 @@ Contracts:
   with the gateway's own ``intra_op_threads`` (:func:`gateway.runner.default_intra_op_threads`, written
   into a model.toml of a ceiling registry): each ratio pairs two measurements seconds apart, so a change
   in the shared host's speed between them cannot decide the figure.
-  (f): tiny C=64 and mlp C=64 on every configuration.
+  (f): ``--hotpath-rounds`` rounds of tiny C=64 and mlp C=64 on every configuration, all up at once, in
+  the order of :data:`~bench.hotpath_md.CONFIGS` in even rounds and reversed in odd ones (labels
+  ``f-{config}-{model}-c64``, round-numbered as (a)'s).
 * (e): with two or more usable cores the server's every thread is pinned to the first one (``taskset -a
   -p``) and this process, hence the load client it spawns, to the others; otherwise nothing is pinned and
   the results say why. Per scenario of :data:`bench.hotpath_overload.SCENARIOS` and server: a closed-loop
@@ -36,12 +38,9 @@ Contracts:
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
-import subprocess
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,13 +49,14 @@ from bench.hotpath_md import CONFIGS, TITLE, goals, render, round_label
 from bench.hotpath_overload import BUDGET_MS, FACTORS, SCENARIOS, TUNED_FLAGS
 from bench.hotpath_refusals import measure as measure_refusals
 from bench.kit import Gateway, Measured, add_model, measure, start_gateway
+from bench.pinning import client_pinned, cpu_plan, pin, rss_kib
 from bench.sections import Results, Section
 
 #: Where ``make native-client`` builds infergate-load's native engine (:mod:`loadtests.native`), relative to
 #: the repository root that ``make bench`` runs in (commands in BENCHMARKS.md show it so).
 NATIVE_CLIENT = Path("build/infergate-load-native")
 
-__all__ = ["SECTION", "pin", "rss_kib"]
+__all__ = ["SECTION"]
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
@@ -75,40 +75,6 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         default=NATIVE_CLIENT if NATIVE_CLIENT.exists() else None,
         help="hotpath: the load client of (e) (default: make native-client's build when there is one)",
     )
-
-
-def rss_kib(pid: int) -> int | None:
-    """``VmRSS`` of process ``pid`` in KiB; None once it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def pin(pid: int, cpus: list[int]) -> None:
-    """Pins every thread of ``pid`` to ``cpus`` with ``taskset -a -p`` (CalledProcessError if it fails)."""
-    subprocess.run(
-        ["taskset", "-a", "-p", "-c", ",".join(map(str, cpus)), str(pid)],
-        check=True, capture_output=True, timeout=30,
-    )  # fmt: skip
-
-
-def _cpu_plan() -> dict[str, Any]:
-    usable = sorted(os.sched_getaffinity(0))
-    if len(usable) < 2:
-        why = f"not pinned: only {len(usable)} usable core(s)"
-        return {"pinned": False, "server_cpus": usable, "client_cpus": usable, "why": why}
-    if shutil.which("taskset") is None:
-        return {
-            "pinned": False,
-            "server_cpus": usable,
-            "client_cpus": usable,
-            "why": "not pinned: no taskset",
-        }
-    return {"pinned": True, "server_cpus": usable[:1], "client_cpus": usable[1:], "why": ""}
 
 
 @dataclass(frozen=True)
@@ -172,7 +138,7 @@ class _Bench:
         if plan["pinned"]:
             pin(server.pid, plan["server_cpus"])
         native = self.args.hotpath_native_client
-        with _client_pinned(plan):
+        with client_pinned(plan):
             if capacity_of is None:
                 label = f"{server.key}-{scenario}-probe"
                 probe = self.load(
@@ -195,17 +161,6 @@ class _Bench:
                 out["steps"][str(factor)] = label
                 out["rss_kib"].append(rss_kib(server.pid))
         return out
-
-
-@contextmanager
-def _client_pinned(plan: dict[str, Any]) -> Iterator[None]:
-    """This process (and the load clients it starts) on the plan's client CPUs for the block."""
-    mine = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, set(plan["client_cpus"]))
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, mine)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -234,7 +189,7 @@ def _run(args: argparse.Namespace) -> Results:
     threads = default_intra_op_threads()
     ceiling_registry = args.work / "registry-ceiling"
     add_model(ceiling_registry, "mlp", "mlp", f"[runtime]\nintra_op_threads = {threads}\n")
-    plan = _cpu_plan()
+    plan = cpu_plan()
     overload: dict[str, dict[str, Any]] = {}
     rows = args.hotpath_rows
     with ExitStack() as stack:
@@ -252,7 +207,6 @@ def _run(args: argparse.Namespace) -> Results:
                 pair = [(echo, "echo"), (gw, "defaults")]
                 for server, key in pair if index % 2 == 0 else pair[::-1]:  # alternate who goes first
                     b.closed(server, "tiny", c, label=round_label(f"{key}-tiny-c{c}", index))
-        b.closed(gw, "mlp", 64)
         d_rounds: list[dict[str, Any]] = []
         for index in range(max(1, args.hotpath_rounds)):  # (d): each gateway step, then its ceiling
             label = round_label(f"defaults-mlp-r{rows}-c16", index)
@@ -264,12 +218,13 @@ def _run(args: argparse.Namespace) -> Results:
                 ceiling_registry, "mlp", batch_sizes=(batch,), seconds=args.hotpath_ceiling_seconds
             )
             d_rounds.append({"label": label, "gateway_mean_batch": mean, "batches": result["batches"]})
-        for key in CONFIGS:  # (f): the other configurations, one at a time
-            if key != "defaults":
-                with ExitStack() as inner:
-                    other, _ = b.gateway(inner, key, b.registries[key])
-                    b.closed(other, "tiny", 64)
-                    b.closed(other, "mlp", 64)
+        with ExitStack() as inner:  # (f): every configuration up at once, measured in alternating rounds
+            servers = {k: gw if k == "defaults" else b.gateway(inner, k, b.registries[k])[0] for k in CONFIGS}
+            order = list(CONFIGS)
+            for index in range(max(1, args.hotpath_rounds)):
+                for key in order if index % 2 == 0 else order[::-1]:
+                    for model in ("tiny", "mlp"):
+                        b.closed(servers[key], model, 64, label=round_label(f"f-{key}-{model}-c64", index))
         overload = {scenario: {} for scenario in SCENARIOS}
         overload["tiny"]["echo"] = b.overload(echo, "tiny", plan)
         echo_proc.stop()
@@ -277,7 +232,7 @@ def _run(args: argparse.Namespace) -> Results:
             overload[scenario]["defaults"] = b.overload(gw, scenario, plan)
         gw_process.process.stop()
 
-        with _client_pinned(plan):  # (e)'s floor: what a refusal costs the pinned core
+        with client_pinned(plan):  # (e)'s floor: what a refusal costs the pinned core
             capacity = overload["tiny"]["defaults"]["capacity_rps"]
             pin_to = plan["server_cpus"] if plan["pinned"] else None
             native = args.hotpath_native_client

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from bench.hotpath_overload import BUDGET_MS, FACTORS
 from bench.kit import Measured, proc_cpu_s, ratio
 from bench.markdown import fmt
+from bench.pinning import pin
 from bench.sections import Results
 from bench.servers import ECHO_READY, ServerProcess, echo_command
 
@@ -91,8 +92,6 @@ def measure(
     """Runs the refusal steps (module contract) from the calling process, pinned as the caller is.
     ``registry``: what the echo server serves; ``pin_to``: CPUs for its threads; ``log_dir``: its logs;
     ``native_client``: the load engine (None: Python gRPC)."""
-    from bench.hotpath import pin  # the runtime half of the section; imported late to avoid a cycle
-
     out: dict[str, Any] = {"capacity_rps": capacity}
     for kind, (_, flag) in KINDS.items():
         out[kind] = {}

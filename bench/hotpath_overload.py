@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 BUDGET_MS = 50.0
+#: Closed-loop capacity probes per server and scenario (:mod:`bench.hotpath`); capacity is the highest.
+PROBES = 3
 FAST_MS = 10.0
 #: Send lag p99 (ms) above which the client is said to have fallen behind its schedule.
 LAG_MS = 10.0
@@ -106,6 +108,15 @@ def _present(results: Results) -> list[tuple[str, str]]:
 
 def _rss_growth_mib(rss: list[int | None]) -> float | None:
     return None if len(rss) < 2 or rss[0] is None or rss[-1] is None else (rss[-1] - rss[0]) / 1024
+
+
+def _probe_rps(runs: dict[str, Measured], server: str, scenario: str) -> list[float]:
+    """Req/s of a server's capacity probes on a scenario, in order (labels numbered as (a)'s rounds)."""
+    base, found, index = f"{server}-{scenario}-probe", [], 0
+    while (run := runs.get(base if index == 0 else f"{base}-round{index + 1}")) is not None:
+        found.append(float(run.report["throughput_rps"]))
+        index += 1
+    return found
 
 
 def _lag(step: dict[str, Any] | None) -> float | None:
@@ -183,8 +194,11 @@ def _table(results: Results, runs: dict[str, Measured]) -> list[str]:
     for scenario, server in _present(results):
         o, where = _entry(results, scenario, server), f"{scenario} | {SERVERS[server]}"
         cap, rss = o["capacity_rps"], o["rss_kib"]
+        probes = " / ".join(fmt(v, 0) for v in _probe_rps(runs, server, scenario))
+        source = o.get("capacity_from") or "-"
         lines.append(
-            f"| {where} | capacity: {o.get('capacity_from') or '-'} | - | - | - | {fmt(cap, 0)} req/s "
+            f"| {where} | capacity: {source}{f' (probes {probes})' if probes else ''} | - | - | - "
+            f"| {fmt(cap, 0)} req/s "
             "| | | | | | | | | " + fmt(None if not rss or rss[0] is None else rss[0] / 1024, 1) + " |"
         )
         for i, (factor, label) in enumerate(o["steps"].items(), start=1):
@@ -247,7 +261,8 @@ def overload_text(results: Results, runs: dict[str, Measured], pinned: str) -> l
     return [
         "### (e) Overload",
         "",
-        f"Scenarios: {scenarios}. Per server and scenario: a closed-loop probe measures its capacity (the "
+        f"Scenarios: {scenarios}. Per server and scenario: its capacity is the highest of {PROBES} "
+        "closed-loop probes in a row, so a probe the shared host slowed cannot flatter the ratios (the "
         "tuned gateway is offered the defaults gateway's rates), then Poisson arrivals at "
         f"{' and '.join(f'{f}x' for f in FACTORS)} that capacity with the `timeout` parameter, the gRPC "
         f"deadline and the goodput budget all {fmt(results['budget_ms'], 0)} ms; {pinned}. Latencies are "

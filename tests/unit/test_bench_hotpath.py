@@ -352,3 +352,13 @@ def test_goal_f_is_the_mean_of_per_round_ratios_against_the_best_mean_configurat
     text = render(results)
     assert "| defaults (no model.toml) | 850 | 630 | 1.50 |" in text  # means of the rounds
     assert "850 ÷ 950 (2 alternating rounds; per round 0.90, 0.89)" in text
+
+
+def test_the_capacity_line_lists_every_probe_beside_the_highest() -> None:
+    results = _results()
+    results["runs"]["defaults-tiny-probe-round2"] = _run("defaults-tiny-probe-round2", _step(650))
+    text = render(results)
+    assert (
+        "| tiny | gateway, defaults | capacity: defaults-tiny-probe (probes 700 / 650) | - | - | - "
+        "| 700 req/s" in text
+    )

@@ -88,6 +88,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="calls gRPC core holds before Python takes them; past it gRPC core refuses calls at once "
         "(CANCELLED) without running Python (default 64; 0 = gRPC's own, 1000)",
     )
+    overload.add_argument(
+        "--accept-ahead",
+        type=int,
+        default=8,
+        help="extra requests for the next ModelInfer call kept with gRPC core, so one event-loop turn takes "
+        "that many more waiting calls (default 8; 0 = grpc.aio's one per turn)",
+    )
     rollout = parser.add_argument_group("staged rollouts (docs/registry.md: Safe rollout)")
     rollout.add_argument(
         "--rollout-webhook",
@@ -157,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             adaptive_concurrency=not args.no_adaptive_concurrency,
             max_concurrent_streams=args.max_concurrent_streams,
             max_pending_calls=args.max_pending_calls,
+            accept_ahead=args.accept_ahead,
             rollout_webhook=args.rollout_webhook,
             rollout_webhook_secret_file=args.rollout_webhook_secret_file,
             monitor_read_token_file=args.monitor_read_token_file,

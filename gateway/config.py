@@ -43,6 +43,9 @@ class GatewayConfig:
     adaptive_concurrency: bool = True
     max_concurrent_streams: int = 0
     max_pending_calls: int = 64
+    #: Extra requests for the next ModelInfer call kept outstanding with gRPC core, so a turn of the event
+    #: loop takes up to this many more waiting calls (gateway/acceptors.py; 0 = grpc.aio's one).
+    accept_ahead: int = 8
     #: Security (README "Security"; gateway/security.py): TLS files (mTLS with ``tls_client_ca``), the
     #: scoped token file (checked for changes every ``auth_reload_seconds``), reflection under auth, and the
     #: monitor's ingest token. All off by default.
@@ -91,7 +94,7 @@ class GatewayConfig:
             raise ValueError(f"metrics_port must be in 0..65535, got {self.metrics_port}")
         if self.max_message_bytes < 1024:
             raise ValueError(f"max_message_bytes must be at least 1024, got {self.max_message_bytes}")
-        for name in ("max_concurrency", "max_concurrent_streams", "max_pending_calls"):
+        for name in ("max_concurrency", "max_concurrent_streams", "max_pending_calls", "accept_ahead"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 = no limit), got {getattr(self, name)}")
         if self.grace_seconds < 0:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -113,12 +114,18 @@ def test_server_options_carry_the_transport_limits(fixture_registry: Path) -> No
 
 def test_grpc_core_refuses_calls_past_max_pending_while_python_is_busy(fixture_registry: Path) -> None:
     """With the event loop blocked, Python takes no call; gRPC core keeps at most ``max_pending_calls``
-    and answers the rest at once. Once the loop runs again every kept call is served."""
-    pending = 2
+    (besides the calls matched to requests Python made before it blocked: grpc.aio's one and the
+    ``accept_ahead`` acceptors') and answers the rest at once. Once the loop runs again every kept call is
+    served."""
+    pending, ahead = 2, 2
     calls = 12
-    server = ServerThread(
-        GatewayConfig(fixture_registry, sampling=False, port=0, metrics_port=None, max_pending_calls=pending)
+    config = GatewayConfig(
+        fixture_registry, sampling=False, port=0, metrics_port=None, max_pending_calls=pending
     )
+    server = ServerThread(replace(config, accept_ahead=ahead))
+    # Kept: the calls gRPC core holds (pending), the ones matched to the requests Python had made (grpc.aio's
+    # and the acceptors'), plus one more while the limit is checked after a call is queued.
+    kept = pending + 1 + ahead + 1
     release = threading.Event()
     blocked = threading.Event()
 
@@ -142,7 +149,7 @@ def test_grpc_core_refuses_calls_past_max_pending_while_python_is_busy(fixture_r
             for _ in range(calls):
                 client.async_infer("dtype_fp32", [_input()], callback=answered, client_timeout=60)
             with done:  # gRPC core answers the calls it does not keep while Python is still blocked
-                assert done.wait_for(lambda: len(outcomes) >= calls - pending - 2, timeout=60)
+                assert done.wait_for(lambda: len(outcomes) >= calls - kept, timeout=60)
                 refused_while_blocked = len(outcomes)
             release.set()  # Python runs again and serves what gRPC core kept
             with done:
@@ -150,10 +157,8 @@ def test_grpc_core_refuses_calls_past_max_pending_while_python_is_busy(fixture_r
     finally:
         release.set()
         server.stop()
-    assert refused_while_blocked >= calls - pending - 2
+    assert refused_while_blocked >= calls - kept
     refused = [code for code in outcomes if code != "OK"]
     assert set(refused) <= {"StatusCode.CANCELLED", "StatusCode.RESOURCE_EXHAUSTED"}, outcomes
-    # Kept: the calls gRPC core holds (pending), plus the one Python had already asked for, plus one more
-    # while the limit is checked after a call is queued.
-    assert len(refused) >= calls - pending - 2
+    assert len(refused) >= calls - kept
     assert outcomes.count("OK") >= 1

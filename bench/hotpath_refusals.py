@@ -21,7 +21,8 @@ Contracts:
   each, ``c`` = capacity) and refuses the rest of ``F·c`` at ``R`` each spends ``s/c + (F·c - s)·R <= 1``
   core-second per second, so ``s/c <= (1 - F·r) / (1 - r)`` with ``r = R·c``. It is an estimate, not a
   proof: it takes a served call to cost what the closed-loop probe says (``1/c``); a step that serves
-  calls more cheaply than its probe did (a probe slowed by the shared host, larger batches) can exceed it.
+  calls more cheaply than its probe did (a probe slowed by the shared host, larger batches: the gateway's
+  call acceptors batch calls under overload) can exceed it.
 """
 
 from __future__ import annotations
@@ -146,8 +147,8 @@ def refusal_text(results: Results, runs: dict[str, Measured]) -> list[str]:
         "and refuses the rest spends s/c + (F·c - s)·R ≤ 1, so goodput ÷ capacity ≤ (1 - F·r) / (1 - r) "
         "with r = R·c: the ceiling the refusals leave any server on this transport and core, before Python "
         "does anything. It takes a served call to cost what it did in the closed-loop probe; a step that "
-        "serves calls more cheaply than its probe did (a probe slowed by the shared host) can pass it, so "
-        "it is an estimate, not a proof.",
+        "serves calls more cheaply than its probe did (a probe slowed by the shared host, calls batched "
+        "under overload by the gateway's call acceptors) can pass it, so it is an estimate, not a proof.",
         "",
         "| refused at | factor | offered calls/s | calls | server CPU s | µs per refused call "
         "| share of the core at this rate | r = R·c | ceiling on goodput ÷ capacity | measured: defaults "

@@ -76,6 +76,8 @@ class Acceptors:
     def __init__(self) -> None:
         self._acceptors: set[asyncio.Task[None]] = set()
         self._calls: set[asyncio.Task[Any]] = set()
+        #: Acceptors :meth:`wait_closed` had to cancel (0 when gRPC core ended them all, as it should).
+        self.cancelled = 0
 
     @property
     def running(self) -> int:
@@ -124,10 +126,14 @@ class Acceptors:
             task.add_done_callback(self._calls.discard)
 
     async def wait_closed(self, patience_s: float = 5.0) -> None:
-        """Awaits the acceptors (after the server stopped); any left after ``patience_s`` are cancelled."""
+        """Awaits the acceptors (after the server stopped: gRPC core fails their requests, so they end by
+        themselves); any left after ``patience_s`` are cancelled, counted in :attr:`cancelled` and logged."""
         if not self._acceptors:
             return
         _, pending = await asyncio.wait(self._acceptors, timeout=patience_s)
         for task in pending:
             task.cancel()
-        self._acceptors.clear()
+        if pending:
+            await asyncio.wait(pending)
+            self.cancelled += len(pending)
+            log.warning("%d call acceptor(s) had to be cancelled at close", len(pending))

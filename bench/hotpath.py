@@ -46,10 +46,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.hotpath_md import CONFIGS, TITLE, goals, render, round_label
+from bench.hotpath_md import CONFIGS, TITLE, goals, render
 from bench.hotpath_overload import BUDGET_MS, FACTORS, PROBES, SCENARIOS, TUNED_FLAGS
 from bench.hotpath_refusals import measure as measure_refusals
-from bench.kit import Gateway, Measured, add_model, measure, start_gateway
+from bench.kit import Gateway, Measured, add_model, measure, round_label, start_gateway
 from bench.pinning import client_pinned, cpu_plan, pin, rss_kib
 from bench.sections import Results, Section
 

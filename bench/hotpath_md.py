@@ -18,11 +18,11 @@ from typing import Any
 
 from bench.hotpath_overload import overload_goals, overload_text
 from bench.hotpath_refusals import refusal_text
-from bench.kit import Measured, measured, ratio
+from bench.kit import Measured, measured, ratio, round_label, round_runs
 from bench.markdown import details, fmt, goal_table, header
 from bench.sections import Goal, Results
 
-__all__ = ["CONFIGS", "TITLE", "goals", "render", "round_label"]
+__all__ = ["CONFIGS", "TITLE", "goals", "render"]
 
 TITLE = "Hot path: the gateway against the gRPC ceiling, onnxruntime and overload (issue 13)"
 _PEERS = "[batching]\nmax_batch_size = 128\nmax_queue_delay_ms = 0.5\n\n[runtime]\nintra_op_threads = {t}\n\n"
@@ -48,25 +48,11 @@ def _rps(runs: dict[str, Measured], label: str, rows: bool = False) -> float | N
     return None if run is None else float(run.report["rows_per_s" if rows else "throughput_rps"])
 
 
-def round_label(base: str, index: int) -> str:
-    """The run label of round ``index`` (0-based) of goals (a) and (b): the first round keeps ``base``."""
-    return base if index == 0 else f"{base}-round{index + 1}"
-
-
-def _rounds(runs: dict[str, Measured], base: str) -> list[Measured]:
-    """The runs of ``base`` in round order (as many as were measured)."""
-    found, index = [], 0
-    while (run := runs.get(round_label(base, index))) is not None:
-        found.append(run)
-        index += 1
-    return found
-
-
 def _paired(
     runs: dict[str, Measured], gateway: str, echo: str, figure: str
 ) -> tuple[list[float], list[float]]:
     """``figure`` ("rps" or "p50") of the gateway's and the echo server's rounds, over the rounds both ran."""
-    mine, theirs = _rounds(runs, gateway), _rounds(runs, echo)
+    mine, theirs = round_runs(runs, gateway), round_runs(runs, echo)
     n = min(len(mine), len(theirs))
 
     def value(run: Measured) -> float:
@@ -98,11 +84,13 @@ def _per_round(mine: list[float], theirs: list[float], kind: str = "alternating"
     return f"{len(mine)} {kind} rounds; per round {per}"
 
 
+def _config_runs(runs: dict[str, Measured], key: str, suffix: str) -> list[Measured]:
+    """Configuration ``key``'s (f) rounds of ``suffix`` (results from before (f) had rounds: its one run)."""
+    return round_runs(runs, f"f-{key}-{suffix}") or round_runs(runs, f"{key}-{suffix}")[:1]
+
+
 def _config_rps(runs: dict[str, Measured], key: str, suffix: str) -> list[float]:
-    """Req/s of configuration ``key``'s (f) rounds of ``suffix`` (results from before (f) had rounds: its
-    one run)."""
-    found = _rounds(runs, f"f-{key}-{suffix}") or [r for r in (runs.get(f"{key}-{suffix}"),) if r is not None]
-    return [float(r.report["throughput_rps"]) for r in found]
+    return [float(r.report["throughput_rps"]) for r in _config_runs(runs, key, suffix)]
 
 
 def _mean(values: list[float]) -> float | None:
@@ -112,7 +100,7 @@ def _mean(values: list[float]) -> float | None:
 def _best(runs: dict[str, Measured], results: Results, suffix: str) -> tuple[str, list[float]]:
     """The configuration with the highest mean req/s over its (f) rounds, and its rounds."""
     found = [(k, v) for k in results["configs"] if (v := _config_rps(runs, k, suffix))]
-    return max(found, key=lambda kv: sum(kv[1]) / len(kv[1])) if found else ("-", [])
+    return max(found, key=lambda kv: _mean(kv[1]) or 0.0) if found else ("-", [])
 
 
 def goals(results: Results) -> list[Goal]:
@@ -175,7 +163,7 @@ def _config_table(results: Results, runs: dict[str, Measured]) -> list[str]:
         "|---|---:|---:|---:|",
     ]
     for key, config in results["configs"].items():
-        mlp = _rounds(runs, f"f-{key}-mlp-c64") or [r for r in (runs.get(f"{key}-mlp-c64"),) if r is not None]
+        mlp = _config_runs(runs, key, "mlp-c64")
         means = [((r.step.get("server") or {}).get("batch_size") or {}).get("mean") for r in mlp]
         batch = _mean([float(m) for m in means if m is not None])
         lines.append(

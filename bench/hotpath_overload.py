@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.kit import Measured, ratio
+from bench.kit import Measured, ratio, round_runs
 from bench.markdown import fmt, percent
 from bench.sections import Goal, Results
 
@@ -111,12 +111,8 @@ def _rss_growth_mib(rss: list[int | None]) -> float | None:
 
 
 def _probe_rps(runs: dict[str, Measured], server: str, scenario: str) -> list[float]:
-    """Req/s of a server's capacity probes on a scenario, in order (labels numbered as (a)'s rounds)."""
-    base, found, index = f"{server}-{scenario}-probe", [], 0
-    while (run := runs.get(base if index == 0 else f"{base}-round{index + 1}")) is not None:
-        found.append(float(run.report["throughput_rps"]))
-        index += 1
-    return found
+    """Req/s of a server's capacity probes on a scenario, in order."""
+    return [float(run.report["throughput_rps"]) for run in round_runs(runs, f"{server}-{scenario}-probe")]
 
 
 def _lag(step: dict[str, Any] | None) -> float | None:

@@ -50,6 +50,8 @@ __all__ = [
     "proc_cpu_s",
     "ratio",
     "require_loopback",
+    "round_label",
+    "round_runs",
     "start_gateway",
     "verdict",
 ]
@@ -70,6 +72,20 @@ def require_loopback(target: str) -> str:
             "use infergate-load to load a remote server"
         )
     return target
+
+
+def round_label(base: str, index: int) -> str:
+    """The run label of round ``index`` (0-based) of a step measured in rounds: the first keeps ``base``."""
+    return base if index == 0 else f"{base}-round{index + 1}"
+
+
+def round_runs(runs: dict[str, Measured], base: str) -> list[Measured]:
+    """The runs of ``base`` in round order (as many as were measured)."""
+    found, index = [], 0
+    while (run := runs.get(round_label(base, index))) is not None:
+        found.append(run)
+        index += 1
+    return found
 
 
 def ratio(a: float | None, b: float | None) -> float | None:

@@ -101,11 +101,9 @@ class EchoServer:
         stall: bool = False,
     ) -> None:
         self.host, self.requested_port = host, port
-        self.max_pending_calls, self.max_concurrent_streams, self.stall = (
-            max_pending_calls,
-            max_concurrent_streams,
-            stall,
-        )
+        self.max_pending_calls = max_pending_calls
+        self.max_concurrent_streams = max_concurrent_streams
+        self.stall = stall
         self.port = 0
         self.models: dict[tuple[str, str], _Model] = {}
         for name, info in scan_registry(registry).items():

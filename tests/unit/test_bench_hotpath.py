@@ -12,7 +12,7 @@ from bench import hotpath_md
 from bench.hotpath_md import goals, render
 from bench.hotpath_overload import SERVERS, beyond_deadline, fast_share
 from bench.hotpath_refusals import goodput_bound
-from bench.kit import Measured
+from bench.kit import Measured, round_label
 from bench.runner import build_parser
 from bench.sections import REGISTRY, load_section
 from loadtests.figures import summary_figures
@@ -334,7 +334,7 @@ def test_goal_f_is_the_mean_of_per_round_ratios_against_the_best_mean_configurat
     }
     for (key, model), values in rounds.items():
         for index, rps in enumerate(values):
-            label = hotpath_md.round_label(f"f-{key}-{model}-c64", index)
+            label = round_label(f"f-{key}-{model}-c64", index)
             results["runs"][label] = _run(label, _step(rps, batch=float(index + 1)))
     found = _by_figure(results)
     # tiny: peers has the best mean (950); per round 900/1000, 800/900

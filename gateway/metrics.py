@@ -15,12 +15,12 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
     start_http_server,
 )
 
+from gateway.loopmetrics import LoopCounter, LoopHistogram
 from gateway.rollout_metrics import RolloutMetrics
 
 #: 100 µs .. 10 s, roughly x2.5 per step.
@@ -63,38 +63,39 @@ class GatewayMetrics:
         self.build_info.labels(_version("infergate"), _version("onnxruntime"), platform.python_version()).set(
             1
         )
-        self.requests = Counter(
+        # The families every answered request updates are lock-free (gateway.loopmetrics: event loop only).
+        self.requests = LoopCounter(
             "infergate_requests",
             "Inference requests by outcome.",
             ["model", "version", "code"],
             registry=registry,
         )
-        self.request_duration = Histogram(
+        self.request_duration = LoopHistogram(
             "infergate_request_duration_seconds",
             "End-to-end request latency inside the gateway.",
             ["model", "version"],
-            buckets=LATENCY_BUCKETS,
+            LATENCY_BUCKETS,
             registry=registry,
         )
-        self.compute_duration = Histogram(
+        self.compute_duration = LoopHistogram(
             "infergate_compute_duration_seconds",
             "Session run time per batch.",
             ["model", "version", "provider"],
-            buckets=LATENCY_BUCKETS,
+            LATENCY_BUCKETS,
             registry=registry,
         )
-        self.batch_size = Histogram(
+        self.batch_size = LoopHistogram(
             "infergate_batch_size",
             "Rows per executed batch.",
             ["model", "version"],
-            buckets=BATCH_BUCKETS,
+            BATCH_BUCKETS,
             registry=registry,
         )
-        self.queue_duration = Histogram(
+        self.queue_duration = LoopHistogram(
             "infergate_queue_duration_seconds",
             "Time from admission to the start of the request's batch.",
             ["model", "version"],
-            buckets=LATENCY_BUCKETS,
+            LATENCY_BUCKETS,
             registry=registry,
         )
         self.queue_depth = Gauge(

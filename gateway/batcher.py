@@ -207,30 +207,39 @@ class Batcher:
                     f"{self._name}: budget of {max(deadline - now, 0) * 1000:.1f} ms is below the predicted "
                     f"{self.predict(request.rows) * 1000:.1f} ms for {request.rows} rows"
                 )
-        key: BatchKey = batch_key(request.feeds) if self._batchable else ()
         loop = asyncio.get_running_loop()
         idle = self._loop_idle(loop)  # other work ready on the loop is company too (module doc)
         company = self._pending > 0 or not idle
         self._arrivals.record(now, deadline - now, others_pending=company)
+        fast = None  # the idle instance this request runs on by itself (the idle fast path), if any
+        if queue.rows == 0:
+            fast = self._idle_instance()
+            if fast is not None and self._waiting_helps(now, deadline, fast):
+                fast = None
+        if fast is not None and idle:
+            # Alone on the loop: run it here and now when it belongs on the loop (no future, no task
+            # switch: the request's coroutine completes without suspending).
+            result = self._executor.run_alone(fast, request, now)
+            if result is not None:
+                return result
+        key: BatchKey = batch_key(request.feeds) if self._batchable else ()
         future: asyncio.Future[BatchResult] = loop.create_future()
         entry = Entry(request, deadline, priority, now, future, key, next(self._sequence), probe=probe)
         self._pending += 1
         try:
-            if queue.rows == 0 and not self._closing:
-                instance = self._idle_instance()
-                if instance is not None and not self._waiting_helps(now, deadline, instance):
-                    # The idle fast path: runs by itself in the caller's task; ``idle``: the loop had
-                    # nothing else to run (module doc). Inline here, not a coroutine of its own: one
-                    # level less for every suspension and resumption of the request's task.
-                    entry.queued = False
-                    self._claimed[instance] = True
-                    self._released[instance].clear()
-                    try:
-                        await self._executor.execute(instance, [entry], alone=idle)
-                    finally:
-                        self._claimed[instance] = False
-                        self._released[instance].set()
-                    return future.result()
+            if fast is not None:
+                # The idle fast path on the executor, or with other work ready on the loop: runs by itself
+                # in the caller's task. Inline here, not a coroutine of its own: one level less for every
+                # suspension and resumption of the request's task.
+                entry.queued = False
+                self._claimed[fast] = True
+                self._released[fast].clear()
+                try:
+                    await self._executor.execute(fast, [entry], alone=idle)
+                finally:
+                    self._claimed[fast] = False
+                    self._released[fast].set()
+                return future.result()
             queue.push(entry)
             self._depth()
             self._arrived.set()

@@ -44,6 +44,7 @@ from gateway.cores import CoreWatch
 from gateway.errors import GatewayError
 from gateway.profile import LatencyProfile
 from gateway.queueing import Entry
+from gateway.validate import DecodedRequest
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,54 @@ class BatchExecutor:
             self.running -= 1
             self.last_batch = self._clock.now()
 
+    def run_alone(self, instance: int, request: DecodedRequest, enqueued: float) -> BatchResult | None:
+        """The idle fast path's run of one request with nothing else ready on the loop (``alone``, module
+        doc), done here and now on the event loop: no future, no task switch. Returns its result or raises
+        its own error, as :meth:`execute` answers a batch of one; or returns None, having done nothing,
+        when its compute belongs on the executor (then the caller takes the awaited path)."""
+        clock = self._clock
+        profile = self._profiles[instance]
+        rows = request.rows
+        padded = bucket_for(rows, self._buckets)
+        started = clock.now()
+        if not self._inline(profile.compute(padded), started, alone=True):
+            return None
+        feeds = request.feeds if padded == rows else pad(request.feeds, rows, padded)
+        self.running += 1
+        try:
+            begin = clock.ns()
+            outputs = self._runner.run_sync(instance, feeds, request.output_names)
+            own_ns = clock.ns() - begin
+            profile.observe_compute(padded, own_ns / 1e9)
+            outputs = unpad(outputs, rows, padded)
+            if self._batchable:
+                check_rows(outputs, rows)
+            compute_ns = clock.ns() - begin
+        except Exception as exc:
+            if not isinstance(exc, GatewayError):
+                log.error("%s: batch failed", self._name, exc_info=exc)
+            raise
+        finally:
+            self.running -= 1
+            self.last_batch = clock.now()
+        profile.observe(padded, (own_ns + self._hop_ns) / 1e9)
+        if self._observer is not None:
+            self._observer.on_batch(rows, compute_ns)
+        return BatchResult(outputs, int((started - enqueued) * 1e9), compute_ns, rows)
+
+    def _inline(self, cost: float, started: float, alone: bool) -> bool:
+        """Whether a batch whose session compute is predicted at ``cost`` runs on the event loop (module
+        doc); never before the profile has a compute estimate."""
+        return (
+            bool(self._inline_s)
+            and cost > 0.0
+            and (
+                cost <= self._inline_s
+                or (alone and cost <= ALONE_INLINE_MAX_S)
+                or (cost <= SOLO_INLINE_MAX_S and self._cores is not None and self._cores.solo(started))
+            )
+        )
+
     async def _run(self, instance: int, batch: list[Entry], alone: bool = False) -> None:
         clock = self._clock
         profile = self._profiles[instance]
@@ -171,16 +220,7 @@ class BatchExecutor:
             feeds = pad(feeds, rows, padded)
         begin = clock.ns()
         cost = profile.compute(padded)
-        inline = (
-            bool(self._inline_s)
-            and cost > 0.0
-            and (
-                cost <= self._inline_s
-                or (alone and cost <= ALONE_INLINE_MAX_S)
-                or (cost <= SOLO_INLINE_MAX_S and self._cores is not None and self._cores.solo(started))
-            )
-        )
-        if inline:
+        if self._inline(cost, started, alone):
             outputs = self._runner.run_sync(instance, feeds, names)
             own_ns = clock.ns() - begin
             profile.observe_compute(padded, own_ns / 1e9)

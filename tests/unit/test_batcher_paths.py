@@ -12,9 +12,7 @@ from gateway.arrivals import COMPANY_MIN
 from gateway.batcher import INLINE_COMPUTE_S, THREAD_HOP_S
 from gateway.clock import loop_is_idle
 from gateway.cores import CoreWatch
-from gateway.errors import (
-    DeadlineExceededError,
-)
+from gateway.errors import DeadlineExceededError, InvalidArgumentError
 from gateway.execution import ALONE_INLINE_MAX_S, SOLO_INLINE_MAX_S
 from tests.batcher_rig import occupy, own_rows, release_all, request, rig, settle
 
@@ -141,6 +139,31 @@ async def test_a_lone_request_on_an_idle_instance_runs_on_the_loop_up_to_its_cap
     assert not r.runner.calls[0].task.startswith("batcher-")
     assert r.runner.calls[0].sync is inline
     assert r.observer.batches == [(1, 1_000_000)]
+
+
+async def test_a_lone_inline_request_completes_without_suspending_and_counts_as_before() -> None:
+    """Alone on the loop and inline: the whole request runs in the first step of its coroutine (no future,
+    no task switch), with the statistics of any other batch of one."""
+    r = rig(gated=False, provider="cpu", seed_s=INLINE_COMPUTE_S / 2)
+    await settle()  # the batch former parks: the instance is idle
+    step = r.batcher.submit(request(1), r.clock.now() + 10.0, 1).__await__()
+    with pytest.raises(StopIteration) as done:
+        step.send(None)  # one step: a suspension would yield here instead
+    result = done.value.value
+    own_rows(result, 1)
+    assert r.runner.calls[0].sync is True
+    assert (result.queue_ns, result.compute_ns, result.batch_rows) == (0, 1_000_000, 1)
+    assert r.observer.batches == [(1, 1_000_000)]
+    assert r.batcher.profiles[0].snapshot()[0].observations == 2  # the seed, then this run
+
+
+async def test_a_lone_inline_request_that_fails_gets_its_own_error_and_the_next_one_runs() -> None:
+    r = rig(gated=False, provider="cpu", seed_s=INLINE_COMPUTE_S / 2)
+    with pytest.raises(InvalidArgumentError, match="negative input"):
+        await r.submit(-1)
+    assert r.observer.batches == []  # a failed run is no batch
+    own_rows(await r.submit(2), 2)
+    assert [call.sync for call in r.runner.calls] == [True, True]
 
 
 async def test_a_request_among_other_ready_work_gets_the_queued_threshold_not_the_lone_cap() -> None:

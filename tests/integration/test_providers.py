@@ -16,10 +16,12 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from gateway.config import GatewayConfig
+from gateway.errors import InvalidArgumentError
 from gateway.loader import batch_buckets, runner_options
 from gateway.runner import (
     Runner,
     RunnerOptions,
+    _direct_runs,
     _provider_options,
     available_providers,
     onnxruntime_providers,
@@ -172,3 +174,33 @@ def test_bucket_padding_is_bit_identical(tmp_path: Path) -> None:
         assert observed["profile:2"] == warmup
     finally:
         server.stop()
+
+
+def test_cpu_runs_match_the_public_run_bit_for_bit_and_fall_back_without_the_binding(tmp_path: Path) -> None:
+    """The CPU path calls onnxruntime's binding-level run; its answers equal the public ``run``'s, its
+    errors stay INVALID_ARGUMENT, and a session object without the binding gets the public run."""
+    path = tmp_path / "m.onnx"
+    onnx.save(mlp_model(), path)
+    runner = Runner.load(path, RunnerOptions(providers=("cpu",), name="m:1"))
+    try:
+        assert runner._direct is not None
+        session = runner._sessions[0]  # type: ignore[index]
+        name = session.get_inputs()[0].name
+        x = np.random.default_rng(3).standard_normal((5, session.get_inputs()[0].shape[1])).astype(np.float32)
+        outputs = [o.name for o in session.get_outputs()]
+        direct = runner.run_sync(0, {name: x}, outputs)
+        for got, expected in zip(direct, session.run(outputs, {name: x}), strict=True):
+            assert_bitwise_equal(got, expected)
+        with pytest.raises(InvalidArgumentError, match="rejected the input"):
+            runner.run_sync(0, {name: x[:, :3]}, outputs)
+
+        class _Public:  # what an onnxruntime without ``_sess`` would hand over
+            def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+                return session.run(names, feeds)
+
+        assert _direct_runs([_Public()]) is None  # type: ignore[list-item]
+        runner._direct = None
+        for got, expected in zip(runner.run_sync(0, {name: x}, outputs), direct, strict=True):
+            assert_bitwise_equal(got, expected)
+    finally:
+        runner.close()

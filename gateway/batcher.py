@@ -181,7 +181,10 @@ class Batcher:
 
     def predict(self, rows: int) -> float:
         """Best predicted latency of ``rows`` rows over the instances."""
-        return min(profile.predict(rows) for profile in self.profiles)
+        profiles = self.profiles
+        if len(profiles) == 1:
+            return profiles[0].predict(rows)
+        return min(profile.predict(rows) for profile in profiles)
 
     async def submit(self, request: DecodedRequest, deadline: float, priority: int) -> BatchResult:
         """Runs a validated request in a batch; ``deadline`` is in the batcher's clock (``loop.time()``)."""

@@ -160,8 +160,5 @@ class LatencyProfile:
         return index if index < len(self.sizes) else None
 
     def _bucket(self, rows: int) -> int:
-        index = 0
-        for i, size in enumerate(self.sizes):
-            if size <= rows:
-                index = i
-        return index
+        """Index of the largest bucket not above ``rows`` (the first for fewer rows than any)."""
+        return max(bisect.bisect_right(self.sizes, rows) - 1, 0)

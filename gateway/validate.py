@@ -26,7 +26,7 @@ _UNSUPPORTED_OUTPUT_PARAMETERS = frozenset({"classification", "shared_memory_reg
 _UNSUPPORTED_INPUT_PARAMETERS = frozenset({"shared_memory_region"})
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~1 µs more, once per request
 class DecodedRequest:
     """A validated request: feeds by input name, its row count, and the outputs to return, in order."""
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -28,6 +29,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 __all__ = ["LoopCounter", "LoopHistogram"]
+
+ChildT = TypeVar("ChildT")
 
 
 class CounterChild:
@@ -64,25 +67,37 @@ def _edge(bound: float) -> str:
     return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
 
 
-class _Family(Collector):
+class _Family(Collector, Generic[ChildT]):
+    """Name, help, label names and the children by label values; subclasses make a child and collect."""
+
     def __init__(
         self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry | None
     ) -> None:
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], ChildT] = {}
         if registry is not None:
             registry.register(self)
+
+    def labels(self, *values: str) -> ChildT:
+        """The child for these label values (positional, in ``labelnames`` order), made on first use."""
+        key = tuple(str(value) for value in values)
+        child = self._children.get(key)
+        if child is None:
+            if len(key) != len(self.labelnames):
+                raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {key}")
+            child = self._children.setdefault(key, self._new_child())
+        return child
 
     def describe(self) -> list[Metric]:
         return list(self.collect())
 
-    def _check(self, values: tuple[str, ...]) -> None:
-        if len(values) != len(self.labelnames):
-            raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
+    def _new_child(self) -> ChildT:
+        raise NotImplementedError
 
 
-class LoopCounter(_Family):
+class LoopCounter(_Family[CounterChild]):
     """A counter family, exported as prometheus-client's ``Counter(name, ...)`` would be."""
 
     def __init__(
@@ -92,16 +107,10 @@ class LoopCounter(_Family):
         labelnames: Sequence[str],
         registry: CollectorRegistry | None = None,
     ) -> None:
-        self._children: dict[tuple[str, ...], CounterChild] = {}
         super().__init__(name, documentation, labelnames, registry)
 
-    def labels(self, *values: str) -> CounterChild:
-        key = tuple(str(value) for value in values)
-        child = self._children.get(key)
-        if child is None:
-            self._check(key)
-            child = self._children.setdefault(key, CounterChild())
-        return child
+    def _new_child(self) -> CounterChild:
+        return CounterChild()
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
@@ -110,7 +119,7 @@ class LoopCounter(_Family):
         yield family
 
 
-class LoopHistogram(_Family):
+class LoopHistogram(_Family[HistogramChild]):
     """A histogram family, exported as prometheus-client's ``Histogram(name, ..., buckets=...)`` would be
     (``buckets`` are the finite upper bounds, ascending; ``+Inf`` is added)."""
 
@@ -126,16 +135,10 @@ class LoopHistogram(_Family):
         if list(bounds) != sorted(set(bounds)):
             raise ValueError(f"{name}: buckets must be strictly ascending")
         self._bounds = bounds
-        self._children: dict[tuple[str, ...], HistogramChild] = {}
         super().__init__(name, documentation, labelnames, registry)
 
-    def labels(self, *values: str) -> HistogramChild:
-        key = tuple(str(value) for value in values)
-        child = self._children.get(key)
-        if child is None:
-            self._check(key)
-            child = self._children.setdefault(key, HistogramChild(self._bounds))
-        return child
+    def _new_child(self) -> HistogramChild:
+        return HistogramChild(self._bounds)
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)

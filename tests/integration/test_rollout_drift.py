@@ -6,6 +6,7 @@ serving."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -37,6 +38,18 @@ step_seconds = 3600.0
 min_requests = 30
 max_p99_ratio = 100.0
 """
+
+
+#: Most a stable version's PSI may reach, over its threshold (module test: why not ``drift is False``).
+STABLE_PSI_RATIO_MAX = 3.0
+
+
+def _worst(entry: dict[str, Any] | None) -> float:
+    """Largest PSI ÷ threshold over an entry's features (0 without one)."""
+    if entry is None:
+        return 0.0
+    ratios = [f["psi"] / f["psi_threshold"] for f in entry["features"] if f.get("psi") is not None]
+    return max(ratios, default=0.0)
 
 
 def publish_with_reference(root: Path, tmp: Path, mean: float, tag: str) -> int:
@@ -79,8 +92,13 @@ def test_a_drifting_candidate_is_rolled_back_by_the_drift_gate(tmp_path: Path, m
         assert state.figures["drift"] is True
         check_answers(traffic)
         assert metric(server, "infergate_rollout_gate_total", model="m", gate="drift", result="fail") == 1
+        # The stable version's traffic matches its profile. Its last window may still cross the calibrated
+        # PSI threshold by chance (the threshold's own false-positive rate: 1 failure in ~50 runs here when
+        # this asserted drift is False; 24 passing runs put the worst ratio at 0.45-0.90), so it asserts
+        # what no such chance reaches: every feature far below the shift the candidate's windows show.
         stable = monitor.entry("m", 1)
-        assert stable is None or stable["drift"] is False  # the stable version's traffic matches its profile
+        assert _worst(stable) < STABLE_PSI_RATIO_MAX, stable
+        assert _worst(monitor.entry("m", 2)) > 10 * STABLE_PSI_RATIO_MAX
     finally:
         if traffic is not None:
             traffic.stop()

@@ -10,7 +10,9 @@ Contracts:
   (``infergate-load echo-server``) is the Python gRPC ceiling. Servers are subprocesses on loopback, each
   stopped by an ``ExitStack`` (SIGTERM, then SIGKILL), also on failure; the other configurations run one
   at a time.
-* (a)/(b): tiny, one row, closed loop at C=64 and C=1, echo and the defaults gateway interleaved.
+* (a)/(b): tiny, one row, closed loop at C=64 and C=1, echo and the defaults gateway interleaved; with
+  two or more usable cores, C=1 once more per round with both servers pinned to the first core and the
+  client to the others (labels ``...-tiny-c1-pinned``; reported beside (b), whose goal stays unpinned).
   (d): ``--hotpath-rounds`` rounds, each mlp with ``--hotpath-rows`` rows per request at C=16 on the
   defaults gateway (its mean batch in rows is the ``infergate_batch_size`` sum/count delta of that step),
   then in-process onnxruntime (:func:`loadtests.ortceiling.measure`) right after it at that batch size
@@ -50,7 +52,7 @@ from bench.hotpath_md import CONFIGS, TITLE, goals, render
 from bench.hotpath_overload import BUDGET_MS, FACTORS, PROBES, SCENARIOS, TUNED_FLAGS
 from bench.hotpath_refusals import measure as measure_refusals
 from bench.kit import Gateway, Measured, add_model, measure, round_label, start_gateway
-from bench.pinning import client_pinned, cpu_plan, pin, rss_kib
+from bench.pinning import client_pinned, cpu_plan, pin, rss_kib, servers_pinned
 from bench.sections import Results, Section
 
 #: Where ``make native-client`` builds infergate-load's native engine (:mod:`loadtests.native`), relative to
@@ -206,10 +208,15 @@ def _run(args: argparse.Namespace) -> Results:
         b.commands["echo"] = f"infergate-load echo-server --registry {registry} --port 0"
         gw, gw_process = b.gateway(stack, "defaults", registry)
         for index in range(max(1, args.hotpath_rounds)):  # (a), (b): echo and gateway interleaved
+            pair = [(echo, "echo"), (gw, "defaults")]
+            turns = pair if index % 2 == 0 else pair[::-1]  # alternate who goes first
             for c in (64, 1):
-                pair = [(echo, "echo"), (gw, "defaults")]
-                for server, key in pair if index % 2 == 0 else pair[::-1]:  # alternate who goes first
+                for server, key in turns:
                     b.closed(server, "tiny", c, label=round_label(f"{key}-tiny-c{c}", index))
+            if plan["pinned"]:  # (b) reported pinned too: each server on its core, the client on the others
+                with servers_pinned(plan, [echo.pid, gw.pid]):
+                    for server, key in turns:
+                        b.closed(server, "tiny", 1, label=round_label(f"{key}-tiny-c1-pinned", index))
         d_rounds: list[dict[str, Any]] = []
         for index in range(max(1, args.hotpath_rounds)):  # (d): each gateway step, then its ceiling
             label = round_label(f"defaults-mlp-r{rows}-c16", index)

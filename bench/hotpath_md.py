@@ -97,6 +97,10 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
 def _best(runs: dict[str, Measured], results: Results, suffix: str) -> tuple[str, list[float]]:
     """The configuration with the highest mean req/s over its (f) rounds, and its rounds."""
     found = [(k, v) for k in results["configs"] if (v := _config_rps(runs, k, suffix))]
@@ -112,6 +116,7 @@ def goals(results: Results) -> list[Goal]:
     gw_p50s, echo_p50s = _paired(runs, "defaults-tiny-c1", "echo-tiny-c1", "p50")
     p50 = statistics.median(gw_p50s) if gw_p50s else None
     echo_p50 = statistics.median(echo_p50s) if echo_p50s else None
+    pinned_gw, pinned_echo = _paired(runs, "defaults-tiny-c1-pinned", "echo-tiny-c1-pinned", "p50")
     rows = int(ceiling["rows_per_request"])
     gw_rows, ort_rows, batches = _d_rounds(runs, ceiling)
     per_d = [a / b for a, b in zip(gw_rows, ort_rows, strict=True) if b]
@@ -130,6 +135,12 @@ def goals(results: Results) -> list[Goal]:
             f"{fmt(p50)} ÷ {fmt(echo_p50)} ({_per_round(gw_p50s, echo_p50s)})",
             ratio(p50, echo_p50),
             1.3,
+        ),
+        Goal.report(
+            "(b) the same with each server pinned to one core and the client to the others "
+            "(median of the rounds)",
+            f"{fmt(_median(pinned_gw))} ÷ {fmt(_median(pinned_echo))} ({_per_round(pinned_gw, pinned_echo)})",
+            ratio(_median(pinned_gw), _median(pinned_echo)),
         ),
         Goal.at_least(
             f"(d) mlp, {rows} rows, C=16: gateway rows/s ÷ in-process onnxruntime at the gateway's mean "

@@ -3,7 +3,8 @@ on the others, and the calls that apply it and read a server's memory.
 
 Contracts: :func:`cpu_plan` pins only with two or more usable cores and ``taskset`` (otherwise it says
 why); :func:`pin` pins every thread of a process (``taskset -a -p``); :func:`client_pinned` moves this
-process, hence the load clients it starts, to the plan's client CPUs for a block and back after it.
+process, hence the load clients it starts, to the plan's client CPUs for a block and back after it;
+:func:`servers_pinned` does that and pins servers to the server CPUs for the block, then frees them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["client_pinned", "cpu_plan", "pin", "rss_kib"]
+__all__ = ["client_pinned", "cpu_plan", "pin", "rss_kib", "servers_pinned"]
 
 
 def rss_kib(pid: int) -> int | None:
@@ -53,6 +54,21 @@ def cpu_plan() -> dict[str, Any]:
             "why": "not pinned: no taskset",
         }
     return {"pinned": True, "server_cpus": usable[:1], "client_cpus": usable[1:], "why": ""}
+
+
+@contextmanager
+def servers_pinned(plan: dict[str, Any], pids: list[int]) -> Iterator[None]:
+    """The servers ``pids`` on the plan's server CPUs and this process (hence its load clients) on the
+    client CPUs for the block; afterwards the servers run on every CPU this process may use again."""
+    everywhere = sorted(os.sched_getaffinity(0))
+    for pid in pids:
+        pin(pid, plan["server_cpus"])
+    try:
+        with client_pinned(plan):
+            yield
+    finally:
+        for pid in pids:
+            pin(pid, everywhere)
 
 
 @contextmanager

@@ -228,6 +228,24 @@ def test_a_and_b_pool_the_alternating_rounds_and_show_each() -> None:
     assert "(3 alternating rounds; per round 2.00, 1.00, 1.00)" in text
 
 
+def test_b_is_also_reported_pinned_when_pinned_rounds_ran() -> None:
+    results = _results()
+    assert _find(_by_figure(results), "(b) the same with each server pinned")[0] is None  # none ran
+    extra = {
+        "echo-tiny-c1-pinned": _step(500, ok_ms=(1, 1, 1)),
+        "defaults-tiny-c1-pinned": _step(300, ok_ms=(2, 2, 2)),
+        "echo-tiny-c1-pinned-round2": _step(500, ok_ms=(2, 2, 2)),
+        "defaults-tiny-c1-pinned-round2": _step(300, ok_ms=(3, 3, 3)),
+    }
+    results["runs"].update({label: _run(label, step) for label, step in extra.items()})
+    found = _by_figure(results)
+    # medians of the rounds: gateway 2.5 ms, echo 1.5 ms; a report, never a verdict
+    value, goal, verdict = _find(found, "(b) the same with each server pinned")
+    assert value == pytest.approx(2.5 / 1.5, rel=0.05)
+    assert (goal, verdict) == ("(report)", "-")
+    assert _find(found, "(b) tiny, C=1")[0] == pytest.approx(2.0)  # the goal still reads the unpinned runs
+
+
 def test_render_shows_every_part_from_the_results_only() -> None:
     text = render(_results())
     assert text.startswith(f"## {hotpath_md.TITLE}")

@@ -48,7 +48,7 @@ from gateway.cores import CoreWatch
 from gateway.errors import DeadlineExceededError, ResourceExhaustedError, UnavailableError
 from gateway.execution import BatchExecutor, BatchObserver, BatchResult, BatchRunner
 from gateway.profile import LatencyProfile
-from gateway.queueing import Entry, EntryQueue
+from gateway.queueing import Entry, EntryQueue, codel_limits
 from gateway.validate import DecodedRequest
 
 log = logging.getLogger(__name__)
@@ -86,8 +86,6 @@ QUEUED_PATH_S = 75e-6
 #: waits (see :meth:`Batcher._work`). On mlp, 32-row requests at 16 concurrent calls: 0.61-0.65 of the
 #: in-process onnxruntime rows/s with one in flight, the session idling while the loop handed over.
 PIPELINE_DEPTH = 2
-#: The CoDel target as a share of the budgets requests bring (module docstring: why not less).
-CODEL_TARGET_SHARE = 0.5
 
 
 class Batcher:
@@ -369,7 +367,14 @@ class Batcher:
 
     def _police(self, now: float, profile: LatencyProfile) -> None:
         """Answers what can no longer be served in time; LIFO while the queue stands (see queueing)."""
-        target, interval = self._codel(profile)
+        budget = self._arrivals.budget or 0.1
+        target, interval = codel_limits(
+            budget,
+            self._max_delay,
+            profile.predict(self._max_rows),
+            target=self._codel_target,
+            interval=self._codel_interval,
+        )
         shed = self._queue.police(now, profile.predict, target, interval)
         for entry, reason in shed:
             self._shed(reason)
@@ -385,21 +390,6 @@ class Batcher:
                 entry.future.set_exception(DeadlineExceededError(f"{self._name}: {message}"))
         if shed:
             self._depth()
-
-    def _codel(self, profile: LatencyProfile) -> tuple[float, float]:
-        """(target, interval) in seconds: explicit, or derived from the budgets requests bring. The target
-        is never below one full batch's predicted latency: what arrived during the last batch is what can
-        fill the next one, so a shorter target would starve batches under overload."""
-        budget = self._arrivals.budget or 0.1
-        target = self._codel_target
-        if target is None:
-            target = max(
-                CODEL_TARGET_SHARE * budget, 2 * self._max_delay, profile.predict(self._max_rows), 1e-3
-            )
-        interval = self._codel_interval
-        if interval is None:
-            interval = max(budget, 2 * target)
-        return target, interval
 
     def _depth(self) -> None:
         if self._observer is not None:

@@ -168,13 +168,10 @@ class BatchExecutor:
         self.running += 1
         try:
             begin = clock.ns()
-            outputs = self._runner.run_sync(instance, feeds, request.output_names)
-            own_ns = clock.ns() - begin
-            profile.observe_compute(padded, own_ns / 1e9)
+            outputs, run_ns = self._run_inline(instance, profile, feeds, request.output_names, padded)
             outputs = unpad(outputs, rows, padded)
             if self._batchable:
                 check_rows(outputs, rows)
-            compute_ns = clock.ns() - begin
         except Exception as exc:
             if not isinstance(exc, GatewayError):
                 log.error("%s: batch failed", self._name, exc_info=exc)
@@ -182,10 +179,35 @@ class BatchExecutor:
         finally:
             self.running -= 1
             self.last_batch = clock.now()
-        profile.observe(padded, (own_ns + self._hop_ns) / 1e9)
+        compute_ns = self._learn(profile, padded, rows, run_ns, begin)
+        return BatchResult(outputs, int((started - enqueued) * 1e9), compute_ns, rows)
+
+    def _run_inline(
+        self,
+        instance: int,
+        profile: LatencyProfile,
+        feeds: Mapping[str, npt.NDArray[Any]],
+        names: Sequence[str],
+        padded: int,
+    ) -> tuple[list[npt.NDArray[Any]], int]:
+        """Runs a batch on the event loop; its own time teaches the profile's compute estimate. Returns the
+        outputs and the run as the profile learns it: that time plus the hop (module doc)."""
+        begin = self._clock.ns()
+        outputs = self._runner.run_sync(instance, feeds, names)
+        own_ns = self._clock.ns() - begin
+        profile.observe_compute(padded, own_ns / 1e9)
+        return outputs, own_ns + self._hop_ns
+
+    def _learn(self, profile: LatencyProfile, padded: int, rows: int, run_ns: int, begin: int) -> int:
+        """Ends a batch whose run began at ``begin``: the profile learns ``run_ns``, the observer gets the
+        batch; returns ``compute_ns`` (from ``begin`` to now: collation to split)."""
+        compute_ns = self._clock.ns() - begin
+        # The profile learns the run as the executor path costs it: the session's own time (measured on its
+        # thread, so the event loop's delay in resuming us never inflates predictions) plus the hop.
+        profile.observe(padded, run_ns / 1e9)
         if self._observer is not None:
             self._observer.on_batch(rows, compute_ns)
-        return BatchResult(outputs, int((started - enqueued) * 1e9), compute_ns, rows)
+        return compute_ns
 
     def _inline(self, cost: float, started: float, alone: bool) -> bool:
         """Whether a batch whose session compute is predicted at ``cost`` runs on the event loop (module
@@ -221,10 +243,7 @@ class BatchExecutor:
         begin = clock.ns()
         cost = profile.compute(padded)
         if self._inline(cost, started, alone):
-            outputs = self._runner.run_sync(instance, feeds, names)
-            own_ns = clock.ns() - begin
-            profile.observe_compute(padded, own_ns / 1e9)
-            run_ns = own_ns + self._hop_ns
+            outputs, run_ns = self._run_inline(instance, profile, feeds, names, padded)
         else:
             try:
                 outputs = await self._runner.run(instance, feeds, names)
@@ -243,12 +262,7 @@ class BatchExecutor:
             parts = split(outputs, offsets)
         else:
             parts = [outputs]
-        compute_ns = clock.ns() - begin
-        # The profile learns the run as the executor path costs it: the session's own time (measured on its
-        # thread, so the event loop's delay in resuming us never inflates predictions) plus the hop.
-        profile.observe(padded, run_ns / 1e9)
-        if self._observer is not None:
-            self._observer.on_batch(rows, compute_ns)
+        compute_ns = self._learn(profile, padded, rows, run_ns, begin)
         if single:
             entry = batch[0]
             if not entry.future.done():

@@ -14,6 +14,8 @@ Contracts:
   buckets: ``{name}_total`` (and ``_created``) for a counter, ``_bucket{le}``, ``_count``, ``_sum`` (and
   ``_created``) for a histogram; an observation equal to a bucket bound counts in that bucket.
 * Label values are passed positionally, in ``labelnames`` order; children are never removed.
+* ``_created`` is wall-clock time (seconds since the epoch), as the exposition format defines it; it is
+  never used for durations.
 """
 
 from __future__ import annotations
@@ -71,7 +73,11 @@ class _Family(Collector, Generic[ChildT]):
     """Name, help, label names and the children by label values; subclasses make a child and collect."""
 
     def __init__(
-        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry | None
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.name = name
         self.documentation = documentation
@@ -99,15 +105,6 @@ class _Family(Collector, Generic[ChildT]):
 
 class LoopCounter(_Family[CounterChild]):
     """A counter family, exported as prometheus-client's ``Counter(name, ...)`` would be."""
-
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str],
-        registry: CollectorRegistry | None = None,
-    ) -> None:
-        super().__init__(name, documentation, labelnames, registry)
 
     def _new_child(self) -> CounterChild:
         return CounterChild()

@@ -30,6 +30,28 @@ if TYPE_CHECKING:
 Predict = Callable[[int], float]
 _Rank = tuple[float, float, int]
 
+#: The CoDel target as a share of the budgets requests bring (:func:`codel_limits`: why not less).
+CODEL_TARGET_SHARE = 0.5
+
+
+def codel_limits(
+    budget: float,
+    max_delay: float,
+    full_batch: float,
+    *,
+    target: float | None = None,
+    interval: float | None = None,
+) -> tuple[float, float]:
+    """(target, interval) in seconds for :meth:`EntryQueue.police`: the explicit ones, or derived from the
+    typical ``budget`` requests bring. The target is at least twice ``max_delay`` (the queue delay) and
+    never below ``full_batch`` (one full batch's predicted latency): what arrived during the last batch is
+    what can fill the next one, so a shorter target would starve batches under overload."""
+    if target is None:
+        target = max(CODEL_TARGET_SHARE * budget, 2 * max_delay, full_batch, 1e-3)
+    if interval is None:
+        interval = max(budget, 2 * target)
+    return target, interval
+
 
 @dataclass(eq=False, slots=True)
 class Entry:

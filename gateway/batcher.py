@@ -149,6 +149,7 @@ class Batcher:
         self._claimed = [False] * n  # instance running a fast-path request
         self._released = [asyncio.Event() for _ in range(n)]
         self._busy_until = [0.0] * n  # predicted end of the batches in flight on each instance (pipelined)
+        self._in_flight_s = [0.0] * n  # sum of the predictions of the batches in flight on each instance
         self._workers: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -282,7 +283,8 @@ class Batcher:
         handed to the runner before the running one finishes (at most :data:`PIPELINE_DEPTH` at once; the
         runner's one thread per instance runs them in order), so the session never idles through the event
         loop's hand-off; with less than a full batch waiting the former waits for the running one, which
-        lets more rows gather."""
+        lets more rows gather. A handed-over batch's deadlines are checked from the predicted end of those
+        in flight, re-anchored to the clock each time one finishes (:meth:`_run_batch`)."""
         running: set[asyncio.Task[None]] = set()
         try:
             while True:
@@ -306,13 +308,17 @@ class Batcher:
     async def _run_batch(self, instance: int, batch: list[Entry], running: set[asyncio.Task[None]]) -> None:
         predicted = self.profiles[instance].predict(sum(entry.rows for entry in batch))
         self._busy_until[instance] = max(self._busy_until[instance], self._clock.now()) + predicted
+        self._in_flight_s[instance] += predicted
         try:
             await self._executor.execute(instance, batch)
         except Exception:  # pragma: no cover - execute answers every future itself
             log.exception("%s: batch former %d failed", self._name, instance)
         finally:
             if len(running) <= 1:  # nothing else in flight on this instance
-                self._busy_until[instance] = 0.0
+                self._busy_until[instance] = self._in_flight_s[instance] = 0.0
+            else:  # re-anchored on each finish: the rest start now, so predictions cannot pile up
+                self._in_flight_s[instance] = max(0.0, self._in_flight_s[instance] - predicted)
+                self._busy_until[instance] = self._clock.now() + self._in_flight_s[instance]
 
     async def _next_batch(self, instance: int) -> list[Entry] | None:
         """Waits for, then forms, the next batch; None once closing with nothing left."""

@@ -267,3 +267,20 @@ async def test_less_than_a_full_batch_waits_for_the_running_one() -> None:
     await release_all(r)
     for ident, future in zip((1, 2, 3), futures, strict=True):
         own_rows(await future, ident)
+
+
+async def test_pipelined_batches_stay_full_when_runs_beat_their_predictions() -> None:
+    # Predicted 10 ms a batch, each run takes 1 ms: the predicted end of the batches in flight must follow
+    # the runs as they finish, not add up prediction after prediction until no second request seems to fit
+    # before its deadline (the 32-row mlp at 16 concurrent calls fell to one request a batch that way).
+    r = rig(max_batch_size=2, seed_s=0.010)
+    await occupy(r)
+    futures = [r.submit(ident, budget=0.1) for ident in range(1, 41)]
+    await settle()
+    while not all(future.done() for future in futures):
+        r.runner.allow(1)
+        await settle()
+    assert r.batches()[1:] == [[i, i + 1] for i in range(1, 41, 2)]
+    assert r.observer.shed == []
+    for ident, future in zip(range(1, 41), futures, strict=True):
+        own_rows(await future, ident)

@@ -18,7 +18,10 @@ Contracts:
   then in-process onnxruntime (:func:`loadtests.ortceiling.measure`) right after it at that batch size
   with the gateway's own ``intra_op_threads`` (:func:`gateway.runner.default_intra_op_threads`, written
   into a model.toml of a ceiling registry): each ratio pairs two measurements seconds apart, so a change
-  in the shared host's speed between them cannot decide the figure.
+  in the shared host's speed between them cannot decide the figure. The gateway step's client is (e)'s
+  (``--hotpath-native-client`` when there is one: the ceiling runs no client at all, and a Python client
+  takes about 0.3 of the 2 cores from the gateway); with it, the same step with the Python client
+  follows each ceiling (labels ``...-c16-python``), reported beside the goal against that round's ceiling.
   (f): ``--hotpath-rounds`` rounds of tiny C=64 and mlp C=64 on every configuration, all up at once, in
   the order of :data:`~bench.hotpath_md.CONFIGS` in even rounds and reversed in odd ones (labels
   ``f-{config}-{model}-c64``, round-numbered as (a)'s).
@@ -76,7 +79,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         "--hotpath-native-client",
         type=Path,
         default=NATIVE_CLIENT if NATIVE_CLIENT.exists() else None,
-        help="hotpath: the load client of (e) (default: make native-client's build when there is one)",
+        help="hotpath: load client of (d) and (e) (default: make native-client's build when there is one)",
     )
 
 
@@ -124,10 +127,17 @@ class _Bench:
         return run
 
     def closed(
-        self, server: _Server, model: str, concurrency: int, rows: int = 1, label: str = ""
+        self,
+        server: _Server,
+        model: str,
+        concurrency: int,
+        rows: int = 1,
+        label: str = "",
+        native_client: Path | None = None,
     ) -> Measured:
         label = label or f"{server.key}-{model}{f'-r{rows}' if rows > 1 else ''}-c{concurrency}"
-        return self.load(label, server, model, levels=(float(concurrency),), rows=rows)
+        config = {"levels": (float(concurrency),), "rows": rows, "native_client": native_client}
+        return self.load(label, server, model, **config)
 
     def overload(
         self,
@@ -218,9 +228,10 @@ def _run(args: argparse.Namespace) -> Results:
                     for server, key in turns:
                         b.closed(server, "tiny", 1, label=round_label(f"{key}-tiny-c1-pinned", index))
         d_rounds: list[dict[str, Any]] = []
-        for index in range(max(1, args.hotpath_rounds)):  # (d): each gateway step, then its ceiling
+        native = args.hotpath_native_client
+        for index in range(max(1, args.hotpath_rounds)):  # (d): each gateway step, its ceiling, Python's
             label = round_label(f"defaults-mlp-r{rows}-c16", index)
-            run_d = b.closed(gw, "mlp", 16, rows=rows, label=label)
+            run_d = b.closed(gw, "mlp", 16, rows=rows, label=label, native_client=native)
             mean = ((run_d.step.get("server") or {}).get("batch_size") or {}).get("mean")
             batch = max(1, round(mean)) if mean else rows
             print(f"== ceiling: onnxruntime in-process, mlp, batch {batch}, {threads} thread(s)", flush=True)
@@ -228,6 +239,9 @@ def _run(args: argparse.Namespace) -> Results:
                 ceiling_registry, "mlp", batch_sizes=(batch,), seconds=args.hotpath_ceiling_seconds
             )
             d_rounds.append({"label": label, "gateway_mean_batch": mean, "batches": result["batches"]})
+            if native is not None:  # reported beside (d): the Python client takes a share of the 2 cores
+                python_label = round_label(f"defaults-mlp-r{rows}-c16-python", index)
+                b.closed(gw, "mlp", 16, rows=rows, label=python_label)
         with ExitStack() as inner:  # (f): every configuration up at once, measured in alternating rounds
             servers = {k: gw if k == "defaults" else b.gateway(inner, k, b.registries[k])[0] for k in CONFIGS}
             order = list(CONFIGS)
@@ -258,6 +272,7 @@ def _run(args: argparse.Namespace) -> Results:
             **{k: v for k, v in result.items() if k != "batches"},
             "rows_per_request": rows,
             "rounds": d_rounds,
+            "client": "python" if native is None else "native",
         },
         "overload": overload,
         "refusals": refusals,

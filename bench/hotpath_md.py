@@ -62,12 +62,13 @@ def _paired(
 
 
 def _d_rounds(
-    runs: dict[str, Measured], ceiling: dict[str, Any]
+    runs: dict[str, Measured], ceiling: dict[str, Any], suffix: str = ""
 ) -> tuple[list[float], list[float], list[int]]:
     """Goal (d)'s rounds, over those with both figures: the gateway's rows/s, the in-process rows/s measured
-    right after it, and the batch size that ceiling ran (results without ``rounds``: one round)."""
+    right after it, and the batch size that ceiling ran (results without ``rounds``: one round);
+    ``suffix`` "-python": the Python client's steps of the same rounds instead."""
     rounds = ceiling.get("rounds") or [{"batches": ceiling.get("batches", [])}]
-    base = f"defaults-mlp-r{int(ceiling['rows_per_request'])}-c16"
+    base = f"defaults-mlp-r{int(ceiling['rows_per_request'])}-c16{suffix}"
     mine, theirs, batches = [], [], []
     for index, entry in enumerate(rounds):
         gateway = _rps(runs, round_label(base, index), rows=True)
@@ -77,6 +78,11 @@ def _d_rounds(
             theirs.append(float(batch["rows_per_s"]))
             batches.append(int(batch["batch"]))
     return mine, theirs, batches
+
+
+def _d_client(ceiling: dict[str, Any]) -> str:
+    """Which load client drove goal (d)'s gateway steps (results before the native one have no key)."""
+    return ", native load client" if ceiling.get("client") == "native" else ""
 
 
 def _per_round(mine: list[float], theirs: list[float], kind: str = "alternating") -> str:
@@ -143,7 +149,8 @@ def goals(results: Results) -> list[Goal]:
             ratio(_median(pinned_gw), _median(pinned_echo)),
         ),
         Goal.at_least(
-            f"(d) mlp, {rows} rows, C=16: gateway rows/s ÷ in-process onnxruntime at the gateway's mean "
+            f"(d) mlp, {rows} rows, C=16{_d_client(ceiling)}: gateway rows/s ÷ in-process onnxruntime at "
+            "the gateway's mean "
             f"batch ({'/'.join(str(b) for b in batches) or '-'} rows, {ceiling.get('intra_op_threads')} "
             "thread(s)), mean of the rounds",
             f"{fmt(gw_d, 0)} ÷ {fmt(ort_d, 0)} ({_per_round(gw_rows, ort_rows, 'paired')})",
@@ -151,6 +158,17 @@ def goals(results: Results) -> list[Goal]:
             0.8,
         ),
     ]
+    py_rows, py_ort, _ = _d_rounds(runs, ceiling, "-python")
+    if py_rows:
+        per_py = [a / b for a, b in zip(py_rows, py_ort, strict=True) if b]
+        out.append(
+            Goal.report(
+                "(d) the same with the Python load client, right after each ceiling (mean of the rounds)",
+                f"{fmt(_mean(py_rows), 0)} ÷ {fmt(_mean(py_ort), 0)} "
+                f"({_per_round(py_rows, py_ort, 'paired')})",
+                _mean(per_py),
+            )
+        )
     out += overload_goals(results, runs)
     for suffix, what in (("tiny-c64", "tiny, C=64"), ("mlp-c64", "mlp, 1 row, C=64")):
         best_key, best = _best(runs, results, suffix)
@@ -208,7 +226,15 @@ def render(results: Results) -> str:
         *_config_table(results, runs),
         "### (d) The in-process ceiling",
         "",
-        f"Each round: the gateway's {ceiling['rows_per_request']}-row step, its mean batch "
+        f"Each round: the gateway's {ceiling['rows_per_request']}-row step"
+        + (
+            " (driven by `infergate-load --native-client`: the ceiling runs no client, and a Python "
+            "client takes about 0.3 of the 2 cores from the gateway; the Python client's step follows each "
+            "ceiling, reported beside the goal)"
+            if ceiling.get("client") == "native"
+            else ""
+        )
+        + ", its mean batch "
         "(`infergate_batch_size` sum ÷ count delta), then onnxruntime "
         f"{ceiling.get('onnxruntime')} in process right after it (`loadtests/ortceiling.py`: "
         f"{ceiling.get('intra_op_threads')} intra-op thread(s), the gateway's own default on this machine, "

@@ -306,6 +306,22 @@ def test_goal_d_pairs_each_gateway_round_with_the_ceiling_measured_right_after_i
     assert "mean batch 40.00, 40 rows: 3,200 rows/s" in render(results)
 
 
+def test_goal_d_names_a_native_client_and_reports_the_python_clients_rounds_beside_it() -> None:
+    results = _results()
+    assert not [k for k in _by_figure(results) if k.startswith("(d) the same with the Python")]  # none ran
+    assert "native load client" not in render(results)
+    results["ceiling"]["client"] = "native"
+    label = "defaults-mlp-r32-c16-python"
+    results["runs"][label] = _run(label, _step(50, rows=32, batch=64.0))
+    found = _by_figure(results)
+    # the goal still reads the native step (3,200 ÷ 4,000); Python's 1,600 rows/s against the same ceiling
+    assert _find(found, "(d) mlp, 32 rows, C=16, native load client") == (pytest.approx(0.8), "≥ 0.8", "met")
+    value, goal, verdict = _find(found, "(d) the same with the Python load client")
+    assert value == pytest.approx(0.4)
+    assert (goal, verdict) == ("(report)", "-")
+    assert "driven by `infergate-load --native-client`" in render(results)
+
+
 def test_overload_text_names_the_load_client_that_drove_it() -> None:
     from bench.hotpath_overload import _client_kind
 

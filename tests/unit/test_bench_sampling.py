@@ -1,0 +1,50 @@
+"""The sampling benchmark section's goals, from a hand-written results dict (no server runs): each ratio
+comes from the runs it names, summed over both rounds where the goal says so."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench.kit import Measured
+from bench.sampling import goals
+
+
+def _run(label: str, rps: float, p99: float = 5.0) -> dict[str, Any]:
+    report = {"throughput_rps": rps, "steps": [{"latency_ms": {"p50": 1.0, "p99": p99}}]}
+    return Measured(label, report, f"infergate-load {label}", (1.0, 0.5, 0.25)).to_json()
+
+
+def _results() -> dict[str, Any]:
+    rps = {
+        "closed-off-r1": 1000.0,
+        "closed-off-r2": 1000.0,
+        "closed-5-r1": 990.0,
+        "closed-5-r2": 960.0,
+        "closed-100-r1": 900.0,
+        "closed-100-r2": 880.0,
+        "closed-dead": 960.0,
+        "closed-off-after-kill": 1000.0,
+    }
+    runs = {label: _run(label, value) for label, value in rps.items()}
+    for side, p99 in (("open-off", 4.0), ("open-5", 4.2), ("open-100", 8.0)):
+        for r in (1, 2):
+            runs[f"{side}-r{r}"] = _run(f"{side}-r{r}", 500.0, p99)
+    return {"runs": runs, "cpu": {"monitor_cpu_s": 0.5, "rows": 10_000}}
+
+
+def test_five_percent_sampling_is_held_to_a_three_percent_throughput_cost_over_both_rounds() -> None:
+    found = {g.figure: g for g in goals(_results())}
+    (label,) = [k for k in found if k.startswith("throughput, sampling 5 %")]
+    goal = found[label]
+    assert goal.value == pytest.approx(1950 / 2000)
+    assert "per round 0.99, 0.96" in label
+    assert (goal.goal, goal.verdict) == ("≥ 0.97", "met")
+    results = _results()
+    results["runs"]["closed-5-r2"] = _run("closed-5-r2", 930.0)
+    goal = next(g for g in goals(results) if g.figure.startswith("throughput, sampling 5 %"))
+    assert goal.value == pytest.approx(1920 / 2000)
+    assert goal.verdict == "missed"
+    hundred = next(g for g in goals(results) if g.figure.startswith("throughput, sampling 100 %"))
+    assert hundred.value == pytest.approx(1780 / 2000)

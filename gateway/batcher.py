@@ -148,7 +148,6 @@ class Batcher:
         self._parked = [False] * n  # former waiting for an arrival with the queue empty
         self._claimed = [False] * n  # instance running a fast-path request
         self._released = [asyncio.Event() for _ in range(n)]
-        self._busy_until = [0.0] * n  # predicted end of the batches in flight on each instance (pipelined)
         self._in_flight_s = [0.0] * n  # sum of the predictions of the batches in flight on each instance
         self._workers: list[asyncio.Task[None]] = []
 
@@ -283,8 +282,7 @@ class Batcher:
         handed to the runner before the running one finishes (at most :data:`PIPELINE_DEPTH` at once; the
         runner's one thread per instance runs them in order), so the session never idles through the event
         loop's hand-off; with less than a full batch waiting the former waits for the running one, which
-        lets more rows gather. A handed-over batch's deadlines are checked from the predicted end of those
-        in flight, re-anchored to the clock each time one finishes (:meth:`_run_batch`)."""
+        lets more rows gather."""
         running: set[asyncio.Task[None]] = set()
         try:
             while True:
@@ -307,18 +305,15 @@ class Batcher:
 
     async def _run_batch(self, instance: int, batch: list[Entry], running: set[asyncio.Task[None]]) -> None:
         predicted = self.profiles[instance].predict(sum(entry.rows for entry in batch))
-        self._busy_until[instance] = max(self._busy_until[instance], self._clock.now()) + predicted
         self._in_flight_s[instance] += predicted
         try:
             await self._executor.execute(instance, batch)
         except Exception:  # pragma: no cover - execute answers every future itself
             log.exception("%s: batch former %d failed", self._name, instance)
         finally:
-            if len(running) <= 1:  # nothing else in flight on this instance
-                self._busy_until[instance] = self._in_flight_s[instance] = 0.0
-            else:  # re-anchored on each finish: the rest start now, so predictions cannot pile up
-                self._in_flight_s[instance] = max(0.0, self._in_flight_s[instance] - predicted)
-                self._busy_until[instance] = self._clock.now() + self._in_flight_s[instance]
+            # nothing else in flight on this instance: exactly zero, whatever the float sums left
+            left = self._in_flight_s[instance] - predicted
+            self._in_flight_s[instance] = max(0.0, left) if len(running) > 1 else 0.0
 
     async def _next_batch(self, instance: int) -> list[Entry] | None:
         """Waits for, then forms, the next batch; None once closing with nothing left."""
@@ -365,7 +360,9 @@ class Batcher:
                         if queue.key_rows(key) == 0:
                             continue
             limit = self._max_rows if self._batchable else 0  # unbatchable: one request per run
-            start = max(now, self._busy_until[instance])  # a pipelined batch starts after those in flight
+            # A pipelined batch starts after the predictions of those in flight, counted from now (an end
+            # predicted earlier ran ahead of the clock when runs beat their predictions).
+            start = now + self._in_flight_s[instance]
             batch = queue.take(key, start, profile.predict, limit, check_deadlines=self._deadline_aware)
             self._depth()
             if batch:

@@ -259,7 +259,6 @@ def _run(args: argparse.Namespace) -> Results:
         with client_pinned(plan):  # (e)'s floor: what a refusal costs the pinned core
             capacity = overload["tiny"]["defaults"]["capacity_rps"]
             pin_to = plan["server_cpus"] if plan["pinned"] else None
-            native = args.hotpath_native_client
             refusals = measure_refusals(b, registry, capacity, pin_to, args.work, native) if capacity else {}
         b.commands["stalled echo"] = f"infergate-load echo-server --registry {registry} --port 0 --stall"
         tuned, _ = b.gateway(stack, "tuned", registry, *TUNED_FLAGS)

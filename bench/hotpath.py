@@ -31,8 +31,9 @@ Contracts:
   of :data:`~bench.hotpath_overload.PROBES` closed-loop probes (labels round-numbered as (a)'s) is its
   capacity there, then Poisson arrivals at 2x and 4x that capacity with ``timeout`` = gRPC deadline =
   goodput budget = 50 ms. Servers: echo (reference, its own capacity; ``tiny`` only), the defaults
-  gateway, then a fresh gateway with :data:`~bench.hotpath_overload.TUNED_FLAGS` (tuned) offered the same
-  rates as the defaults gateway (its own probe would count the refusals its push-back causes at a closed
+  gateway, then per scenario a fresh gateway with :func:`~bench.hotpath_overload.tuned_flags` of the
+  defaults gateway's capacity there (tuned; stopped after its scenario) offered the same rates as the
+  defaults gateway (its own probe would count the refusals its push-back causes at a closed
   loop's concurrency). A server's RSS (``VmRSS`` of ``/proc/PID/status``) is read before the 2x step,
   between, and after 4x. Then :func:`bench.hotpath_refusals.measure`: what one refusal costs the pinned
   core, at the defaults gateway's ``tiny`` rates.
@@ -52,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.hotpath_md import CONFIGS, TITLE, goals, render
-from bench.hotpath_overload import BUDGET_MS, FACTORS, PROBES, SCENARIOS, TUNED_FLAGS
+from bench.hotpath_overload import BUDGET_MS, FACTORS, PROBES, SCENARIOS, tuned_flags
 from bench.hotpath_refusals import measure as measure_refusals
 from bench.kit import Gateway, Measured, add_model, measure, round_label, start_gateway
 from bench.pinning import client_pinned, cpu_plan, pin, rss_kib, servers_pinned
@@ -261,10 +262,14 @@ def _run(args: argparse.Namespace) -> Results:
             pin_to = plan["server_cpus"] if plan["pinned"] else None
             refusals = measure_refusals(b, registry, capacity, pin_to, args.work, native) if capacity else {}
         b.commands["stalled echo"] = f"infergate-load echo-server --registry {registry} --port 0 --stall"
-        tuned, _ = b.gateway(stack, "tuned", registry, *TUNED_FLAGS)
-        for scenario in SCENARIOS:
+        for scenario in SCENARIOS:  # one tuned gateway per scenario, its streams sized by that capacity
             defaults = overload[scenario]["defaults"]
-            overload[scenario]["tuned"] = b.overload(tuned, scenario, plan, capacity_of=defaults)
+            flags = tuned_flags(float(defaults["capacity_rps"]), BUDGET_MS)
+            with ExitStack() as one:
+                tuned, _ = b.gateway(one, "tuned", registry, *flags)
+                b.commands[f"gateway tuned, {scenario}"] = b.commands.pop("gateway tuned")
+                entry = b.overload(tuned, scenario, plan, capacity_of=defaults)
+            overload[scenario]["tuned"] = {**entry, "flags": list(flags)}
     return {
         "runs": b.runs,
         "ceiling": {

@@ -6,7 +6,8 @@ Contracts:
 * Two scenarios (:data:`SCENARIOS`): ``tiny`` (one row per call: the server's cost is gRPC's and Python's
   per call) and ``mlp32`` (32 rows of ``mlp`` per call: the server's cost is onnxruntime's compute, and
   capacity is low enough that one client core can offer 4x). Servers (:data:`SERVERS`): the gateway with
-  its defaults, the gateway ``tuned`` for overload (:data:`TUNED_FLAGS`: transport push-back), and, on
+  its defaults, the gateway ``tuned`` for overload (:func:`tuned_flags`: transport push-back sized from the
+  scenario's capacity, one fresh gateway per scenario, its flags kept in the entry's ``flags``), and, on
   ``tiny`` only, the echo server as a reference without a goal.
 * ``results["overload"][scenario][server]`` = ``{"capacity_rps", "capacity_from", "steps": {factor:
   run label}, "rss_kib": [...]}``; run labels are ``{server}-{scenario}-probe`` and
@@ -31,11 +32,14 @@ __all__ = [
     "FAST_MS",
     "SCENARIOS",
     "SERVERS",
-    "TUNED_FLAGS",
+    "LEGACY_TUNED_FLAGS",
     "beyond_deadline",
     "fast_share",
+    "flags_of",
     "overload_goals",
     "overload_text",
+    "stream_cap",
+    "tuned_flags",
 ]
 
 BUDGET_MS = 50.0
@@ -52,16 +56,38 @@ SCENARIOS: dict[str, tuple[str, str, int, int]] = {
     "tiny": ("tiny, 1 row per call", "tiny", 1, 64),
     "mlp32": ("mlp, 32 rows per call", "mlp", 32, 16),
 }
-#: The overload configuration README's "Overload" recommends: HTTP/2 streams per connection and calls
-#: waiting in gRPC core bound what the server holds, so excess calls are refused before they cost Python
-#: anything, and the calls Python takes have waited at most ~16 calls' work in gRPC core's FIFO (64, the
-#: default, is ~90 ms of 32-row mlp calls on one core); the in-process adaptive limit is then off (its
-#: refusals are paid in Python, after the transport's work).
-TUNED_FLAGS = ("--max-concurrent-streams", "32", "--max-pending-calls", "16", "--max-concurrency", "0")
+#: The flags the tuned gateway ran with before streams were sized per scenario (results saved before then
+#: carry no ``flags`` and are rendered with these).
+LEGACY_TUNED_FLAGS = ("--max-concurrent-streams", "32", "--max-pending-calls", "16", "--max-concurrency", "0")
+
+
+def stream_cap(capacity_rps: float, budget_ms: float) -> int:
+    """README "Overload"'s sizing rule for ``--max-concurrent-streams``: the calls the server serves in half
+    a budget (so a full connection's streams wait at most that long), rounded down to a power of two, at
+    least 1. Tiny at ~3,400 calls/s and 50 ms: 64; 32-row mlp calls at ~650/s: 16."""
+    calls = capacity_rps * budget_ms / 1000.0 / 2.0
+    return 1 << max(0, int(calls).bit_length() - 1) if calls >= 1 else 1
+
+
+def tuned_flags(capacity_rps: float, budget_ms: float) -> tuple[str, ...]:
+    """The overload configuration README "Overload" recommends, for a scenario's measured capacity: the
+    stream cap of :func:`stream_cap` bounds what one connection holds, so excess calls are refused by the
+    transport before they cost Python anything; gRPC core's pending limit is as large (it never refuses
+    before the streams do: its refusals cost the core about twice as much); the in-process adaptive
+    limit is off (its refusals are paid in Python, after the transport's work)."""
+    cap = str(stream_cap(capacity_rps, budget_ms))
+    return ("--max-concurrent-streams", cap, "--max-pending-calls", cap, "--max-concurrency", "0")
+
+
+def flags_of(entry: dict[str, Any]) -> tuple[str, ...]:
+    """The flags a tuned gateway's overload entry ran with (:data:`LEGACY_TUNED_FLAGS` when unrecorded)."""
+    return tuple(entry.get("flags") or LEGACY_TUNED_FLAGS)
+
+
 #: Overloaded servers: key -> label.
 SERVERS = {
     "defaults": "gateway, defaults",
-    "tuned": "gateway, tuned: " + " ".join(TUNED_FLAGS),
+    "tuned": "gateway, tuned for overload",
     "echo": "echo (reference, no goal)",
 }
 
@@ -123,6 +149,7 @@ def _gateway_goals(results: Results, runs: dict[str, Measured], scenario: str, s
     o, budget = _entry(results, scenario, server), float(results["budget_ms"])
     name = f"{SERVERS[server]}, {SCENARIOS[scenario][0]}"
     cap, out = o["capacity_rps"], []
+    streams = f" ({' '.join(flags_of(o)[:2])})" if server == "tuned" else ""
     for factor in FACTORS:
         step = _step(runs, o["steps"].get(str(factor)))
         good = None if step is None else float(step["goodput_rps"])
@@ -131,7 +158,7 @@ def _gateway_goals(results: Results, runs: dict[str, Measured], scenario: str, s
         out.append(
             Goal.at_least(
                 f"(e) {name}: goodput at {factor}x ÷ capacity (OK within {budget:g} ms per s)",
-                f"{fmt(good, 0)} ÷ {fmt(cap, 0)}{behind}",
+                f"{fmt(good, 0)} ÷ {fmt(cap, 0)}{streams}{behind}",
                 ratio(good, cap),
                 TARGETS[factor],
             )
@@ -192,6 +219,8 @@ def _table(results: Results, runs: dict[str, Measured]) -> list[str]:
         cap, rss = o["capacity_rps"], o["rss_kib"]
         probes = " / ".join(fmt(v, 0) for v in _probe_rps(runs, server, scenario))
         source = o.get("capacity_from") or "-"
+        if server == "tuned":
+            source += f"; flags {' '.join(flags_of(o))}"
         lines.append(
             f"| {where} | capacity: {source}{f' (probes {probes})' if probes else ''} | - | - | - "
             f"| {fmt(cap, 0)} req/s "

@@ -10,7 +10,14 @@ import pytest
 
 from bench import hotpath_md
 from bench.hotpath_md import goals, render
-from bench.hotpath_overload import SERVERS, beyond_deadline, fast_share
+from bench.hotpath_overload import (
+    LEGACY_TUNED_FLAGS,
+    SERVERS,
+    beyond_deadline,
+    fast_share,
+    stream_cap,
+    tuned_flags,
+)
 from bench.hotpath_refusals import goodput_bound
 from bench.kit import Measured, round_label
 from bench.runner import build_parser
@@ -120,9 +127,10 @@ def _results() -> dict[str, Any]:
             },
             "mlp32": {
                 "defaults": _overload(100.0, "defaults", "mlp32", (2, 4), [102400] * 3),
-                "tuned": _overload(
-                    100.0, "tuned", "mlp32", (2, 4), [102400, 102400, 103424], probe="defaults"
-                ),
+                "tuned": {
+                    **_overload(100.0, "tuned", "mlp32", (2, 4), [102400, 102400, 103424], probe="defaults"),
+                    "flags": list(tuned_flags(100.0, 50.0)),
+                },
             },
         },
         "pinning": {"pinned": True, "server_cpus": [0], "client_cpus": [1], "why": ""},
@@ -191,8 +199,23 @@ def test_a_step_where_the_client_fell_behind_says_so() -> None:
         v for k, v in found.items() if k.startswith(f"(e) {SERVERS['tuned']}, mlp") and "goodput at 4x" in k
     ]
     assert "client behind: send lag p99" in measured
+    assert measured.startswith("90 ÷ 100 (--max-concurrent-streams 2)")
     text = render(_results())
     assert f"{SERVERS['tuned']} on mlp32 at 4x (send lag p99" in text
+
+
+@pytest.mark.parametrize(
+    ("capacity", "streams"),
+    [(3405.0, 64), (2560.0, 64), (2559.0, 32), (658.0, 16), (639.0, 8), (80.0, 2), (79.9, 1), (5.0, 1)],
+)
+def test_streams_are_half_a_budget_of_capacity_rounded_down_to_a_power_of_two(
+    capacity: float, streams: int
+) -> None:
+    assert stream_cap(capacity, 50.0) == streams
+    cap = str(streams)
+    assert tuned_flags(capacity, 50.0) == (
+        "--max-concurrent-streams", cap, "--max-pending-calls", cap, "--max-concurrency", "0",
+    )  # fmt: skip
 
 
 def test_fast_refusals_and_lateness_read_the_client_figures() -> None:
@@ -263,7 +286,15 @@ def test_render_shows_every_part_from_the_results_only() -> None:
     assert "| concurrency_limit 4 | 108.0 |" in text
     assert "48 rows: 4,000 rows/s" in text
     tuned = SERVERS["tuned"]
-    assert f"| tiny | {tuned} | capacity: defaults-tiny-probe | - | - | - | 700 req/s |" in text
+    # the tiny entry recorded no flags (saved before streams were sized): the flags it ran with are shown
+    legacy = " ".join(LEGACY_TUNED_FLAGS)
+    assert f"| tiny | {tuned} | capacity: defaults-tiny-probe; flags {legacy} | - | - | - | 700 req/s |" in (
+        text
+    )
+    sized = "--max-concurrent-streams 2 --max-pending-calls 2 --max-concurrency 0"
+    assert f"| mlp32 | {tuned} | capacity: defaults-mlp32-probe; flags {sized} | - | - | - | 100 req/s |" in (
+        text
+    )
     assert f"| mlp32 | {tuned} | 4x | 400 | 90 | 0.90 |" in text
     assert (
         "fell behind its schedule (send lag p99 > 10 ms) in: echo (reference, no goal) on tiny at 4x" in text

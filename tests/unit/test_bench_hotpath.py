@@ -199,16 +199,16 @@ def test_a_step_where_the_client_fell_behind_says_so() -> None:
         v for k, v in found.items() if k.startswith(f"(e) {SERVERS['tuned']}, mlp") and "goodput at 4x" in k
     ]
     assert "client behind: send lag p99" in measured
-    assert measured.startswith("90 ÷ 100 (--max-concurrent-streams 2)")
+    assert measured.startswith("90 ÷ 100 (--max-concurrent-streams 1)")
     text = render(_results())
     assert f"{SERVERS['tuned']} on mlp32 at 4x (send lag p99" in text
 
 
 @pytest.mark.parametrize(
     ("capacity", "streams"),
-    [(3405.0, 64), (2560.0, 64), (2559.0, 32), (658.0, 16), (639.0, 8), (80.0, 2), (79.9, 1), (5.0, 1)],
+    [(3840.0, 64), (3839.0, 32), (3405.0, 32), (2560.0, 32), (658.0, 8), (479.0, 4), (120.0, 2), (5.0, 1)],
 )
-def test_streams_are_half_a_budget_of_capacity_rounded_down_to_a_power_of_two(
+def test_streams_are_a_third_of_a_budget_of_capacity_rounded_down_to_a_power_of_two(
     capacity: float, streams: int
 ) -> None:
     assert stream_cap(capacity, 50.0) == streams
@@ -291,7 +291,7 @@ def test_render_shows_every_part_from_the_results_only() -> None:
     assert f"| tiny | {tuned} | capacity: defaults-tiny-probe; flags {legacy} | - | - | - | 700 req/s |" in (
         text
     )
-    sized = "--max-concurrent-streams 2 --max-pending-calls 2 --max-concurrency 0"
+    sized = "--max-concurrent-streams 1 --max-pending-calls 1 --max-concurrency 0"
     assert f"| mlp32 | {tuned} | capacity: defaults-mlp32-probe; flags {sized} | - | - | - | 100 req/s |" in (
         text
     )

@@ -30,13 +30,18 @@ Contracts:
   the results say why. Per scenario of :data:`bench.hotpath_overload.SCENARIOS` and server: the highest
   of :data:`~bench.hotpath_overload.PROBES` closed-loop probes (labels round-numbered as (a)'s) is its
   capacity there, then Poisson arrivals at 2x and 4x that capacity with ``timeout`` = gRPC deadline =
-  goodput budget = 50 ms. Servers: echo (reference, its own capacity; ``tiny`` only), the defaults
-  gateway, then per scenario a fresh gateway with :func:`~bench.hotpath_overload.tuned_flags` of the
-  defaults gateway's capacity there (tuned; stopped after its scenario) offered the same rates as the
-  defaults gateway (its own probe would count the refusals its push-back causes at a closed
-  loop's concurrency). A server's RSS (``VmRSS`` of ``/proc/PID/status``) is read before the 2x step,
-  between, and after 4x. Then :func:`bench.hotpath_refusals.measure`: what one refusal costs the pinned
-  core, at the defaults gateway's ``tiny`` rates.
+  goodput budget = 50 ms. Servers: echo (reference, its own capacity; ``tiny`` only) and the defaults
+  gateway. A server's RSS (``VmRSS`` of ``/proc/PID/status``) is read before the 2x step, between, and
+  after 4x. Then :func:`bench.hotpath_refusals.measure`: what one refusal costs the pinned core, at the
+  defaults gateway's ``tiny`` rates. Then the tuned gateway, measured against capacity probed just before
+  and after its steps (the host's speed moves by a third within minutes, so a capacity probed minutes
+  earlier could decide the ratio either way): a fresh gateway with the defaults (``again``, no state left
+  by an overload step) is probed :data:`~bench.hotpath_overload.PROBES` times per scenario (labels
+  ``again-{scenario}-probe``, round-numbered), a fresh gateway with
+  :func:`~bench.hotpath_overload.tuned_flags` of the highest of them (tuned; its own probe would count
+  the refusals its push-back causes at a closed loop's concurrency) is offered 2x and 4x that capacity
+  and stopped, and ``again`` is probed once more (``again-{scenario}-after``). The tuned entry keeps
+  ``probes``, ``flags`` and ``after``; its goals divide by the highest of the probes, after included.
 * Results: every load run as :meth:`bench.kit.Measured.to_json` under ``runs``, plus ``ceiling``,
   ``overload``, ``refusals``, ``configs`` and ``commands``; :mod:`bench.hotpath_md` renders them and
   states the goals.
@@ -140,30 +145,39 @@ class _Bench:
         config = {"levels": (float(concurrency),), "rows": rows, "native_client": native_client}
         return self.load(label, server, model, **config)
 
+    def probe(self, server: _Server, scenario: str, plan: dict[str, Any], name: str, count: int) -> list[str]:
+        """``count`` closed-loop capacity probes of ``scenario`` on ``server`` (pinned as in the module
+        contract), labelled ``name`` round-numbered; returns their labels."""
+        _, model, rows, probe_c = SCENARIOS[scenario]
+        if plan["pinned"]:
+            pin(server.pid, plan["server_cpus"])
+        config = {"levels": (float(probe_c),), "rows": rows, "native_client": self.args.hotpath_native_client}
+        labels = [round_label(name, index) for index in range(count)]
+        with client_pinned(plan):
+            for label in labels:
+                self.load(label, server, model, **config)
+        return labels
+
     def overload(
         self,
         server: _Server,
         scenario: str,
         plan: dict[str, Any],
-        capacity_of: dict[str, Any] | None = None,
+        probes: list[str] | None = None,
     ) -> dict[str, Any]:
-        """Capacity probe (or ``capacity_of``'s), then 2x and 4x (see the module contract)."""
-        _, model, rows, probe_c = SCENARIOS[scenario]
+        """Capacity probes of its own (or ``probes``, run labels of another server's), then 2x and 4x
+        that capacity (see the module contract)."""
+        _, model, rows, _ = SCENARIOS[scenario]
+        if probes is None:  # the highest probe: one the host slowed cannot flatter (e)
+            probes = self.probe(server, scenario, plan, f"{server.key}-{scenario}-probe", PROBES)
         if plan["pinned"]:
             pin(server.pid, plan["server_cpus"])
         native = self.args.hotpath_native_client
         with client_pinned(plan):
-            if capacity_of is None:  # the highest probe: one the host slowed cannot flatter (e)
-                probes = []
-                for index in range(PROBES):
-                    label = round_label(f"{server.key}-{scenario}-probe", index)
-                    config = {"levels": (float(probe_c),), "rows": rows, "native_client": native}
-                    probes.append(self.load(label, server, model, **config))
-                best = max(probes, key=lambda run: float(run.report["throughput_rps"]))
-                capacity, source = float(best.report["throughput_rps"]), best.label
-            else:
-                capacity, source = float(capacity_of["capacity_rps"]), str(capacity_of["capacity_from"])
-            out: dict[str, Any] = {"capacity_rps": capacity, "capacity_from": source, "steps": {}}
+            best = max(probes, key=lambda label: float(self.runs[label]["report"]["throughput_rps"]))
+            capacity = float(self.runs[best]["report"]["throughput_rps"])
+            out: dict[str, Any] = {"capacity_rps": capacity, "capacity_from": best, "probes": probes}
+            out["steps"] = {}
             out["client"] = "native" if native is not None else "python"
             out["rss_kib"] = [rss_kib(server.pid)]
             duration = self.args.hotpath_overload_duration or self.args.duration
@@ -262,14 +276,20 @@ def _run(args: argparse.Namespace) -> Results:
             pin_to = plan["server_cpus"] if plan["pinned"] else None
             refusals = measure_refusals(b, registry, capacity, pin_to, args.work, native) if capacity else {}
         b.commands["stalled echo"] = f"infergate-load echo-server --registry {registry} --port 0 --stall"
-        for scenario in SCENARIOS:  # one tuned gateway per scenario, its streams sized by that capacity
-            defaults = overload[scenario]["defaults"]
-            flags = tuned_flags(float(defaults["capacity_rps"]), BUDGET_MS)
-            with ExitStack() as one:
-                tuned, _ = b.gateway(one, "tuned", registry, *flags)
-                b.commands[f"gateway tuned, {scenario}"] = b.commands.pop("gateway tuned")
-                entry = b.overload(tuned, scenario, plan, capacity_of=defaults)
-            overload[scenario]["tuned"] = {**entry, "flags": list(flags)}
+        with (
+            ExitStack() as again
+        ):  # per scenario: capacity again, a tuned gateway sized by it, one probe after
+            fresh, _ = b.gateway(again, "again", registry)
+            for scenario in SCENARIOS:
+                probes = b.probe(fresh, scenario, plan, f"again-{scenario}-probe", PROBES)
+                capacity = max(float(b.runs[label]["report"]["throughput_rps"]) for label in probes)
+                flags = tuned_flags(capacity, BUDGET_MS)
+                with ExitStack() as one:
+                    tuned, _ = b.gateway(one, "tuned", registry, *flags)
+                    b.commands[f"gateway tuned, {scenario}"] = b.commands.pop("gateway tuned")
+                    entry = b.overload(tuned, scenario, plan, probes=probes)
+                (after,) = b.probe(fresh, scenario, plan, f"again-{scenario}-after", 1)
+                overload[scenario]["tuned"] = {**entry, "flags": list(flags), "after": after}
     return {
         "runs": b.runs,
         "ceiling": {

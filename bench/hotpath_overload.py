@@ -34,6 +34,7 @@ __all__ = [
     "SERVERS",
     "LEGACY_TUNED_FLAGS",
     "beyond_deadline",
+    "capacity",
     "fast_share",
     "flags_of",
     "overload_goals",
@@ -137,9 +138,23 @@ def _rss_growth_mib(rss: list[int | None]) -> float | None:
     return None if len(rss) < 2 or rss[0] is None or rss[-1] is None else (rss[-1] - rss[0]) / 1024
 
 
-def _probe_rps(runs: dict[str, Measured], server: str, scenario: str) -> list[float]:
-    """Req/s of a server's capacity probes on a scenario, in order."""
-    return [float(run.report["throughput_rps"]) for run in round_runs(runs, f"{server}-{scenario}-probe")]
+def _probe_rps(runs: dict[str, Measured], entry: dict[str, Any], server: str, scenario: str) -> list[float]:
+    """Req/s of the capacity probes an entry was offered (its ``probes``; results saved before entries kept
+    them: the server's own ``{server}-{scenario}-probe`` rounds), in order."""
+    found = [runs[label] for label in entry.get("probes") or () if label in runs]
+    found = found or round_runs(runs, f"{server}-{scenario}-probe")
+    return [float(run.report["throughput_rps"]) for run in found]
+
+
+def capacity(entry: dict[str, Any], runs: dict[str, Measured]) -> float | None:
+    """What an overload entry's goodput is divided by: the capacity its rates came from, or the probe
+    taken after its steps (``after``) when that one is higher, so a host slower while the rates were
+    probed cannot flatter the ratio."""
+    after = entry.get("after")
+    found = [v for v in (entry.get("capacity_rps"),) if v is not None]
+    if after in runs:
+        found.append(float(runs[after].report["throughput_rps"]))
+    return max(found) if found else None
 
 
 def _lag(step: dict[str, Any] | None) -> float | None:
@@ -149,7 +164,7 @@ def _lag(step: dict[str, Any] | None) -> float | None:
 def _gateway_goals(results: Results, runs: dict[str, Measured], scenario: str, server: str) -> list[Goal]:
     o, budget = _entry(results, scenario, server), float(results["budget_ms"])
     name = f"{SERVERS[server]}, {SCENARIOS[scenario][0]}"
-    cap, out = o["capacity_rps"], []
+    cap, out = capacity(o, runs), []
     streams = f" ({' '.join(flags_of(o)[:2])})" if server == "tuned" else ""
     for factor in FACTORS:
         step = _step(runs, o["steps"].get(str(factor)))
@@ -200,8 +215,8 @@ def overload_goals(results: Results, runs: dict[str, Measured]) -> list[Goal]:
             out.append(
                 Goal.report(
                     f"(e) {SERVERS[server]}, {SCENARIOS[scenario][0]}: goodput at {factor}x ÷ capacity",
-                    f"{fmt(good, 0)} ÷ {fmt(o['capacity_rps'], 0)}",
-                    ratio(good, o["capacity_rps"]),
+                    f"{fmt(good, 0)} ÷ {fmt(capacity(o, runs), 0)}",
+                    ratio(good, capacity(o, runs)),
                 )
             )
     return out
@@ -217,8 +232,10 @@ def _table(results: Results, runs: dict[str, Measured]) -> list[str]:
     ]
     for scenario, server in _present(results):
         o, where = _entry(results, scenario, server), f"{scenario} | {SERVERS[server]}"
-        cap, rss = o["capacity_rps"], o["rss_kib"]
-        probes = " / ".join(fmt(v, 0) for v in _probe_rps(runs, server, scenario))
+        cap, rss = capacity(o, runs), o["rss_kib"]
+        probes = " / ".join(fmt(v, 0) for v in _probe_rps(runs, o, server, scenario))
+        if o.get("after") in runs:
+            probes += f"; after the steps {fmt(float(runs[o['after']].report['throughput_rps']), 0)}"
         source = o.get("capacity_from") or "-"
         if server == "tuned":
             source += f"; flags {' '.join(flags_of(o))}"
@@ -288,8 +305,8 @@ def overload_text(results: Results, runs: dict[str, Measured], pinned: str) -> l
         "### (e) Overload",
         "",
         f"Scenarios: {scenarios}. Per server and scenario: its capacity is the highest of {PROBES} "
-        "closed-loop probes in a row, so a probe the shared host slowed cannot flatter the ratios (the "
-        "tuned gateway is offered the defaults gateway's rates), then Poisson arrivals at "
+        "closed-loop probes in a row, so a probe the shared host slowed cannot flatter the ratios, then "
+        "Poisson arrivals at "
         f"{' and '.join(f'{f}x' for f in FACTORS)} that capacity with the `timeout` parameter, the gRPC "
         f"deadline and the goodput budget all {fmt(results['budget_ms'], 0)} ms; {pinned}. Latencies are "
         "the client's, from each call's intended send time; send lag and client CPU show whether the client "
@@ -299,7 +316,14 @@ def overload_text(results: Results, runs: dict[str, Measured], pinned: str) -> l
         "budget (negative: every call ended before its deadline). UNAVAILABLE is the transport refusing a "
         "stream past `--max-concurrent-streams` (HTTP/2 REFUSED_STREAM: never processed, safe to retry); "
         "CANCELLED is gRPC core refusing a call past `--max-pending-calls`. RSS is the server's `VmRSS` "
-        "before the 2x step and after each step.",
+        'before the 2x step and after each step. The tuned gateway (README "Overload": `--max-'
+        "concurrent-streams S --max-pending-calls S --max-concurrency 0`, S the calls served in a third "
+        "of the budget, rounded down to a power of two) cannot be probed itself (its push-back refuses "
+        "part of a closed loop), so per scenario a fresh gateway with the defaults is probed just before "
+        "its steps (S and the rates come from the highest of those probes) and once after them; its "
+        "ratios divide by the highest of all of them, after included, since the host's speed moves by a "
+        "third within minutes. Results saved before this carry no such probes: their tuned gateway was "
+        "offered the defaults gateway's rates.",
         "",
         *_table(results, runs),
         _client_note(results, runs),

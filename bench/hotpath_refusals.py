@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench.hotpath_overload import BUDGET_MS, FACTORS
+from bench.hotpath_overload import capacity as entry_capacity
 from bench.kit import Measured, proc_cpu_s, ratio
 from bench.markdown import fmt
 from bench.pinning import pin
@@ -127,7 +128,7 @@ def _measured_goodput(results: Results, runs: dict[str, Measured], server: str, 
     label = (entry.get("steps") or {}).get(str(factor))
     if label is None or label not in runs:
         return "-"
-    return fmt(ratio(float(runs[label].step["goodput_rps"]), entry.get("capacity_rps")))
+    return fmt(ratio(float(runs[label].step["goodput_rps"]), entry_capacity(entry, runs)))
 
 
 def refusal_text(results: Results, runs: dict[str, Measured]) -> list[str]:

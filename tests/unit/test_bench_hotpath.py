@@ -218,6 +218,29 @@ def test_streams_are_a_third_of_a_budget_of_capacity_rounded_down_to_a_power_of_
     )  # fmt: skip
 
 
+def test_tuned_ratios_divide_by_the_highest_probe_around_their_steps() -> None:
+    results = _results()
+    results["runs"] |= {
+        "again-mlp32-probe": _run("again-mlp32-probe", _step(80, rows=32)),
+        "again-mlp32-probe-round2": _run("again-mlp32-probe-round2", _step(90, rows=32)),
+        "again-mlp32-after": _run("again-mlp32-after", _step(120, rows=32)),
+    }
+    entry = results["overload"]["mlp32"]["tuned"]
+    entry |= {"capacity_rps": 90.0, "capacity_from": "again-mlp32-probe-round2", "after": "again-mlp32-after"}
+    entry["probes"] = ["again-mlp32-probe", "again-mlp32-probe-round2"]
+    found = _by_figure(results)
+    tuned_mlp = f"(e) {SERVERS['tuned']}, mlp, 32 rows per call"
+    # the probe after the steps (120) is the highest: 95 ÷ 120, not 95 ÷ 90
+    assert _find(found, f"{tuned_mlp}: goodput at 2x") == (pytest.approx(95 / 120), "≥ 0.8", "missed")
+    text = render(results)
+    assert "| capacity: again-mlp32-probe-round2; flags" in text
+    assert "(probes 80 / 90; after the steps 120) | - | - | - | 120 req/s |" in text
+    # when the probe after is lower, the rates' own capacity stays the divisor
+    results["runs"]["again-mlp32-after"] = _run("again-mlp32-after", _step(60, rows=32))
+    found = _by_figure(results)
+    assert _find(found, f"{tuned_mlp}: goodput at 2x") == (pytest.approx(95 / 90), "≥ 0.8", "met")
+
+
 def test_fast_refusals_and_lateness_read_the_client_figures() -> None:
     fast = _step(10, error_ms=(1, 2, 3, 55))
     share = fast_share(fast)

@@ -95,6 +95,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="extra requests for the next ModelInfer call kept with gRPC core, so one event-loop turn takes "
         "that many more waiting calls (default 8; 0 = grpc.aio's one per turn)",
     )
+    overload.add_argument(
+        "--poller-scheduling",
+        choices=("batch", "normal"),
+        default="batch",
+        help="Linux scheduling of grpc.aio's completion-queue poller thread: batch (SCHED_BATCH, its "
+        "wake-ups do not preempt the event loop; default) or normal (README: Overload)",
+    )
     rollout = parser.add_argument_group("staged rollouts (docs/registry.md: Safe rollout)")
     rollout.add_argument(
         "--rollout-webhook",
@@ -164,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             adaptive_concurrency=not args.no_adaptive_concurrency,
             max_concurrent_streams=args.max_concurrent_streams,
             max_pending_calls=args.max_pending_calls,
+            poller_scheduling=args.poller_scheduling,
             accept_ahead=args.accept_ahead,
             rollout_webhook=args.rollout_webhook,
             rollout_webhook_secret_file=args.rollout_webhook_secret_file,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.poller import POLICIES
 from gateway.security import validate as validate_security
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -46,6 +47,9 @@ class GatewayConfig:
     #: Extra requests for the next ModelInfer call kept outstanding with gRPC core, so a turn of the event
     #: loop takes up to this many more waiting calls (gateway/acceptors.py; 0 = grpc.aio's one).
     accept_ahead: int = 8
+    #: Scheduling policy of grpc.aio's completion-queue poller thread (gateway/poller.py): "batch"
+    #: (SCHED_BATCH: its wake-ups do not preempt the event loop) or "normal" (the default policy).
+    poller_scheduling: str = "batch"
     #: Security (README "Security"; gateway/security.py): TLS files (mTLS with ``tls_client_ca``), the
     #: scoped token file (checked for changes every ``auth_reload_seconds``), reflection under auth, and the
     #: monitor's ingest token. All off by default.
@@ -97,6 +101,9 @@ class GatewayConfig:
         for name in ("max_concurrency", "max_concurrent_streams", "max_pending_calls", "accept_ahead"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 = no limit), got {getattr(self, name)}")
+        if self.poller_scheduling not in POLICIES:
+            wanted = sorted(POLICIES)
+            raise ValueError(f"poller_scheduling must be one of {wanted}, got {self.poller_scheduling!r}")
         if self.grace_seconds < 0:
             raise ValueError(f"grace_seconds must be >= 0, got {self.grace_seconds}")
         if self.rollout_webhook is not None and not self.rollout_webhook.startswith(("http://", "https://")):

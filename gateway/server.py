@@ -31,6 +31,7 @@ from gateway.errors import GatewayError
 from gateway.logs import AccessLog
 from gateway.metrics import GatewayMetrics, MetricsHTTPServer
 from gateway.models import ModelTable
+from gateway.poller import schedule_completion_poller
 from gateway.rollout import RolloutController
 from gateway.rollout_drift import MonitorDrift
 from gateway.rollout_events import RolloutNotifier
@@ -134,6 +135,7 @@ class GatewayServer:
         )
         self.port = tls.bind(server, self.config.address, security.certificate_files(self.config))
         await server.start()
+        schedule_completion_poller(self.config.poller_scheduling)
         for path, handler in generic.registered.items():  # ModelInfer when accept_ahead > 0
             self.acceptors.start(server, path, handler, interceptors, self.config.accept_ahead)
         self._server = server

@@ -97,10 +97,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     overload.add_argument(
         "--poller-scheduling",
-        choices=("batch", "normal"),
-        default="batch",
+        choices=("auto", "batch", "normal"),
+        default="auto",
         help="Linux scheduling of grpc.aio's completion-queue poller thread: batch (SCHED_BATCH, its "
-        "wake-ups do not preempt the event loop; default) or normal (README: Overload)",
+        "wake-ups do not preempt the event loop), normal, or auto (default: batch while the process may "
+        "use one core only; README: The poller thread)",
     )
     rollout = parser.add_argument_group("staged rollouts (docs/registry.md: Safe rollout)")
     rollout.add_argument(

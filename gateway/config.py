@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.poller import POLICIES
+from gateway.poller import CHOICES as POLLER_CHOICES
 from gateway.security import validate as validate_security
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -48,8 +48,9 @@ class GatewayConfig:
     #: loop takes up to this many more waiting calls (gateway/acceptors.py; 0 = grpc.aio's one).
     accept_ahead: int = 8
     #: Scheduling policy of grpc.aio's completion-queue poller thread (gateway/poller.py): "batch"
-    #: (SCHED_BATCH: its wake-ups do not preempt the event loop) or "normal" (the default policy).
-    poller_scheduling: str = "batch"
+    #: (SCHED_BATCH: its wake-ups do not preempt the event loop), "normal" (the default policy) or "auto"
+    #: (batch while the process may use one core only).
+    poller_scheduling: str = "auto"
     #: Security (README "Security"; gateway/security.py): TLS files (mTLS with ``tls_client_ca``), the
     #: scoped token file (checked for changes every ``auth_reload_seconds``), reflection under auth, and the
     #: monitor's ingest token. All off by default.
@@ -101,8 +102,8 @@ class GatewayConfig:
         for name in ("max_concurrency", "max_concurrent_streams", "max_pending_calls", "accept_ahead"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 = no limit), got {getattr(self, name)}")
-        if self.poller_scheduling not in POLICIES:
-            wanted = sorted(POLICIES)
+        if self.poller_scheduling not in POLLER_CHOICES:
+            wanted = list(POLLER_CHOICES)
             raise ValueError(f"poller_scheduling must be one of {wanted}, got {self.poller_scheduling!r}")
         if self.grace_seconds < 0:
             raise ValueError(f"grace_seconds must be >= 0, got {self.grace_seconds}")

@@ -13,7 +13,8 @@ Contracts:
   quota can keep two threads busy part of the time).
 - :class:`CoreWatch` reads the count at most once per ``refresh_s`` of the caller's clock (affinity and
   quotas can change while the process runs: ``taskset -p``, an in-place pod resize), so asking costs one
-  comparison on the hot path; it logs one INFO line each time the answer changes.
+  comparison on the hot path; it logs one INFO line each time the answer changes, and calls its
+  subscribers (:meth:`CoreWatch.subscribe`; gateway/poller.py's ``auto`` policy) with the new answer.
 """
 
 from __future__ import annotations
@@ -84,6 +85,12 @@ class CoreWatch:
         self._refresh_s = refresh_s
         self._next = -math.inf
         self._solo = False
+        self._listeners: list[Callable[[bool], None]] = []
+
+    def subscribe(self, listener: Callable[[bool], None], now: float) -> None:
+        """Calls ``listener`` with the answer at ``now``, then each time :meth:`solo` finds it changed."""
+        self._listeners.append(listener)
+        listener(self.solo(now))
 
     def solo(self, now: float) -> bool:
         """True while the process may use one core only; ``now`` is the caller's monotonic clock."""
@@ -95,8 +102,10 @@ class CoreWatch:
                     if solo
                     else "more than one usable core: batches run on their runner's thread"
                 )
-            self._solo = solo
+            changed, self._solo = solo != self._solo, solo
             self._next = now + self._refresh_s
+            for listener in self._listeners if changed else ():
+                listener(solo)
         return self._solo
 
 

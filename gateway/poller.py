@@ -10,8 +10,15 @@ preempt the running thread) the poller runs when the loop yields the core and dr
 meanwhile: 0.3-0.4 preemptions and 11-13 µs per call. Closed-loop capacity rose by about a fifth, and
 goodput under 2x overload by a third or more, in side runs on the 2-core host (README has the figures).
 
+The gain is the one core's: where the process may use more cores (unpinned, no cgroup quota of one CPU)
+the poller and the loop run side by side, and a batch poller's wake-up can wait behind another thread's
+time slice, which cost a lone 1-row call latency in one hot-path run (C=1 p50 ÷ echo 1.30, against 1.02
+with both pinned to one core). So ``auto``, the default, follows :data:`gateway.cores.PROCESS_CORES`.
+
 Contracts:
 
+- ``--poller-scheduling`` (:data:`CHOICES`): ``auto`` is ``batch`` while the process may use one core only
+  and ``normal`` otherwise, re-applied whenever the core watch's answer changes (:func:`follow_cores`).
 - :func:`schedule_completion_poller` sets the poller thread's policy (``"batch"``: ``SCHED_BATCH``;
   ``"normal"``: ``SCHED_OTHER``, the default policy) and returns the thread's native id. It returns None,
   and logs why at most once per reason, when there is no such thread (grpc.aio not started, or a grpcio
@@ -28,12 +35,16 @@ import logging
 import os
 import threading
 
+from gateway.cores import CoreWatch
+
 log = logging.getLogger(__name__)
 
 #: The method grpc.aio's poller thread runs (its ``threading.Thread`` target).
 POLLER_TARGET = "_poll_wrapper"
-#: ``--poller-scheduling`` choices -> ``os`` policy attribute names.
+#: Fixed policies -> ``os`` policy attribute names.
 POLICIES = {"batch": "SCHED_BATCH", "normal": "SCHED_OTHER"}
+#: ``--poller-scheduling`` choices: ``auto`` (the default) or a fixed policy.
+CHOICES = ("auto", *POLICIES)
 
 _warned: set[str] = set()
 
@@ -74,3 +85,20 @@ def schedule_completion_poller(policy: str) -> int | None:
         return None
     log.info("grpc.aio's completion poller (thread %d) runs under %s", thread.native_id, POLICIES[policy])
     return thread.native_id
+
+
+def follow_cores(watch: CoreWatch, now: float) -> None:
+    """``auto``: ``batch`` while ``watch`` says one usable core, ``normal`` otherwise, from ``now`` on."""
+    watch.subscribe(lambda solo: _apply("batch" if solo else "normal"), now)
+
+
+def _apply(policy: str) -> None:
+    schedule_completion_poller(policy)
+
+
+def apply_choice(choice: str, watch: CoreWatch, now: float) -> None:
+    """Applies a ``--poller-scheduling`` choice: ``auto`` follows ``watch``, the others are set once."""
+    if choice == "auto":
+        follow_cores(watch, now)
+    else:
+        schedule_completion_poller(choice)

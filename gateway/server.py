@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 import grpc
@@ -26,12 +27,13 @@ from gateway import control, security, tls
 from gateway.acceptors import Acceptors
 from gateway.concurrency import ConcurrencyLimit, LimitConfig
 from gateway.config import GatewayConfig
+from gateway.cores import PROCESS_CORES
 from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError
 from gateway.logs import AccessLog
 from gateway.metrics import GatewayMetrics, MetricsHTTPServer
 from gateway.models import ModelTable
-from gateway.poller import schedule_completion_poller
+from gateway.poller import apply_choice
 from gateway.rollout import RolloutController
 from gateway.rollout_drift import MonitorDrift
 from gateway.rollout_events import RolloutNotifier
@@ -135,7 +137,7 @@ class GatewayServer:
         )
         self.port = tls.bind(server, self.config.address, security.certificate_files(self.config))
         await server.start()
-        schedule_completion_poller(self.config.poller_scheduling)
+        apply_choice(self.config.poller_scheduling, PROCESS_CORES, time.monotonic())
         for path, handler in generic.registered.items():  # ModelInfer when accept_ahead > 0
             self.acceptors.start(server, path, handler, interceptors, self.config.accept_ahead)
         self._server = server

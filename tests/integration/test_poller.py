@@ -1,5 +1,6 @@
-"""grpc.aio's completion-queue poller thread runs under SCHED_BATCH in a gateway with its defaults
-(gateway/poller.py), ``normal`` gives it back the default policy, and calls are served under either."""
+"""grpc.aio's completion-queue poller thread (gateway/poller.py): a gateway with its defaults (``auto``)
+runs it under SCHED_BATCH exactly while the process may use one core, ``batch`` and ``normal`` set it,
+and calls are served under either. The core count is the real thread's policy against a probe's answer."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import tritonclient.grpc as grpcclient
 
 from gateway import poller
 from gateway.config import GatewayConfig
-from gateway.poller import completion_poller, schedule_completion_poller
+from gateway.cores import CoreWatch, usable_cores
+from gateway.poller import completion_poller, follow_cores, schedule_completion_poller
 from tests.servers import ServerThread
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
@@ -33,21 +35,30 @@ def _infer(client: grpcclient.InferenceServerClient) -> None:
     np.testing.assert_array_equal(result.as_numpy("y"), np.full((2, 3), 2.0, np.float32))
 
 
-def test_a_gateway_runs_the_poller_under_sched_batch_and_normal_gives_the_default_back(
+def test_a_gateway_with_its_defaults_batches_the_poller_only_on_one_core(gateway: ServerThread) -> None:
+    assert gateway.server.config.poller_scheduling == "auto"
+    assert _policy() == (os.SCHED_BATCH if usable_cores() <= 1 else os.SCHED_OTHER)
+
+
+def test_auto_follows_the_core_count_and_calls_are_served_under_either_policy(
     gateway: ServerThread, client: grpcclient.InferenceServerClient
 ) -> None:
-    assert gateway.server.config.poller_scheduling == "batch"
-    assert _policy() == os.SCHED_BATCH
-    _infer(client)
+    counts = iter([1, 2])
+    watch = CoreWatch(lambda: next(counts), refresh_s=1.0)
     try:
-        thread = completion_poller()
-        assert thread is not None
-        assert schedule_completion_poller("normal") == thread.native_id
+        follow_cores(watch, 0.0)  # one usable core: batch
+        assert _policy() == os.SCHED_BATCH
+        _infer(client)
+        watch.solo(1.0)  # two: the default policy again
         assert _policy() == os.SCHED_OTHER
         _infer(client)
+        thread = completion_poller()
+        assert thread is not None
+        assert schedule_completion_poller("batch") == thread.native_id
+        assert _policy() == os.SCHED_BATCH
     finally:
-        assert schedule_completion_poller("batch") is not None
-    assert _policy() == os.SCHED_BATCH
+        follow_cores(CoreWatch(usable_cores), 0.0)  # back to what the session's gateway chose
+    assert _policy() == (os.SCHED_BATCH if usable_cores() <= 1 else os.SCHED_OTHER)
 
 
 def test_an_unknown_policy_is_a_configuration_error(fixture_registry: Path) -> None:

@@ -68,3 +68,14 @@ def test_the_watch_probes_once_per_refresh_and_logs_each_change(caplog: pytest.L
         "one usable core: short CPU batches run on the event loop",
         "more than one usable core: batches run on their runner's thread",
     ]
+
+
+def test_subscribers_get_the_answer_at_once_then_each_change_only() -> None:
+    counts = iter([2, 2, 1, 1, 4])
+    watch = CoreWatch(lambda: next(counts), refresh_s=1.0)
+    heard: list[bool] = []
+    watch.subscribe(heard.append, 0.0)
+    assert heard == [False]
+    for now in (1.0, 2.0, 3.0, 4.0):  # 2 (same), 1 (changed), 1 (same), 4 (changed)
+        watch.solo(now)
+    assert heard == [False, True, False]

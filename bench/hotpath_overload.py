@@ -62,13 +62,20 @@ SCENARIOS: dict[str, tuple[str, str, int, int]] = {
 LEGACY_TUNED_FLAGS = ("--max-concurrent-streams", "32", "--max-pending-calls", "16", "--max-concurrency", "0")
 
 
+#: The most streams :func:`stream_cap` gives one connection (see there).
+MAX_STREAMS = 32
+
+
 def stream_cap(capacity_rps: float, budget_ms: float) -> int:
     """README "Overload"'s sizing rule for ``--max-concurrent-streams``: the calls the server serves in a
-    third of the budget, rounded down to a power of two, at least 1. A call may wait for a stream in the
-    client's own queue about as long as it then waits in the server, so the two together stay within two
-    thirds of the budget. Tiny at 2,560-3,839 calls/s and 50 ms: 32; 32-row mlp calls at 480-959/s: 8."""
+    third of the budget, rounded down to a power of two, at least 1 and at most :data:`MAX_STREAMS`. A
+    call may wait for a stream in the client's own queue about as long as it then waits in the server, so
+    the two together stay within two thirds of the budget. The cap: at 64 streams the tiny scenario's 4x
+    step collapsed in both runs that had them (0.41 and 0.02 of capacity), the server refusing 27% of the
+    excess where 32 streams refused 60% and left the client's own queue short. Tiny at 2,560 calls/s and
+    more: 32; 32-row mlp calls at 480-959/s: 8."""
     calls = capacity_rps * budget_ms / 1000.0 / 3.0
-    return 1 << max(0, int(calls).bit_length() - 1) if calls >= 1 else 1
+    return min(MAX_STREAMS, 1 << max(0, int(calls).bit_length() - 1)) if calls >= 1 else 1
 
 
 def tuned_flags(capacity_rps: float, budget_ms: float) -> tuple[str, ...]:

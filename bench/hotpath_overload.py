@@ -72,7 +72,7 @@ def stream_cap(capacity_rps: float, budget_ms: float) -> int:
     call may wait for a stream in the client's own queue about as long as it then waits in the server, so
     the two together stay within two thirds of the budget. The cap: at 64 streams the tiny scenario's 4x
     step collapsed in both runs that had them (0.41 and 0.02 of capacity), the server refusing 27% of the
-    excess where 32 streams refused 60% and left the client's own queue short. Tiny at 2,560 calls/s and
+    excess where 32 streams refused 60% and left the client's own queue short. Tiny at 1,920 calls/s and
     more: 32; 32-row mlp calls at 480-959/s: 8."""
     calls = capacity_rps * budget_ms / 1000.0 / 3.0
     return min(MAX_STREAMS, 1 << max(0, int(calls).bit_length() - 1)) if calls >= 1 else 1

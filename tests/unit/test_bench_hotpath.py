@@ -206,7 +206,7 @@ def test_a_step_where_the_client_fell_behind_says_so() -> None:
 
 @pytest.mark.parametrize(
     ("capacity", "streams"),
-    [(9000.0, 32), (3840.0, 32), (3405.0, 32), (2560.0, 32), (2559.0, 16), (658.0, 8), (479.0, 4), (5.0, 1)],
+    [(9000.0, 32), (3840.0, 32), (3405.0, 32), (2560.0, 32), (1919.0, 16), (658.0, 8), (479.0, 4), (5.0, 1)],
 )
 def test_streams_are_a_third_of_a_budget_of_capacity_rounded_down_to_a_power_of_two_at_most_32(
     capacity: float, streams: int

@@ -19,6 +19,9 @@ Contracts:
 
 - ``--poller-scheduling`` (:data:`CHOICES`): ``auto`` is ``batch`` while the process may use one core only
   and ``normal`` otherwise, re-applied whenever the core watch's answer changes (:func:`follow_cores`).
+  The batch executor consults the watch only on some paths, so the server also runs
+  :func:`watch_cores`, which asks it every ``period_s`` whatever the traffic (``taskset -p`` on a live
+  gateway, an in-place pod resize).
 - :func:`schedule_completion_poller` sets the poller thread's policy (``"batch"``: ``SCHED_BATCH``;
   ``"normal"``: ``SCHED_OTHER``, the default policy) and returns the thread's native id. It returns None,
   and logs why at most once per reason, when there is no such thread (grpc.aio not started, or a grpcio
@@ -31,9 +34,12 @@ Contracts:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
+import time
+from collections.abc import Callable
 
 from gateway.cores import CoreWatch
 
@@ -102,3 +108,13 @@ def apply_choice(choice: str, watch: CoreWatch, now: float) -> None:
         follow_cores(watch, now)
     else:
         schedule_completion_poller(choice)
+
+
+async def watch_cores(
+    watch: CoreWatch, period_s: float = 1.0, clock: Callable[[], float] = time.monotonic
+) -> None:
+    """Asks ``watch`` every ``period_s`` until cancelled, so its subscribers hear of a change without
+    traffic (module doc)."""
+    while True:
+        watch.solo(clock())
+        await asyncio.sleep(period_s)

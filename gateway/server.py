@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway import control, security, tls
 from gateway.acceptors import Acceptors
+from gateway.background import cancel_and_wait
 from gateway.concurrency import ConcurrencyLimit, LimitConfig
 from gateway.config import GatewayConfig
 from gateway.cores import PROCESS_CORES
@@ -33,7 +34,7 @@ from gateway.errors import GatewayError
 from gateway.logs import AccessLog
 from gateway.metrics import GatewayMetrics, MetricsHTTPServer
 from gateway.models import ModelTable
-from gateway.poller import apply_choice
+from gateway.poller import apply_choice, watch_cores
 from gateway.rollout import RolloutController
 from gateway.rollout_drift import MonitorDrift
 from gateway.rollout_events import RolloutNotifier
@@ -111,6 +112,7 @@ class GatewayServer:
         self.health = health_aio.HealthServicer()
         self.watcher = RegistryWatcher(self.table, config.poll_interval) if polling else None
         self._server: grpc.aio.Server | None = None
+        self._core_watch: asyncio.Task[None] | None = None
         self.acceptors = Acceptors()
         self._metrics_http: MetricsHTTPServer | None = None
         self.port = 0
@@ -138,6 +140,8 @@ class GatewayServer:
         self.port = tls.bind(server, self.config.address, security.certificate_files(self.config))
         await server.start()
         apply_choice(self.config.poller_scheduling, PROCESS_CORES, time.monotonic())
+        if self.config.poller_scheduling == "auto":
+            self._core_watch = asyncio.create_task(watch_cores(PROCESS_CORES), name="core-watch")
         for path, handler in generic.registered.items():  # ModelInfer when accept_ahead > 0
             self.acceptors.start(server, path, handler, interceptors, self.config.accept_ahead)
         self._server = server
@@ -168,6 +172,8 @@ class GatewayServer:
             await self.watcher.stop()
         await self.rollouts.stop()
         await self.rollout_notifier.stop()
+        await cancel_and_wait(self._core_watch)
+        self._core_watch = None
         await self.health.enter_graceful_shutdown()
         await server.stop(self.config.grace_seconds if grace is None else grace)
         await self.acceptors.wait_closed()

@@ -4,6 +4,8 @@ and calls are served under either. The core count is the real thread's policy ag
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 import os
 from pathlib import Path
@@ -13,9 +15,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from gateway import poller
+from gateway.background import cancel_and_wait
 from gateway.config import GatewayConfig
 from gateway.cores import CoreWatch, usable_cores
-from gateway.poller import completion_poller, follow_cores, schedule_completion_poller
+from gateway.poller import completion_poller, follow_cores, schedule_completion_poller, watch_cores
 from tests.servers import ServerThread
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
@@ -79,3 +82,19 @@ def test_no_poller_thread_leaves_serving_alone_and_warns_once(
     assert [r.getMessage() for r in caplog.records] == [
         "grpc.aio's completion poller thread was not found; its policy is unchanged"
     ]
+
+
+async def test_watch_cores_applies_a_change_without_traffic() -> None:
+    counts = itertools.chain([1], itertools.repeat(2))  # one core at subscription, then two
+    watch = CoreWatch(lambda: next(counts), refresh_s=1.0)
+    follow_cores(watch, 0.0)
+    assert _policy() == os.SCHED_BATCH
+    heard_two = asyncio.Event()
+    watch.subscribe(lambda solo: None if solo else heard_two.set(), 0.0)  # after follow_cores' listener
+    task = asyncio.create_task(watch_cores(watch, period_s=0.0, clock=itertools.count(1.0).__next__))
+    try:
+        await asyncio.wait_for(heard_two.wait(), 30)
+        assert _policy() == os.SCHED_OTHER
+    finally:
+        await cancel_and_wait(task)
+        follow_cores(CoreWatch(usable_cores), 0.0)

@@ -158,6 +158,12 @@ class _Bench:
                 self.load(label, server, model, **config)
         return labels
 
+    def best_probe(self, labels: list[str]) -> tuple[str, float]:
+        """The probe run with the highest req/s among ``labels``, and that req/s."""
+        rps = {label: float(self.runs[label]["report"]["throughput_rps"]) for label in labels}
+        best = max(rps, key=rps.__getitem__)
+        return best, rps[best]
+
     def overload(
         self,
         server: _Server,
@@ -174,8 +180,7 @@ class _Bench:
             pin(server.pid, plan["server_cpus"])
         native = self.args.hotpath_native_client
         with client_pinned(plan):
-            best = max(probes, key=lambda label: float(self.runs[label]["report"]["throughput_rps"]))
-            capacity = float(self.runs[best]["report"]["throughput_rps"])
+            best, capacity = self.best_probe(probes)
             out: dict[str, Any] = {"capacity_rps": capacity, "capacity_from": best, "probes": probes}
             out["steps"] = {}
             out["client"] = "native" if native is not None else "python"
@@ -276,14 +281,12 @@ def _run(args: argparse.Namespace) -> Results:
             pin_to = plan["server_cpus"] if plan["pinned"] else None
             refusals = measure_refusals(b, registry, capacity, pin_to, args.work, native) if capacity else {}
         b.commands["stalled echo"] = f"infergate-load echo-server --registry {registry} --port 0 --stall"
-        with (
-            ExitStack() as again
-        ):  # per scenario: capacity again, a tuned gateway sized by it, one probe after
+        # per scenario: capacity probed again, a tuned gateway sized by it, one probe after its steps
+        with ExitStack() as again:
             fresh, _ = b.gateway(again, "again", registry)
             for scenario in SCENARIOS:
                 probes = b.probe(fresh, scenario, plan, f"again-{scenario}-probe", PROBES)
-                capacity = max(float(b.runs[label]["report"]["throughput_rps"]) for label in probes)
-                flags = tuned_flags(capacity, BUDGET_MS)
+                flags = tuned_flags(b.best_probe(probes)[1], BUDGET_MS)
                 with ExitStack() as one:
                     tuned, _ = b.gateway(one, "tuned", registry, *flags)
                     b.commands[f"gateway tuned, {scenario}"] = b.commands.pop("gateway tuned")

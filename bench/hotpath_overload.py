@@ -9,8 +9,10 @@ Contracts:
   its defaults, the gateway ``tuned`` for overload (:func:`tuned_flags`: transport push-back sized from the
   scenario's capacity, one fresh gateway per scenario, its flags kept in the entry's ``flags``), and, on
   ``tiny`` only, the echo server as a reference without a goal.
-* ``results["overload"][scenario][server]`` = ``{"capacity_rps", "capacity_from", "steps": {factor:
-  run label}, "rss_kib": [...]}``; run labels are ``{server}-{scenario}-probe`` and
+* ``results["overload"][scenario][server]`` = ``{"capacity_rps", "capacity_from", "probes": [run label],
+  "steps": {factor: run label}, "rss_kib": [...]}``, the tuned entry also ``"flags"`` and ``"after"`` (the
+  probe run after its steps; :func:`capacity` divides by it when it is higher); run labels are
+  ``{server}-{scenario}-probe`` and
   ``{server}-{scenario}-{factor}x``. The tuned gateway is offered the defaults gateway's rates.
 * "Beyond the deadline" is the largest latency of a step, OK or not, measured by the client from the
   intended send time, minus the budget; a fast refusal is an error answered within :data:`FAST_MS` (read
@@ -157,11 +159,10 @@ def capacity(entry: dict[str, Any], runs: dict[str, Measured]) -> float | None:
     """What an overload entry's goodput is divided by: the capacity its rates came from, or the probe
     taken after its steps (``after``) when that one is higher, so a host slower while the rates were
     probed cannot flatter the ratio."""
-    after = entry.get("after")
-    found = [v for v in (entry.get("capacity_rps"),) if v is not None]
-    if after in runs:
-        found.append(float(runs[after].report["throughput_rps"]))
-    return max(found) if found else None
+    found = [entry.get("capacity_rps")]
+    if entry.get("after") in runs:
+        found.append(float(runs[entry["after"]].report["throughput_rps"]))
+    return max((v for v in found if v is not None), default=None)
 
 
 def _lag(step: dict[str, Any] | None) -> float | None:
@@ -323,14 +324,14 @@ def overload_text(results: Results, runs: dict[str, Measured], pinned: str) -> l
         "budget (negative: every call ended before its deadline). UNAVAILABLE is the transport refusing a "
         "stream past `--max-concurrent-streams` (HTTP/2 REFUSED_STREAM: never processed, safe to retry); "
         "CANCELLED is gRPC core refusing a call past `--max-pending-calls`. RSS is the server's `VmRSS` "
-        'before the 2x step and after each step. The tuned gateway (README "Overload": `--max-'
-        "concurrent-streams S --max-pending-calls S --max-concurrency 0`, S the calls served in a third "
-        "of the budget, rounded down to a power of two) cannot be probed itself (its push-back refuses "
-        "part of a closed loop), so per scenario a fresh gateway with the defaults is probed just before "
-        "its steps (S and the rates come from the highest of those probes) and once after them; its "
-        "ratios divide by the highest of all of them, after included, since the host's speed moves by a "
-        "third within minutes. Results saved before this carry no such probes: their tuned gateway was "
-        "offered the defaults gateway's rates.",
+        'before the 2x step and after each step. The tuned gateway (README "Overload": '
+        "`--max-concurrent-streams S --max-pending-calls S --max-concurrency 0`, S the calls served in a "
+        "third of the budget, rounded down to a power of two, at most 32) cannot be probed itself (its "
+        "push-back refuses part of a closed loop), so per scenario a fresh gateway with the defaults is "
+        "probed just before its steps (S and the rates come from the highest of those probes) and once "
+        "after them; its ratios divide by the highest of all of them, after included, since the host's "
+        "speed moves by a third within minutes. Results saved before this carry no such probes: their "
+        "tuned gateway was offered the defaults gateway's rates.",
         "",
         *_table(results, runs),
         _client_note(results, runs),

@@ -19,9 +19,9 @@ Contracts:
 
 - ``--poller-scheduling`` (:data:`CHOICES`): ``auto`` is ``batch`` while the process may use one core only
   and ``normal`` otherwise, re-applied whenever the core watch's answer changes (:func:`follow_cores`).
-  The batch executor consults the watch only on some paths, so the server also runs
-  :func:`watch_cores`, which asks it every ``period_s`` whatever the traffic (``taskset -p`` on a live
-  gateway, an in-place pod resize).
+  The batch executor consults the watch only on some paths, so :func:`apply_choice` (the server's one
+  call) also starts :func:`watch_cores`, which asks it every ``period_s`` whatever the traffic
+  (``taskset -p`` on a live gateway, an in-place pod resize), and returns that task.
 - :func:`schedule_completion_poller` sets the poller thread's policy (``"batch"``: ``SCHED_BATCH``;
   ``"normal"``: ``SCHED_OTHER``, the default policy) and returns the thread's native id. It returns None,
   and logs why at most once per reason, when there is no such thread (grpc.aio not started, or a grpcio
@@ -95,19 +95,11 @@ def schedule_completion_poller(policy: str) -> int | None:
 
 def follow_cores(watch: CoreWatch, now: float) -> None:
     """``auto``: ``batch`` while ``watch`` says one usable core, ``normal`` otherwise, from ``now`` on."""
-    watch.subscribe(lambda solo: _apply("batch" if solo else "normal"), now)
 
+    def apply(solo: bool) -> None:
+        schedule_completion_poller("batch" if solo else "normal")
 
-def _apply(policy: str) -> None:
-    schedule_completion_poller(policy)
-
-
-def apply_choice(choice: str, watch: CoreWatch, now: float) -> None:
-    """Applies a ``--poller-scheduling`` choice: ``auto`` follows ``watch``, the others are set once."""
-    if choice == "auto":
-        follow_cores(watch, now)
-    else:
-        schedule_completion_poller(choice)
+    watch.subscribe(apply, now)
 
 
 async def watch_cores(
@@ -118,3 +110,14 @@ async def watch_cores(
     while True:
         watch.solo(clock())
         await asyncio.sleep(period_s)
+
+
+def apply_choice(choice: str, watch: CoreWatch) -> asyncio.Task[None] | None:
+    """Applies a ``--poller-scheduling`` choice on the running loop: a fixed policy is set once (None);
+    ``auto`` follows ``watch``, and the task of :func:`watch_cores` that keeps it informed is returned for
+    the caller to cancel on shutdown."""
+    if choice != "auto":
+        schedule_completion_poller(choice)
+        return None
+    follow_cores(watch, time.monotonic())
+    return asyncio.create_task(watch_cores(watch), name="core-watch")

@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from typing import Any
 
 import grpc
@@ -34,7 +33,7 @@ from gateway.errors import GatewayError
 from gateway.logs import AccessLog
 from gateway.metrics import GatewayMetrics, MetricsHTTPServer
 from gateway.models import ModelTable
-from gateway.poller import apply_choice, watch_cores
+from gateway.poller import apply_choice
 from gateway.rollout import RolloutController
 from gateway.rollout_drift import MonitorDrift
 from gateway.rollout_events import RolloutNotifier
@@ -139,9 +138,7 @@ class GatewayServer:
         )
         self.port = tls.bind(server, self.config.address, security.certificate_files(self.config))
         await server.start()
-        apply_choice(self.config.poller_scheduling, PROCESS_CORES, time.monotonic())
-        if self.config.poller_scheduling == "auto":
-            self._core_watch = asyncio.create_task(watch_cores(PROCESS_CORES), name="core-watch")
+        self._core_watch = apply_choice(self.config.poller_scheduling, PROCESS_CORES)
         for path, handler in generic.registered.items():  # ModelInfer when accept_ahead > 0
             self.acceptors.start(server, path, handler, interceptors, self.config.accept_ahead)
         self._server = server

@@ -1,0 +1,152 @@
+"""Goal (e) of the hotpath benchmark section, overload, from a hand-written results dict (no server runs):
+goodput against the capacity probed around the steps, the tuned gateway's stream sizing, lateness and
+fast refusals from the client's latencies, and the refusal-cost table."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.hotpath_md import goals, render
+from bench.hotpath_overload import (
+    SERVERS,
+    beyond_deadline,
+    fast_share,
+    stream_cap,
+    tuned_flags,
+)
+from bench.hotpath_refusals import goodput_bound
+from tests.unit.hotpath_results import (
+    by_figure,
+    find_goal,
+    make_run,
+    make_step,
+    sample_results,
+)
+
+
+def test_overload_goals_per_gateway_and_scenario_and_a_step_that_never_ran() -> None:
+    found = by_figure(sample_results())
+    tiny = "(e) gateway, defaults, tiny, 1 row per call"
+    assert find_goal(found, f"{tiny}: goodput at 2x") == (pytest.approx(600 / 700), "≥ 0.8", "met")
+    assert find_goal(found, f"{tiny}: goodput at 4x") == (pytest.approx(500 / 700), "≥ 0.7", "met")
+    # the worst latency past the deadline: an error answered 55 ms after its intended send, 5 ms late
+    assert find_goal(found, f"{tiny}: largest latency past") == (pytest.approx(5.0), "≤ 10", "met")
+    assert find_goal(found, f"{tiny}: RSS growth") == (pytest.approx(30.0), "≤ 20", "missed")
+    tuned = f"(e) {SERVERS['tuned']}, tiny, 1 row per call"
+    assert find_goal(found, f"{tuned}: goodput at 2x") == (pytest.approx(300 / 700), "≥ 0.8", "missed")
+    assert find_goal(found, f"{tuned}: goodput at 4x") == (None, "≥ 0.7", "-")
+    assert find_goal(found, f"{tuned}: RSS growth") == (None, "≤ 20", "-")
+    mlp = "(e) gateway, defaults, mlp, 32 rows per call"
+    assert find_goal(found, f"{mlp}: goodput at 2x") == (pytest.approx(0.2), "≥ 0.8", "missed")
+    tuned_mlp = f"(e) {SERVERS['tuned']}, mlp, 32 rows per call"
+    assert find_goal(found, f"{tuned_mlp}: goodput at 2x") == (pytest.approx(0.95), "≥ 0.8", "met")
+    assert find_goal(found, f"{tuned_mlp}: goodput at 4x") == (pytest.approx(0.9), "≥ 0.7", "met")
+    assert find_goal(found, f"{tuned_mlp}: RSS growth") == (pytest.approx(1.0), "≤ 20", "met")
+    echo = [g for g in goals(sample_results()) if g.figure.startswith("(e) echo")]
+    assert [g.counted for g in echo] == [False, False]
+    assert echo[0].value == pytest.approx(400 / 1200)
+    assert not [g for g in goals(sample_results()) if g.figure.startswith("(e) echo") and "mlp" in g.figure]
+
+
+def test_a_step_where_the_client_fell_behind_says_so() -> None:
+    found = {g.figure: g.measured for g in goals(sample_results())}
+    (measured,) = [
+        v for k, v in found.items() if k.startswith(f"(e) {SERVERS['tuned']}, mlp") and "goodput at 4x" in k
+    ]
+    assert "client behind: send lag p99" in measured
+    assert measured.startswith("90 ÷ 100 (--max-concurrent-streams 1)")
+    text = render(sample_results())
+    assert f"{SERVERS['tuned']} on mlp32 at 4x (send lag p99" in text
+
+
+@pytest.mark.parametrize(
+    ("capacity", "streams"),
+    [(9000.0, 32), (3840.0, 32), (3405.0, 32), (2560.0, 32), (1919.0, 16), (658.0, 8), (479.0, 4), (5.0, 1)],
+)
+def test_streams_are_a_third_of_a_budget_of_capacity_rounded_down_to_a_power_of_two_at_most_32(
+    capacity: float, streams: int
+) -> None:
+    assert stream_cap(capacity, 50.0) == streams
+    cap = str(streams)
+    assert tuned_flags(capacity, 50.0) == (
+        "--max-concurrent-streams", cap, "--max-pending-calls", cap, "--max-concurrency", "0",
+    )  # fmt: skip
+
+
+def test_tuned_ratios_divide_by_the_highest_probe_around_their_steps() -> None:
+    results = sample_results()
+    results["runs"] |= {
+        "again-mlp32-probe": make_run("again-mlp32-probe", make_step(80, rows=32)),
+        "again-mlp32-probe-round2": make_run("again-mlp32-probe-round2", make_step(90, rows=32)),
+        "again-mlp32-after": make_run("again-mlp32-after", make_step(120, rows=32)),
+    }
+    entry = results["overload"]["mlp32"]["tuned"]
+    entry |= {"capacity_rps": 90.0, "capacity_from": "again-mlp32-probe-round2", "after": "again-mlp32-after"}
+    entry["probes"] = ["again-mlp32-probe", "again-mlp32-probe-round2"]
+    found = by_figure(results)
+    tuned_mlp = f"(e) {SERVERS['tuned']}, mlp, 32 rows per call"
+    # the probe after the steps (120) is the highest: 95 ÷ 120, not 95 ÷ 90
+    assert find_goal(found, f"{tuned_mlp}: goodput at 2x") == (pytest.approx(95 / 120), "≥ 0.8", "missed")
+    text = render(results)
+    assert "| capacity: again-mlp32-probe-round2; flags" in text
+    assert "(probes 80 / 90; after the steps 120) | - | - | - | 120 req/s |" in text
+    # when the probe after is lower, the rates' own capacity stays the divisor
+    results["runs"]["again-mlp32-after"] = make_run("again-mlp32-after", make_step(60, rows=32))
+    found = by_figure(results)
+    assert find_goal(found, f"{tuned_mlp}: goodput at 2x") == (pytest.approx(95 / 90), "≥ 0.8", "met")
+
+
+def test_fast_refusals_and_lateness_read_the_client_figures() -> None:
+    fast = make_step(10, error_ms=(1, 2, 3, 55))
+    share = fast_share(fast)
+    assert share is not None
+    assert 0.74 <= share <= 0.76
+    assert fast_share(make_step(10)) is None  # no errors: no share
+    assert fast_share(make_step(10, error_ms=(20,))) == 0.0
+    assert beyond_deadline(make_step(10, ok_ms=(70,)), 50.0) == pytest.approx(20.0)
+    assert beyond_deadline(make_step(10, ok_ms=(5,)), 50.0) == pytest.approx(-45.0)  # all within it
+    assert beyond_deadline(None, 50.0) is None
+
+
+def test_overload_text_names_the_load_client_that_drove_it() -> None:
+    from bench.hotpath_overload import _client_kind
+
+    native = {"overload": {"tiny": {"defaults": {"client": "native"}, "echo": {"client": "native"}}}}
+    assert "--native-client" in _client_kind(native)
+    older = {"overload": {"tiny": {"defaults": {"capacity_rps": 1.0}}}}  # results from before the engine
+    assert "Python gRPC" in _client_kind(older)
+    assert "Python gRPC" in _client_kind({"overload": None})
+
+
+def test_goodput_bound_is_the_core_budget_left_after_refusals() -> None:
+    assert goodput_bound(2, 0.0) == 1.0  # free refusals: the whole core serves
+    assert goodput_bound(4, 0.1) == pytest.approx((1 - 0.4) / 0.9)
+    assert goodput_bound(4, 0.3) == 0.0  # refusing 4x would take more than the core
+    assert goodput_bound(2, None) is None
+    assert goodput_bound(2, 1.0) is None  # a refusal costing a served call's share says nothing
+
+
+def test_refusal_table_puts_the_bound_beside_the_measured_goodput() -> None:
+    results = sample_results()
+    assert "What a refusal costs" not in render(results)  # results from before this step render without it
+    pending = {"label": "refusals-pending-2x", "rate": 1400.0, "calls": 7000, "cpu_s": 0.7}
+    pending["us_per_call"] = 100.0
+    results["refusals"] = {"capacity_rps": 700.0, "pending": {"2": pending}, "streams": {}}
+    text = render(results)
+    # r = 100 µs x 700/s = 0.07; bound (1 - 0.14) / 0.93 = 0.92; measured at 2x: defaults 600 ÷ 700 = 0.86,
+    # tuned 300 ÷ 700 = 0.43, each from its own overload entry
+    assert (
+        "| gRPC core's pending-call limit (CANCELLED) | 2x | 1,400 | 7000 | 0.70 | 100.0 | 0.14 | 0.070 "
+        "| 0.92 | 0.86 | 0.43 |"
+    ) in text
+    assert "c = 700 req/s" in text
+
+
+def test_the_capacity_line_lists_every_probe_beside_the_highest() -> None:
+    results = sample_results()
+    results["runs"]["defaults-tiny-probe-round2"] = make_run("defaults-tiny-probe-round2", make_step(650))
+    text = render(results)
+    assert (
+        "| tiny | gateway, defaults | capacity: defaults-tiny-probe (probes 700 / 650) | - | - | - "
+        "| 700 req/s" in text
+    )

@@ -124,18 +124,17 @@ bench-list: install-dev
 bench-batching bench-swap bench-sampling bench-workers bench-drift bench-drift-power bench-hotpath bench-auth bench-feedback:
 	$(MAKE) bench SECTIONS=$(@:bench-%=%)
 
-# infergate-load's native engine (loadtests/native/load.cc; `infergate-load --native-client build/infergate-load-native`):
-# a compiled gRPC client for offered rates one Python client core cannot sustain. Needs g++ and grpc++
-# (Debian's libgrpc++-dev, installed here when pkg-config cannot find it). Used by the hotpath section's
-# overload steps when it is built; `make test` builds it so tests/integration/test_load_native.py runs.
+# infergate-load's native engine (loadtests/native/: load.cc, h2.cc, hpack.cc; `infergate-load --native-client
+# build/infergate-load-native`): a compiled one-thread HTTP/2 gRPC client for offered rates one Python client
+# core cannot sustain. Needs only g++. Used by the hotpath section's overload steps when it is built;
+# `make test` builds it so tests/integration/test_load_native*.py run.
 NATIVE_CLIENT ?= build/infergate-load-native
+NATIVE_SOURCES := loadtests/native/load.cc loadtests/native/h2.cc loadtests/native/hpack.cc
 .PHONY: native-client
 native-client: $(NATIVE_CLIENT)
-$(NATIVE_CLIENT): loadtests/native/load.cc
-	@pkg-config --exists grpc++ || (command -v apt-get >/dev/null && apt-get install -y -q libgrpc++-dev >/dev/null) \
-		|| { echo "native-client: needs grpc++ (Debian: apt-get install libgrpc++-dev)"; exit 1; }
+$(NATIVE_CLIENT): $(NATIVE_SOURCES) loadtests/native/h2.h loadtests/native/hpack.h
 	mkdir -p $(dir $@)
-	g++ -O2 -std=c++17 $< -o $@ $$(pkg-config --cflags --libs grpc++)
+	g++ -O2 -std=c++17 -Wall -Wextra $(NATIVE_SOURCES) -o $@
 
 # Where a request's time goes (bench/profiling.py, docs/loadtests.md "Profiling the gateway"): starts a
 # gateway on a fresh bench registry under bench-out/profile/, drives it with a named closed-loop load

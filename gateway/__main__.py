@@ -99,9 +99,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--poller-scheduling",
         choices=("auto", "batch", "normal"),
         default="auto",
-        help="Linux scheduling of grpc.aio's completion-queue poller thread: batch (SCHED_BATCH, its "
-        "wake-ups do not preempt the event loop), normal, or auto (default: batch while the process may "
-        "use one core only; README: The poller thread)",
+        help="Linux scheduling of grpc.aio's completion-queue poller and gRPC core's transport threads: "
+        "batch (SCHED_BATCH, their wake-ups do not preempt the event loop, which yields the core every "
+        "200 us while busy), normal, or auto (default: batch while the process may use one core only; "
+        "README: The poller and transport threads)",
     )
     rollout = parser.add_argument_group("staged rollouts (docs/registry.md: Safe rollout)")
     rollout.add_argument(

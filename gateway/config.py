@@ -47,8 +47,9 @@ class GatewayConfig:
     #: Extra requests for the next ModelInfer call kept outstanding with gRPC core, so a turn of the event
     #: loop takes up to this many more waiting calls (gateway/acceptors.py; 0 = grpc.aio's one).
     accept_ahead: int = 8
-    #: Scheduling policy of grpc.aio's completion-queue poller thread (gateway/poller.py): "batch"
-    #: (SCHED_BATCH: its wake-ups do not preempt the event loop), "normal" (the default policy) or "auto"
+    #: Scheduling policy of grpc.aio's completion-queue poller and gRPC core's transport threads
+    #: (gateway/poller.py, gateway/sharing.py): "batch" (SCHED_BATCH: their wake-ups do not preempt the
+    #: event loop, which yields the core every 200 µs while busy), "normal" (the default policy) or "auto"
     #: (batch while the process may use one core only).
     poller_scheduling: str = "auto"
     #: Security (README "Security"; gateway/security.py): TLS files (mTLS with ``tls_client_ca``), the

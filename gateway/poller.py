@@ -15,13 +15,20 @@ the poller and the loop run side by side, and a batch poller's wake-up can wait 
 time slice, which cost a lone 1-row call latency in one hot-path run (C=1 p50 ÷ echo 1.30, against 1.02
 with both pinned to one core). So ``auto``, the default, follows :data:`gateway.cores.PROCESS_CORES`.
 
+gRPC core's own transport threads preempt the loop the same way, once per arriving call under overload;
+:class:`CoreSharing` gives them the poller's policy and, under ``batch``, lets the busy loop yield the
+core at a bounded interval so they are not starved (:mod:`gateway.sharing`, README has the figures).
+
 Contracts:
 
 - ``--poller-scheduling`` (:data:`CHOICES`): ``auto`` is ``batch`` while the process may use one core only
   and ``normal`` otherwise, re-applied whenever the core watch's answer changes (:func:`follow_cores`).
   The batch executor consults the watch only on some paths, so :func:`apply_choice` (the server's one
   call) also starts :func:`watch_cores`, which asks it every ``period_s`` whatever the traffic
-  (``taskset -p`` on a live gateway, an in-place pod resize), and returns that task.
+  (``taskset -p`` on a live gateway, an in-place pod resize), and returns that task. A fixed choice gets
+  a task too, which re-applies the policy to transport threads gRPC starts later.
+- :class:`CoreSharing` applies one choice to the poller, the transport threads and the loop's yield
+  (enabled under ``batch`` only).
 - :func:`schedule_completion_poller` sets the poller thread's policy (``"batch"``: ``SCHED_BATCH``;
   ``"normal"``: ``SCHED_OTHER``, the default policy) and returns the thread's native id. It returns None,
   and logs why at most once per reason, when there is no such thread (grpc.aio not started, or a grpcio
@@ -42,6 +49,7 @@ import time
 from collections.abc import Callable
 
 from gateway.cores import CoreWatch
+from gateway.sharing import install_yield, schedule_transport_threads
 
 log = logging.getLogger(__name__)
 
@@ -93,31 +101,67 @@ def schedule_completion_poller(policy: str) -> int | None:
     return thread.native_id
 
 
-def follow_cores(watch: CoreWatch, now: float) -> None:
+class CoreSharing:
+    """One policy for every thread that shares the loop's core (module doc): the poller's, gRPC core's
+    transport threads' (:mod:`gateway.sharing`), and whether the loop yields the core while busy (only
+    under ``batch``, whose threads would otherwise wait for the loop's whole time slice)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.policy: str | None = None
+        self.yielding = install_yield(loop) if loop is not None else None
+
+    def apply(self, policy: str) -> None:
+        schedule_completion_poller(policy)
+        schedule_transport_threads(getattr(os, POLICIES[policy]))
+        if self.yielding is not None:
+            self.yielding.enabled = policy == "batch"
+        self.policy = policy
+
+    def refresh(self) -> None:
+        """Gives threads gRPC started since the last apply the current policy."""
+        if self.policy is not None:
+            schedule_transport_threads(getattr(os, POLICIES[self.policy]))
+
+
+def follow_cores(watch: CoreWatch, now: float, sharing: CoreSharing | None = None) -> CoreSharing:
     """``auto``: ``batch`` while ``watch`` says one usable core, ``normal`` otherwise, from ``now`` on."""
+    sharing = sharing if sharing is not None else CoreSharing()
 
     def apply(solo: bool) -> None:
-        schedule_completion_poller("batch" if solo else "normal")
+        sharing.apply("batch" if solo else "normal")
 
     watch.subscribe(apply, now)
+    return sharing
 
 
 async def watch_cores(
-    watch: CoreWatch, period_s: float = 1.0, clock: Callable[[], float] = time.monotonic
+    watch: CoreWatch,
+    period_s: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+    sharing: CoreSharing | None = None,
 ) -> None:
     """Asks ``watch`` every ``period_s`` until cancelled, so its subscribers hear of a change without
-    traffic (module doc)."""
+    traffic (module doc), and gives new transport threads the current policy."""
     while True:
         watch.solo(clock())
+        if sharing is not None:
+            sharing.refresh()
         await asyncio.sleep(period_s)
 
 
-def apply_choice(choice: str, watch: CoreWatch) -> asyncio.Task[None] | None:
-    """Applies a ``--poller-scheduling`` choice on the running loop: a fixed policy is set once (None);
-    ``auto`` follows ``watch``, and the task of :func:`watch_cores` that keeps it informed is returned for
-    the caller to cancel on shutdown."""
-    if choice != "auto":
-        schedule_completion_poller(choice)
-        return None
-    follow_cores(watch, time.monotonic())
-    return asyncio.create_task(watch_cores(watch), name="core-watch")
+def apply_choice(choice: str, watch: CoreWatch) -> asyncio.Task[None]:
+    """Applies a ``--poller-scheduling`` choice on the running loop: a fixed policy at once, ``auto`` by
+    following ``watch``. Returns the task of :func:`watch_cores` that keeps it current (new transport
+    threads, and for ``auto`` the core count), for the caller to cancel on shutdown."""
+    sharing = CoreSharing(asyncio.get_running_loop())
+    if choice == "auto":
+        follow_cores(watch, time.monotonic(), sharing)
+        return asyncio.create_task(watch_cores(watch, sharing=sharing), name="core-watch")
+    sharing.apply(choice)
+    return asyncio.create_task(_refresh_forever(sharing), name="core-sharing")
+
+
+async def _refresh_forever(sharing: CoreSharing, period_s: float = 1.0) -> None:
+    while True:
+        await asyncio.sleep(period_s)
+        sharing.refresh()

@@ -1,6 +1,7 @@
-"""grpc.aio's completion-queue poller thread (gateway/poller.py): a gateway with its defaults (``auto``)
-runs it under SCHED_BATCH exactly while the process may use one core, ``batch`` and ``normal`` set it,
-and calls are served under either. The core count is the real thread's policy against a probe's answer."""
+"""grpc.aio's completion-queue poller thread and gRPC core's transport threads (gateway/poller.py,
+gateway/sharing.py): a gateway with its defaults (``auto``) runs them under SCHED_BATCH, and lets its busy
+loop yield, exactly while the process may use one core; ``batch`` and ``normal`` set them, and calls are
+served under either. The core count is the real threads' policy against a probe's answer."""
 
 from __future__ import annotations
 
@@ -18,7 +19,14 @@ from gateway import poller
 from gateway.background import cancel_and_wait
 from gateway.config import GatewayConfig
 from gateway.cores import CoreWatch, usable_cores
-from gateway.poller import completion_poller, follow_cores, schedule_completion_poller, watch_cores
+from gateway.poller import (
+    CoreSharing,
+    completion_poller,
+    follow_cores,
+    schedule_completion_poller,
+    watch_cores,
+)
+from gateway.sharing import transport_threads
 from tests.servers import ServerThread
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
@@ -98,3 +106,40 @@ async def test_watch_cores_applies_a_change_without_traffic() -> None:
     finally:
         await cancel_and_wait(task)
         follow_cores(CoreWatch(usable_cores), 0.0)
+
+
+def _transport_policies() -> set[int]:
+    policies = set()
+    for tid in transport_threads():
+        try:
+            policies.add(os.sched_getscheduler(tid))
+        except ProcessLookupError:  # gRPC retired the thread meanwhile
+            continue
+    return policies
+
+
+async def test_one_core_batches_the_transport_threads_and_lets_the_busy_loop_yield(
+    gateway: ServerThread, client: grpcclient.InferenceServerClient
+) -> None:
+    _infer(client)  # gRPC core's transport threads are running
+    assert transport_threads()
+    sharing = CoreSharing(asyncio.get_running_loop())
+    assert sharing.yielding is not None
+    counts = iter([1, 2])
+    watch = CoreWatch(lambda: next(counts), refresh_s=1.0)
+    try:
+        follow_cores(watch, 0.0, sharing)  # one usable core
+        assert _transport_policies() == {os.SCHED_BATCH}
+        assert sharing.yielding.enabled
+        tid = transport_threads()[0]
+        os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))  # as a thread gRPC starts later
+        sharing.refresh()
+        assert os.sched_getscheduler(tid) == os.SCHED_BATCH
+        _infer(client)
+        watch.solo(1.0)  # two cores: the default policy, no yield
+        assert _transport_policies() == {os.SCHED_OTHER}
+        assert not sharing.yielding.enabled
+        _infer(client)
+    finally:
+        sharing.yielding.enabled = False
+        follow_cores(CoreWatch(usable_cores), 0.0)  # back to what the session's gateway chose

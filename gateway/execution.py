@@ -31,6 +31,7 @@ Contracts:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from gateway.cores import CoreWatch
 from gateway.errors import GatewayError
 from gateway.profile import LatencyProfile
 from gateway.queueing import Entry
+from gateway.sharing import LONG_COMPUTE_S, TRANSPORT
 from gateway.validate import DecodedRequest
 
 log = logging.getLogger(__name__)
@@ -242,16 +244,18 @@ class BatchExecutor:
             feeds = pad(feeds, rows, padded)
         begin = clock.ns()
         cost = profile.compute(padded)
-        if self._inline(cost, started, alone):
-            outputs, run_ns = self._run_inline(instance, profile, feeds, names, padded)
-        else:
-            try:
-                outputs = await self._runner.run(instance, feeds, names)
-            except asyncio.CancelledError:  # only a fast-path caller is ever cancelled here
-                if self._observer is not None:  # the rows still run on the executor: count the batch
-                    self._observer.on_batch(rows, clock.ns() - begin)
-                raise
-            run_ns = self._executor_ns(instance, begin, padded)
+        # long compute holds the one core without a yield: gRPC's transport threads preempt meanwhile
+        with TRANSPORT.long_compute() if cost > LONG_COMPUTE_S else contextlib.nullcontext():
+            if self._inline(cost, started, alone):
+                outputs, run_ns = self._run_inline(instance, profile, feeds, names, padded)
+            else:
+                try:
+                    outputs = await self._runner.run(instance, feeds, names)
+                except asyncio.CancelledError:  # only a fast-path caller is ever cancelled here
+                    if self._observer is not None:  # the rows still run on the executor: count the batch
+                        self._observer.on_batch(rows, clock.ns() - begin)
+                    raise
+                run_ns = self._executor_ns(instance, begin, padded)
         outputs = unpad(outputs, rows, padded)  # padded rows never reach a response
         if single:
             if self._batchable:

@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable
 
 from gateway.cores import CoreWatch
-from gateway.sharing import install_yield, schedule_transport_threads
+from gateway.sharing import TRANSPORT, install_yield
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class CoreSharing:
 
     def apply(self, policy: str) -> None:
         schedule_completion_poller(policy)
-        schedule_transport_threads(getattr(os, POLICIES[policy]))
+        TRANSPORT.set_batch(policy == "batch")
         if self.yielding is not None:
             self.yielding.enabled = policy == "batch"
         self.policy = policy
@@ -120,7 +120,7 @@ class CoreSharing:
     def refresh(self) -> None:
         """Gives threads gRPC started since the last apply the current policy."""
         if self.policy is not None:
-            schedule_transport_threads(getattr(os, POLICIES[self.policy]))
+            TRANSPORT.refresh()
 
 
 def follow_cores(watch: CoreWatch, now: float, sharing: CoreSharing | None = None) -> CoreSharing:

@@ -19,6 +19,12 @@ Contracts:
   returns how many have it now; a thread that exits meanwhile is skipped, and a refusal is logged once. It
   never raises: this is an optimisation, never a reason not to serve. gRPC starts more threads under load,
   so callers re-apply it now and then (:class:`gateway.poller.CoreSharing`).
+- :data:`TRANSPORT` (a :class:`TransportScheduling`) is the process's one record of the policy the
+  transport threads should have. Long compute on the one core (a batch predicted over
+  :data:`LONG_COMPUTE_S`, inline or on an executor thread) holds the core for milliseconds without a
+  yield, and batch threads would wait all that time: :meth:`TransportScheduling.long_compute` makes them
+  preemptive (``SCHED_OTHER``) while any such batch runs, then batch again. It costs a syscall per
+  thread at each edge, and nothing unless batch is on.
 - :class:`YieldingSelect` wraps a selector's ``select``: while ``enabled``, a call with ``timeout == 0``
   (the loop has ready callbacks) first yields the core (``os.sched_yield``) when ``interval_ns`` have
   passed since the last yield. A blocking select never yields (the core is free anyway), and the wrapper
@@ -29,10 +35,11 @@ Contracts:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +49,8 @@ log = logging.getLogger(__name__)
 TRANSPORT_THREAD_NAMES = frozenset({"event_engine"})
 #: How long a busy loop runs before it yields the core to the transport threads (side runs: README).
 YIELD_INTERVAL_NS = 200_000
+#: A batch predicted to compute longer than this makes the transport threads preemptive while it runs.
+LONG_COMPUTE_S = 500e-6
 
 _TASKS = Path("/proc/self/task")
 _warned: set[str] = set()
@@ -75,11 +84,72 @@ def schedule_transport_threads(policy: int, tasks: Path = _TASKS) -> int:
         except ProcessLookupError:
             continue
         except OSError as exc:
-            if "refused" not in _warned:
-                _warned.add("refused")
-                log.warning("could not set gRPC's transport threads' scheduling: %s", exc)
+            _warn_refused(exc)
             break
     return changed
+
+
+def _warn_refused(exc: OSError) -> None:
+    if "refused" not in _warned:
+        _warned.add("refused")
+        log.warning("could not set gRPC's transport threads' scheduling: %s", exc)
+
+
+class TransportScheduling:
+    """The transport threads' policy for the process (module contract); ``refresh`` re-reads the threads."""
+
+    def __init__(self, tasks: Path = _TASKS) -> None:
+        self._tasks = tasks
+        self._threads: list[int] = []
+        self._batch = False
+        self._long = 0
+        self._applied: int | None = None
+
+    @property
+    def batch(self) -> bool:
+        return self._batch
+
+    def set_batch(self, on: bool) -> None:
+        self._batch = on
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Lists the threads again (gRPC starts more under load) and gives them all the current policy."""
+        self._threads = transport_threads(self._tasks)
+        self._applied = None
+        self._apply()
+
+    def _apply(self) -> None:
+        policy = os.SCHED_BATCH if self._batch and self._long == 0 else os.SCHED_OTHER
+        if policy == self._applied:
+            return
+        self._applied = policy
+        for tid in self._threads:
+            try:
+                os.sched_setscheduler(tid, policy, os.sched_param(0))
+            except ProcessLookupError:
+                continue
+            except OSError as exc:
+                _warn_refused(exc)
+                break
+
+    @contextlib.contextmanager
+    def long_compute(self) -> Iterator[None]:
+        """The transport threads preempt while this block runs (module contract); nested blocks count."""
+        if not self._batch:
+            yield
+            return
+        self._long += 1
+        self._apply()
+        try:
+            yield
+        finally:
+            self._long -= 1
+            self._apply()
+
+
+#: The process's transport threads (module contract).
+TRANSPORT = TransportScheduling()
 
 
 class YieldingSelect:

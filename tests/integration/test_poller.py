@@ -26,7 +26,7 @@ from gateway.poller import (
     schedule_completion_poller,
     watch_cores,
 )
-from gateway.sharing import transport_threads
+from gateway.sharing import TransportScheduling, transport_threads
 from tests.servers import ServerThread
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
@@ -143,3 +143,26 @@ async def test_one_core_batches_the_transport_threads_and_lets_the_busy_loop_yie
     finally:
         sharing.yielding.enabled = False
         follow_cores(CoreWatch(usable_cores), 0.0)  # back to what the session's gateway chose
+
+
+def test_long_compute_makes_the_transport_threads_preemptive_while_it_runs(
+    gateway: ServerThread, client: grpcclient.InferenceServerClient
+) -> None:
+    _infer(client)  # gRPC core's transport threads are running
+    transport = TransportScheduling()
+    before = _transport_policies()
+    try:
+        with transport.long_compute():  # batch off: nothing changes
+            assert _transport_policies() == before
+        transport.set_batch(True)
+        assert _transport_policies() == {os.SCHED_BATCH}
+        with transport.long_compute():
+            assert _transport_policies() == {os.SCHED_OTHER}
+            with transport.long_compute():  # overlapping long batches
+                assert _transport_policies() == {os.SCHED_OTHER}
+            assert _transport_policies() == {os.SCHED_OTHER}  # the outer one still runs
+        assert _transport_policies() == {os.SCHED_BATCH}
+    finally:
+        transport.set_batch(False)
+        follow_cores(CoreWatch(usable_cores), 0.0)  # back to what the session's gateway chose
+    assert _transport_policies() == ({os.SCHED_BATCH} if usable_cores() <= 1 else {os.SCHED_OTHER})

@@ -156,12 +156,6 @@ def apply_choice(choice: str, watch: CoreWatch) -> asyncio.Task[None]:
     sharing = CoreSharing(asyncio.get_running_loop())
     if choice == "auto":
         follow_cores(watch, time.monotonic(), sharing)
-        return asyncio.create_task(watch_cores(watch, sharing=sharing), name="core-watch")
-    sharing.apply(choice)
-    return asyncio.create_task(_refresh_forever(sharing), name="core-sharing")
-
-
-async def _refresh_forever(sharing: CoreSharing, period_s: float = 1.0) -> None:
-    while True:
-        await asyncio.sleep(period_s)
-        sharing.refresh()
+    else:
+        sharing.apply(choice)
+    return asyncio.create_task(watch_cores(watch, sharing=sharing), name="core-watch")

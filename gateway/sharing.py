@@ -15,12 +15,11 @@ Contracts:
 
 - :func:`transport_threads` lists the native ids of this process's threads named as in
   :data:`TRANSPORT_THREAD_NAMES` (``/proc/self/task``); empty where there is no such file system.
-- :func:`schedule_transport_threads` gives each of them a policy (``SCHED_BATCH`` or ``SCHED_OTHER``) and
-  returns how many have it now; a thread that exits meanwhile is skipped, and a refusal is logged once. It
-  never raises: this is an optimisation, never a reason not to serve. gRPC starts more threads under load,
-  so callers re-apply it now and then (:class:`gateway.poller.CoreSharing`).
 - :data:`TRANSPORT` (a :class:`TransportScheduling`) is the process's one record of the policy the
-  transport threads should have. Long compute on the one core (a batch predicted over
+  transport threads should have (``SCHED_BATCH`` or ``SCHED_OTHER``). Setting it skips a thread that
+  exits meanwhile and logs a refusal once; it never raises: this is an optimisation, never a reason not
+  to serve. gRPC starts more threads under load, so :meth:`TransportScheduling.refresh` lists them again
+  (every second, :class:`gateway.poller.CoreSharing`). Long compute on the one core (a batch predicted over
   :data:`LONG_COMPUTE_S`, inline or on an executor thread) holds the core for milliseconds without a
   yield, and batch threads would wait all that time: :meth:`TransportScheduling.long_compute` makes them
   preemptive (``SCHED_OTHER``) while any such batch runs, then batch again. It costs a syscall per
@@ -71,22 +70,6 @@ def transport_threads(tasks: Path = _TASKS) -> list[int]:
         if name in TRANSPORT_THREAD_NAMES and entry.name.isdigit():
             found.append(int(entry.name))
     return found
-
-
-def schedule_transport_threads(policy: int, tasks: Path = _TASKS) -> int:
-    """Gives every transport thread ``policy`` (an ``os.SCHED_*`` constant); how many have it now."""
-    changed = 0
-    for tid in transport_threads(tasks):
-        try:
-            if os.sched_getscheduler(tid) != policy:
-                os.sched_setscheduler(tid, policy, os.sched_param(0))
-            changed += 1
-        except ProcessLookupError:
-            continue
-        except OSError as exc:
-            _warn_refused(exc)
-            break
-    return changed
 
 
 def _warn_refused(exc: OSError) -> None:

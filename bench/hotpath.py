@@ -28,20 +28,22 @@ Contracts:
 * (e): with two or more usable cores the server's every thread is pinned to the first one (``taskset -a
   -p``) and this process, hence the load client it spawns, to the others; otherwise nothing is pinned and
   the results say why. Per scenario of :data:`bench.hotpath_overload.SCENARIOS` and server: the highest
-  of :data:`~bench.hotpath_overload.PROBES` closed-loop probes (labels round-numbered as (a)'s) is its
-  capacity there, then Poisson arrivals at 2x and 4x that capacity with ``timeout`` = gRPC deadline =
-  goodput budget = 50 ms. Servers: echo (reference, its own capacity; ``tiny`` only) and the defaults
-  gateway. A server's RSS (``VmRSS`` of ``/proc/PID/status``) is read before the 2x step, between, and
-  after 4x. Then :func:`bench.hotpath_refusals.measure`: what one refusal costs the pinned core, at the
-  defaults gateway's ``tiny`` rates. Then the tuned gateway, measured against capacity probed just before
-  and after its steps (the host's speed moves by a third within minutes, so a capacity probed minutes
-  earlier could decide the ratio either way): a fresh gateway with the defaults (``again``, no state left
-  by an overload step) is probed :data:`~bench.hotpath_overload.PROBES` times per scenario (labels
-  ``again-{scenario}-probe``, round-numbered), a fresh gateway with
-  :func:`~bench.hotpath_overload.tuned_flags` of the highest of them (tuned; its own probe would count
-  the refusals its push-back causes at a closed loop's concurrency) is offered 2x and 4x that capacity
-  and stopped, and ``again`` is probed once more (``again-{scenario}-after``). The tuned entry keeps
-  ``probes``, ``flags`` and ``after``; its goals divide by the highest of the probes, after included.
+  of :data:`~bench.hotpath_overload.PROBES` closed-loop probes (labels round-numbered as (a)'s) sets the
+  offered rates, then :data:`~bench.hotpath_overload.ROUNDS` rounds (echo: one) of Poisson arrivals at
+  2x and 4x that rate with ``timeout`` = gRPC deadline = goodput budget = 50 ms, each round followed by
+  one more probe (``{prober}-{scenario}-after``, round-numbered): a round's steps are judged against the
+  probes just before and after them (:mod:`bench.hotpath_overload`), because the host's speed moves by a
+  third within minutes. Servers: echo (reference, its own capacity; ``tiny`` only) and the defaults
+  gateway (its own prober). A server's RSS (``VmRSS`` of ``/proc/PID/status``) is read before the first
+  step and after each. Then :func:`bench.hotpath_refusals.measure`: what one refusal costs the pinned
+  core, at the defaults gateway's ``tiny`` rates. Then the tuned gateway: a fresh gateway with the
+  defaults (``again``, no state left by an overload step) is probed
+  :data:`~bench.hotpath_overload.PROBES` times per scenario (labels ``again-{scenario}-probe``,
+  round-numbered), and a fresh gateway with :func:`~bench.hotpath_overload.tuned_flags` of the highest of
+  them (tuned; its own probe would count the refusals its push-back causes at a closed loop's
+  concurrency) gets the rounds, ``again`` probing after each (the tuned gateway idles meanwhile). Each
+  entry keeps ``probes`` and ``rounds`` (``steps``: round 1's, ``after``: the last round's probe), the
+  tuned one also ``flags``.
 * Results: every load run as :meth:`bench.kit.Measured.to_json` under ``runs``, plus ``ceiling``,
   ``overload``, ``refusals``, ``configs`` and ``commands``; :mod:`bench.hotpath_md` renders them and
   states the goals.
@@ -58,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.hotpath_md import CONFIGS, TITLE, goals, render
-from bench.hotpath_overload import BUDGET_MS, FACTORS, PROBES, SCENARIOS, tuned_flags
+from bench.hotpath_overload import BUDGET_MS, FACTORS, PROBES, ROUNDS, SCENARIOS, tuned_flags
 from bench.hotpath_refusals import measure as measure_refusals
 from bench.kit import Gateway, Measured, add_model, measure, round_label, start_gateway
 from bench.pinning import client_pinned, cpu_plan, pin, rss_kib, servers_pinned
@@ -170,31 +172,46 @@ class _Bench:
         scenario: str,
         plan: dict[str, Any],
         probes: list[str] | None = None,
+        prober: _Server | None = None,
+        rounds: int = ROUNDS,
     ) -> dict[str, Any]:
-        """Capacity probes of its own (or ``probes``, run labels of another server's), then 2x and 4x
-        that capacity (see the module contract)."""
+        """Capacity probes of its own (or ``probes``, run labels of ``prober``'s), then ``rounds`` rounds
+        of 2x and 4x that capacity, each followed by one probe of ``prober`` (``server`` itself by default;
+        see the module contract)."""
         _, model, rows, _ = SCENARIOS[scenario]
-        if probes is None:  # the highest probe: one the host slowed cannot flatter (e)
+        prober = prober or server
+        if probes is None:
             probes = self.probe(server, scenario, plan, f"{server.key}-{scenario}-probe", PROBES)
+        native = self.args.hotpath_native_client
+        best, capacity = self.best_probe(probes)
+        out: dict[str, Any] = {"capacity_rps": capacity, "capacity_from": best, "probes": probes}
+        out["client"] = "native" if native is not None else "python"
+        out["rounds"] = []
+        duration = self.args.hotpath_overload_duration or self.args.duration
         if plan["pinned"]:
             pin(server.pid, plan["server_cpus"])
-        native = self.args.hotpath_native_client
-        with client_pinned(plan):
-            best, capacity = self.best_probe(probes)
-            out: dict[str, Any] = {"capacity_rps": capacity, "capacity_from": best, "probes": probes}
-            out["steps"] = {}
-            out["client"] = "native" if native is not None else "python"
-            out["rss_kib"] = [rss_kib(server.pid)]
-            duration = self.args.hotpath_overload_duration or self.args.duration
-            for factor in FACTORS if capacity > 0 else ():
-                label = f"{server.key}-{scenario}-{factor}x"
-                self.load(
-                    label, server, model, mode="open", poisson=True, levels=(round(factor * capacity, 1),),
-                    rows=rows, duration_s=duration, timeout_us=int(BUDGET_MS * 1000),
-                    deadline_s=BUDGET_MS / 1000, budget_ms=BUDGET_MS, drain_s=1.0, native_client=native,
-                )  # fmt: skip
-                out["steps"][str(factor)] = label
-                out["rss_kib"].append(rss_kib(server.pid))
+        out["rss_kib"] = [rss_kib(server.pid)]
+        before = probes[-1]
+        for index in range(rounds if capacity > 0 else 0):
+            steps: dict[str, str] = {}
+            with client_pinned(plan):
+                for factor in FACTORS:
+                    label = round_label(f"{server.key}-{scenario}-{factor}x", index)
+                    self.load(
+                        label, server, model, mode="open", poisson=True,
+                        levels=(round(factor * capacity, 1),), rows=rows, duration_s=duration,
+                        timeout_us=int(BUDGET_MS * 1000), deadline_s=BUDGET_MS / 1000, budget_ms=BUDGET_MS,
+                        drain_s=1.0, native_client=native,
+                    )  # fmt: skip
+                    steps[str(factor)] = label
+                    out["rss_kib"].append(rss_kib(server.pid))
+            name = round_label(f"{prober.key}-{scenario}-after", index)
+            (after,) = self.probe(prober, scenario, plan, name, 1)
+            out["rounds"].append({"steps": steps, "before": before, "after": after})
+            before = after
+        out["steps"] = out["rounds"][0]["steps"] if out["rounds"] else {}
+        if out["rounds"]:
+            out["after"] = out["rounds"][-1]["after"]
         return out
 
 
@@ -270,7 +287,7 @@ def _run(args: argparse.Namespace) -> Results:
                     for model in ("tiny", "mlp"):
                         b.closed(servers[key], model, 64, label=round_label(f"f-{key}-{model}-c64", index))
         overload = {scenario: {} for scenario in SCENARIOS}
-        overload["tiny"]["echo"] = b.overload(echo, "tiny", plan)
+        overload["tiny"]["echo"] = b.overload(echo, "tiny", plan, rounds=1)  # a reference: one round
         echo_proc.stop()
         for scenario in SCENARIOS:
             overload[scenario]["defaults"] = b.overload(gw, scenario, plan)
@@ -281,7 +298,7 @@ def _run(args: argparse.Namespace) -> Results:
             pin_to = plan["server_cpus"] if plan["pinned"] else None
             refusals = measure_refusals(b, registry, capacity, pin_to, args.work, native) if capacity else {}
         b.commands["stalled echo"] = f"infergate-load echo-server --registry {registry} --port 0 --stall"
-        # per scenario: capacity probed again, a tuned gateway sized by it, one probe after its steps
+        # per scenario: capacity probed again, a tuned gateway sized by it, a probe after each round
         with ExitStack() as again:
             fresh, _ = b.gateway(again, "again", registry)
             for scenario in SCENARIOS:
@@ -290,9 +307,8 @@ def _run(args: argparse.Namespace) -> Results:
                 with ExitStack() as one:
                     tuned, _ = b.gateway(one, "tuned", registry, *flags)
                     b.commands[f"gateway tuned, {scenario}"] = b.commands.pop("gateway tuned")
-                    entry = b.overload(tuned, scenario, plan, probes=probes)
-                (after,) = b.probe(fresh, scenario, plan, f"again-{scenario}-after", 1)
-                overload[scenario]["tuned"] = {**entry, "flags": list(flags), "after": after}
+                    entry = b.overload(tuned, scenario, plan, probes=probes, prober=fresh)
+                overload[scenario]["tuned"] = {**entry, "flags": list(flags)}
     return {
         "runs": b.runs,
         "ceiling": {

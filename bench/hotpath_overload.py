@@ -10,10 +10,15 @@ Contracts:
   scenario's capacity, one fresh gateway per scenario, its flags kept in the entry's ``flags``), and, on
   ``tiny`` only, the echo server as a reference without a goal.
 * ``results["overload"][scenario][server]`` = ``{"capacity_rps", "capacity_from", "probes": [run label],
-  "steps": {factor: run label}, "rss_kib": [...]}``, the tuned entry also ``"flags"`` and ``"after"`` (the
-  probe run after its steps; :func:`capacity` divides by it when it is higher); run labels are
-  ``{server}-{scenario}-probe`` and
-  ``{server}-{scenario}-{factor}x``. The tuned gateway is offered the defaults gateway's rates.
+  "rounds": [{"steps": {factor: run label}, "before": probe label, "after": probe label}], "steps",
+  "after", "rss_kib": [...]}`` (``steps``: round 1's; ``after``: the last round's probe), the tuned entry
+  also ``"flags"``. Rates are ``factor`` x ``capacity_rps`` (the highest of ``probes``) in every round.
+  A round's capacity is the mean of the probes just before and after it (:func:`round_capacity`), and a
+  goal reads the median over rounds of goodput ÷ that (:func:`goodput_ratio`): the host's speed moves by
+  a third within minutes, so a step divided by the highest of probes taken minutes apart measured the
+  host's spread as much as the server (0.76 of the highest probe at 9d11e04 was 0.86 of the lowest).
+  Every round's ratio is in the table, so a round that stalled shows. Entries saved before rounds
+  (no ``rounds``) divide their one step by :func:`capacity`, as they were judged then.
 * "Beyond the deadline" is the largest latency of a step, OK or not, measured by the client from the
   intended send time, minus the budget; a fast refusal is an error answered within :data:`FAST_MS` (read
   off the step's ``error_cdf``, so a share is exact to the grid's quantile). A step whose send lag p99
@@ -22,6 +27,7 @@ Contracts:
 
 from __future__ import annotations
 
+from statistics import median
 from typing import Any
 
 from bench.kit import Measured, ratio, round_runs
@@ -35,8 +41,13 @@ __all__ = [
     "SCENARIOS",
     "SERVERS",
     "LEGACY_TUNED_FLAGS",
+    "PROBES",
+    "ROUNDS",
     "beyond_deadline",
     "capacity",
+    "goodput_ratio",
+    "round_capacity",
+    "round_ratios",
     "fast_share",
     "flags_of",
     "overload_goals",
@@ -46,8 +57,11 @@ __all__ = [
 ]
 
 BUDGET_MS = 50.0
-#: Closed-loop capacity probes per server and scenario (:mod:`bench.hotpath`); capacity is the highest.
+#: Closed-loop capacity probes per server and scenario before its steps (:mod:`bench.hotpath`); the
+#: highest sets the offered rates.
 PROBES = 3
+#: Rounds of 2x and 4x per gateway and scenario, each followed by one probe (module contract).
+ROUNDS = 3
 FAST_MS = 10.0
 #: Send lag p99 (ms) above which the client is said to have fallen behind its schedule.
 LAG_MS = 10.0
@@ -165,33 +179,85 @@ def capacity(entry: dict[str, Any], runs: dict[str, Measured]) -> float | None:
     return max((v for v in found if v is not None), default=None)
 
 
+def _rps(runs: dict[str, Measured], label: str | None) -> float | None:
+    return float(runs[label].report["throughput_rps"]) if label in runs else None
+
+
+def round_capacity(round_: dict[str, Any], runs: dict[str, Measured]) -> float | None:
+    """A round's capacity: the mean of the probes just before and after its steps (those measured)."""
+    found = [v for v in (_rps(runs, round_.get("before")), _rps(runs, round_.get("after"))) if v is not None]
+    return sum(found) / len(found) if found else None
+
+
+def round_ratios(entry: dict[str, Any], runs: dict[str, Measured], factor: int) -> list[float | None]:
+    """Goodput ÷ :func:`round_capacity` of each round of an entry at ``factor`` (None: not measured)."""
+    out: list[float | None] = []
+    for round_ in entry.get("rounds") or ():
+        step = _step(runs, round_["steps"].get(str(factor)))
+        out.append(None if step is None else ratio(float(step["goodput_rps"]), round_capacity(round_, runs)))
+    return out
+
+
+def goodput_ratio(entry: dict[str, Any], runs: dict[str, Measured], factor: int) -> float | None:
+    """What goal (e) judges at ``factor``: the median of :func:`round_ratios` (module contract); an entry
+    saved before rounds: its step's goodput ÷ :func:`capacity`. None when nothing was measured."""
+    if "rounds" in entry:
+        found = [v for v in round_ratios(entry, runs, factor) if v is not None]
+        return median(found) if found else None
+    step = _step(runs, (entry.get("steps") or {}).get(str(factor)))
+    return None if step is None else ratio(float(step["goodput_rps"]), capacity(entry, runs))
+
+
+def _labels(entry: dict[str, Any]) -> list[tuple[str, int, str]]:
+    """(factor, round number, step label) of every step of an entry, in the order they ran."""
+    if "rounds" in entry:
+        return [
+            (factor, number, label)
+            for number, round_ in enumerate(entry["rounds"], start=1)
+            for factor, label in round_["steps"].items()
+        ]
+    return [(factor, 1, label) for factor, label in (entry.get("steps") or {}).items()]
+
+
 def _lag(step: dict[str, Any] | None) -> float | None:
     return None if step is None else (step.get("send_lag_ms") or {}).get("p99")
+
+
+def _goodput_text(entry: dict[str, Any], runs: dict[str, Measured], factor: int) -> str:
+    """The measured column of a goodput goal: every round's ratio (median judged), or the legacy quotient."""
+    if "rounds" in entry:
+        ratios = round_ratios(entry, runs, factor)
+        listed = " / ".join(fmt(v) for v in ratios) or "-"
+        return f"rounds {listed} (goodput ÷ the probes around each), median"
+    step = _step(runs, (entry.get("steps") or {}).get(str(factor)))
+    good = None if step is None else float(step["goodput_rps"])
+    return f"{fmt(good, 0)} ÷ {fmt(capacity(entry, runs), 0)}"
 
 
 def _gateway_goals(results: Results, runs: dict[str, Measured], scenario: str, server: str) -> list[Goal]:
     o, budget = _entry(results, scenario, server), float(results["budget_ms"])
     name = f"{SERVERS[server]}, {SCENARIOS[scenario][0]}"
-    cap, out = capacity(o, runs), []
+    out = []
     streams = f" ({' '.join(flags_of(o)[:2])})" if server == "tuned" else ""
+    labels = _labels(o)
     for factor in FACTORS:
-        step = _step(runs, o["steps"].get(str(factor)))
-        good = None if step is None else float(step["goodput_rps"])
-        lag = _lag(step)
+        lags = [_lag(_step(runs, label)) for f, _, label in labels if f == str(factor)]
+        lag = max((v for v in lags if v is not None), default=None)
         behind = f" (client behind: send lag p99 {fmt(lag)} ms)" if lag is not None and lag > LAG_MS else ""
         out.append(
             Goal.at_least(
                 f"(e) {name}: goodput at {factor}x ÷ capacity (OK within {budget:g} ms per s)",
-                f"{fmt(good, 0)} ÷ {fmt(cap, 0)}{streams}{behind}",
-                ratio(good, cap),
+                f"{_goodput_text(o, runs, factor)}{streams}{behind}",
+                goodput_ratio(o, runs, factor),
                 TARGETS[factor],
             )
         )
-    worst = [beyond_deadline(_step(runs, lbl), budget) for lbl in o["steps"].values()]
+    worst = [beyond_deadline(_step(runs, label), budget) for _, _, label in labels]
     value = max((w for w in worst if w is not None), default=None)
     out.append(
         Goal.at_most(
-            f"(e) {name}: largest latency past the {budget:g} ms deadline, 2x / 4x (ms, from intended send)",
+            f"(e) {name}: largest latency past the {budget:g} ms deadline, every step "
+            "(ms, from intended send)",
             " / ".join(fmt(w) for w in worst) or "-",
             value,
             10,
@@ -218,13 +284,11 @@ def overload_goals(results: Results, runs: dict[str, Measured]) -> list[Goal]:
             continue
         o = _entry(results, scenario, server)
         for factor in FACTORS:
-            step = _step(runs, o["steps"].get(str(factor)))
-            good = None if step is None else float(step["goodput_rps"])
             out.append(
                 Goal.report(
                     f"(e) {SERVERS[server]}, {SCENARIOS[scenario][0]}: goodput at {factor}x ÷ capacity",
-                    f"{fmt(good, 0)} ÷ {fmt(capacity(o, runs), 0)}",
-                    ratio(good, capacity(o, runs)),
+                    _goodput_text(o, runs, factor),
+                    goodput_ratio(o, runs, factor),
                 )
             )
     return out
@@ -242,18 +306,27 @@ def _table(results: Results, runs: dict[str, Measured]) -> list[str]:
         o, where = _entry(results, scenario, server), f"{scenario} | {SERVERS[server]}"
         cap, rss = capacity(o, runs), o["rss_kib"]
         probes = " / ".join(fmt(v, 0) for v in _probe_rps(runs, o, server, scenario))
-        if o.get("after") in runs:
+        rounds = o.get("rounds")
+        if rounds:
+            afters = " / ".join(fmt(_rps(runs, r["after"]), 0) for r in rounds)
+            probes += f"; after each round {afters}"
+            cap = o.get("capacity_rps")
+        elif o.get("after") in runs:
             probes += f"; after the steps {fmt(float(runs[o['after']].report['throughput_rps']), 0)}"
         source = o.get("capacity_from") or "-"
         if server == "tuned":
             source += f"; flags {' '.join(flags_of(o))}"
         lines.append(
-            f"| {where} | capacity: {source}{f' (probes {probes})' if probes else ''} | - | - | - "
-            f"| {fmt(cap, 0)} req/s "
+            f"| {where} | {'rates' if rounds else 'capacity'}: {source}"
+            f"{f' (probes {probes})' if probes else ''} | - | - | - | {fmt(cap, 0)} req/s "
             "| | | | | | | | | " + fmt(None if not rss or rss[0] is None else rss[0] / 1024, 1) + " |"
         )
-        for i, (factor, label) in enumerate(o["steps"].items(), start=1):
+        for i, (factor, number, label) in enumerate(_labels(o), start=1):
             s = runs[label].step
+            step_cap = round_capacity(rounds[number - 1], runs) if rounds else cap
+            where_step = (
+                f"{factor}x, round {number} (capacity {fmt(step_cap, 0)})" if rounds else f"{factor}x"
+            )
             errors = ", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items())) or "0"
             server_side = s.get("server") or {}
             shed = ", ".join(f"{k} {v}" for k, v in sorted((server_side.get("shed") or {}).items()))
@@ -262,8 +335,8 @@ def _table(results: Results, runs: dict[str, Measured]) -> list[str]:
             cores = fmt(sum(s["client"]["cpu_cores"]))
             after = rss[i] if i < len(rss) else None
             lines.append(
-                f"| {where} | {factor}x | {fmt(s['offered'], 0)} | {fmt(s['goodput_rps'], 0)} "
-                f"| {fmt(ratio(s['goodput_rps'], cap))} | {s['ok']} | {answered_text} "
+                f"| {where} | {where_step} | {fmt(s['offered'], 0)} | {fmt(s['goodput_rps'], 0)} "
+                f"| {fmt(ratio(s['goodput_rps'], step_cap))} | {s['ok']} | {answered_text} "
                 f"| {errors} | {percent(fast_share(s))} | {fmt(s['error_latency_ms']['p50'])} "
                 f"| {fmt(beyond_deadline(s, budget))} | {fmt(_lag(s))} | {cores} "
                 f"| {shed or '-'} | {fmt(None if after is None else after / 1024, 1)} |"
@@ -275,10 +348,13 @@ def _client_note(results: Results, runs: dict[str, Measured]) -> str:
     """Whether the load client kept to its schedule in each overload step, from its send lag."""
     behind = []
     for scenario, server in _present(results):
-        for factor, label in _entry(results, scenario, server)["steps"].items():
+        entry = _entry(results, scenario, server)
+        for factor, number, label in _labels(entry):
             lag = _lag(runs[label].step)
             if lag is not None and lag > LAG_MS:
-                behind.append(f"{SERVERS[server]} on {scenario} at {factor}x (send lag p99 {fmt(lag)} ms)")
+                which = f" round {number}" if entry.get("rounds") else ""
+                where = f"{SERVERS[server]} on {scenario} at {factor}x{which}"
+                behind.append(f"{where} (send lag p99 {fmt(lag)} ms)")
     if not behind:
         return f"The client kept to its schedule in every overload step (send lag p99 ≤ {LAG_MS:g} ms)."
     return (
@@ -312,11 +388,15 @@ def overload_text(results: Results, runs: dict[str, Measured], pinned: str) -> l
     return [
         "### (e) Overload",
         "",
-        f"Scenarios: {scenarios}. Per server and scenario: its capacity is the highest of {PROBES} "
-        "closed-loop probes in a row, so a probe the shared host slowed cannot flatter the ratios, then "
-        "Poisson arrivals at "
-        f"{' and '.join(f'{f}x' for f in FACTORS)} that capacity with the `timeout` parameter, the gRPC "
-        f"deadline and the goodput budget all {fmt(results['budget_ms'], 0)} ms; {pinned}. Latencies are "
+        f"Scenarios: {scenarios}. Per server and scenario: the highest of {PROBES} closed-loop probes in a "
+        f"row sets the rates, then {ROUNDS} rounds (the echo server: one) of Poisson arrivals at "
+        f"{' and '.join(f'{f}x' for f in FACTORS)} those rates with the `timeout` parameter, the gRPC "
+        f"deadline and the goodput budget all {fmt(results['budget_ms'], 0)} ms, each round followed by one "
+        "more probe; a round's capacity is the mean of the probes just before and after it, and a goal reads "
+        "the median over rounds of goodput ÷ that capacity. Why: the shared host's speed moves by a third "
+        "within minutes, so one step divided by the highest of probes taken minutes apart measures the "
+        "host's spread as much as the server. Every round is in the table, so a round that stalled shows. "
+        f"{pinned}. Latencies are "
         "the client's, from each call's intended send time; send lag and client CPU show whether the client "
         f"kept up. Load client: {_client_kind(results)}. Server OK: calls the gateway answered OK over the "
         "step, warm-up and drain included (its "
@@ -324,14 +404,13 @@ def overload_text(results: Results, runs: dict[str, Measured], pinned: str) -> l
         "budget (negative: every call ended before its deadline). UNAVAILABLE is the transport refusing a "
         "stream past `--max-concurrent-streams` (HTTP/2 REFUSED_STREAM: never processed, safe to retry); "
         "CANCELLED is gRPC core refusing a call past `--max-pending-calls`. RSS is the server's `VmRSS` "
-        'before the 2x step and after each step. The tuned gateway (README "Overload": '
+        'before the first step and after each step. The tuned gateway (README "Overload": '
         "`--max-concurrent-streams S --max-pending-calls S --max-concurrency 0`, S the calls served in a "
         "third of the budget, rounded down to a power of two, at most 32) cannot be probed itself (its "
         "push-back refuses part of a closed loop), so per scenario a fresh gateway with the defaults is "
-        "probed just before its steps (S and the rates come from the highest of those probes) and once "
-        "after them; its ratios divide by the highest of all of them, after included, since the host's "
-        "speed moves by a third within minutes. Results saved before this carry no such probes: their "
-        "tuned gateway was offered the defaults gateway's rates.",
+        "probed before its rounds (S and the rates come from the highest of those probes) and after each "
+        "round, the tuned gateway idle meanwhile. Results saved before rounds divided their one step by the "
+        "highest of the probes, the one after the steps included.",
         "",
         *_table(results, runs),
         _client_note(results, runs),

@@ -32,9 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench.hotpath_overload import BUDGET_MS, FACTORS
-from bench.hotpath_overload import capacity as entry_capacity
-from bench.kit import Measured, proc_cpu_s, ratio
+from bench.hotpath_overload import BUDGET_MS, FACTORS, goodput_ratio
+from bench.kit import Measured, proc_cpu_s
 from bench.markdown import fmt
 from bench.pinning import pin
 from bench.sections import Results
@@ -125,10 +124,7 @@ def measure(
 
 def _measured_goodput(results: Results, runs: dict[str, Measured], server: str, factor: int) -> str:
     entry = ((results.get("overload") or {}).get("tiny") or {}).get(server) or {}
-    label = (entry.get("steps") or {}).get(str(factor))
-    if label is None or label not in runs:
-        return "-"
-    return fmt(ratio(float(runs[label].step["goodput_rps"]), entry_capacity(entry, runs)))
+    return fmt(goodput_ratio(entry, runs, factor))
 
 
 def refusal_text(results: Results, runs: dict[str, Measured]) -> list[str]:

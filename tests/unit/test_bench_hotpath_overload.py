@@ -4,6 +4,8 @@ fast refusals from the client's latencies, and the refusal-cost table."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from bench.hotpath_md import goals, render
@@ -150,3 +152,60 @@ def test_the_capacity_line_lists_every_probe_beside_the_highest() -> None:
         "| tiny | gateway, defaults | capacity: defaults-tiny-probe (probes 700 / 650) | - | - | - "
         "| 700 req/s" in text
     )
+
+
+def _with_rounds(
+    results: dict[str, Any], goodput_2x: tuple[float, ...], probes_after: tuple[float, ...]
+) -> dict[str, Any]:
+    """The tuned tiny entry as rounds: probe 700 before, 2x steps of ``goodput_2x``, a probe after each
+    round of ``probes_after``; 4x steps at 500/s, the last round's answered 70 ms after its intended send."""
+    entry = results["overload"]["tiny"]["tuned"]
+    entry |= {"probes": ["again-tiny-probe"], "capacity_rps": 700.0, "rounds": []}
+    results["runs"]["again-tiny-probe"] = make_run("again-tiny-probe", make_step(700))
+    before = "again-tiny-probe"
+    for index, (good, probe) in enumerate(zip(goodput_2x, probes_after, strict=True)):
+        suffix = "" if index == 0 else f"-round{index + 1}"
+        late = (70,) if index == len(goodput_2x) - 1 else (1,)
+        steps = {"2": f"tuned-tiny-2x{suffix}", "4": f"tuned-tiny-4x{suffix}"}
+        results["runs"][steps["2"]] = make_run(steps["2"], make_step(good, goodput=good, offered=1400))
+        results["runs"][steps["4"]] = make_run(steps["4"], make_step(500, goodput=500, ok_ms=late))
+        after = f"again-tiny-after{suffix}"
+        results["runs"][after] = make_run(after, make_step(probe))
+        entry["rounds"].append({"steps": steps, "before": before, "after": after})
+        before = after
+    entry["steps"], entry["after"] = entry["rounds"][0]["steps"], before
+    entry["rss_kib"] = [100000] * (1 + 2 * len(goodput_2x))
+    return results
+
+
+def test_rounds_are_judged_by_the_median_of_goodput_over_the_probes_around_each() -> None:
+    # round capacities: (700 + 500) / 2 = 600, (500 + 900) / 2 = 700, (900 + 700) / 2 = 800
+    results = _with_rounds(sample_results(), (540.0, 140.0, 720.0), (500.0, 900.0, 700.0))
+    found = by_figure(results)
+    tuned = f"(e) {SERVERS['tuned']}, tiny, 1 row per call"
+    # 2x: 540/600 = 0.9, 140/700 = 0.2 (a stalled round), 720/800 = 0.9: the median is 0.9
+    assert find_goal(found, f"{tuned}: goodput at 2x") == (pytest.approx(0.9), "≥ 0.8", "met")
+    # 4x: 500/600, 500/700, 500/800: the median 0.714
+    assert find_goal(found, f"{tuned}: goodput at 4x") == (pytest.approx(500 / 700), "≥ 0.7", "met")
+    # every round's steps count for lateness: the last round's 4x answered 20 ms past the deadline
+    assert find_goal(found, f"{tuned}: largest latency past") == (pytest.approx(20.0), "≤ 10", "missed")
+    measured = {g.figure: g.measured for g in goals(results)}
+    (text,) = [v for k, v in measured.items() if k.startswith(f"{tuned}: goodput at 2x")]
+    assert text.startswith("rounds 0.90 / 0.20 / 0.90 (goodput ÷ the probes around each), median")
+    table = render(results)
+    assert "| tiny | gateway, tuned for overload | 2x, round 2 (capacity 700) | 1,400 | 140 | 0.20 |" in table
+    assert "(probes 700; after each round 500 / 900 / 700) | - | - | - | 700 req/s |" in table
+
+
+def test_a_round_that_never_ran_leaves_the_median_to_those_that_did() -> None:
+    results = _with_rounds(sample_results(), (540.0, 720.0), (500.0, 900.0))
+    entry = results["overload"]["tiny"]["tuned"]
+    del results["runs"][entry["rounds"][1]["steps"]["2"]]
+    entry["rounds"][1]["steps"].pop("2")
+    found = by_figure(results)
+    tuned = f"(e) {SERVERS['tuned']}, tiny, 1 row per call"
+    assert find_goal(found, f"{tuned}: goodput at 2x") == (pytest.approx(0.9), "≥ 0.8", "met")
+    # without any round measured, nothing is judged
+    for round_ in entry["rounds"]:
+        round_["steps"] = {}
+    assert find_goal(by_figure(results), f"{tuned}: goodput at 2x") == (None, "≥ 0.8", "-")

@@ -2,8 +2,7 @@
 
 Contracts:
 - Samples are coalesced into ``SampleBatch`` binary frames (DESIGN.md §3) of at most ``max_samples``
-  samples or ``max_bytes`` bytes, or whatever is buffered every ``flush_interval`` seconds (default
-  :data:`FLUSH_INTERVAL_S`) once the buffer has run dry. Tensors travel
+  samples or ``max_bytes`` bytes, or whatever is buffered every ``flush_interval`` seconds. Tensors travel
   as raw little-endian bytes; serialization runs in a worker thread, never on the event loop.
 - On a failed connect or send it reconnects with exponential backoff and full jitter. While disconnected,
   the sampler drops (and counts) new samples and whatever was buffered.
@@ -28,12 +27,6 @@ from gateway.background import cancel_and_wait
 from gateway.codec import encode_array
 from gateway.sampler import Sample, Sampler
 from protos import monitor_pb2
-
-#: How long the shipper waits for more samples once its buffer ran dry. Each frame costs both sides a
-#: fixed price (a thread hop and a send here; a parse, catalog look-ups and window updates in the
-#: monitor), and drift windows span minutes, so a quarter second of latency buys nothing back: at 5 % of
-#: ~2,500 calls/s, 4 frames a second instead of 20 halved the monitor's CPU (README "Sampling").
-FLUSH_INTERVAL_S = 0.25
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +78,7 @@ class Shipper:
         *,
         max_samples: int = 256,
         max_bytes: int = 4 * 1024 * 1024,
-        flush_interval: float = FLUSH_INTERVAL_S,
+        flush_interval: float = 0.05,
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
         token_file: Path | None = None,

@@ -42,8 +42,7 @@ Contracts:
   round-numbered), and a fresh gateway with :func:`~bench.hotpath_overload.tuned_flags` of the highest of
   them (tuned; its own probe would count the refusals its push-back causes at a closed loop's
   concurrency) gets the rounds, ``again`` probing after each (the tuned gateway idles meanwhile). Each
-  entry keeps ``probes`` and ``rounds`` (``steps``: round 1's, ``after``: the last round's probe), the
-  tuned one also ``flags``.
+  entry keeps ``probes`` and ``rounds``, the tuned one also ``flags``.
 * Results: every load run as :meth:`bench.kit.Measured.to_json` under ``runs``, plus ``ceiling``,
   ``overload``, ``refusals``, ``configs`` and ``commands``; :mod:`bench.hotpath_md` renders them and
   states the goals.
@@ -209,9 +208,6 @@ class _Bench:
             (after,) = self.probe(prober, scenario, plan, name, 1)
             out["rounds"].append({"steps": steps, "before": before, "after": after})
             before = after
-        out["steps"] = out["rounds"][0]["steps"] if out["rounds"] else {}
-        if out["rounds"]:
-            out["after"] = out["rounds"][-1]["after"]
         return out
 
 

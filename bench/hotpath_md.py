@@ -16,7 +16,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from bench.hotpath_overload import overload_goals, overload_text
+from bench.hotpath_overload import overload_goals
+from bench.hotpath_overload_md import overload_text
 from bench.hotpath_refusals import refusal_text
 from bench.kit import Measured, measured, ratio, round_label, round_runs
 from bench.markdown import details, fmt, goal_table, header

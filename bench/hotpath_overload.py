@@ -1,5 +1,5 @@
-"""Goal (e) of the ``hotpath`` section, overload: its scenarios, servers, goals and table (pure: reads only
-the saved results of :mod:`bench.hotpath`).
+"""Goal (e) of the ``hotpath`` section, overload: its scenarios, servers, figures and goals (pure: reads
+only the saved results of :mod:`bench.hotpath`; :mod:`bench.hotpath_overload_md` renders its table).
 
 Contracts:
 
@@ -10,15 +10,16 @@ Contracts:
   scenario's capacity, one fresh gateway per scenario, its flags kept in the entry's ``flags``), and, on
   ``tiny`` only, the echo server as a reference without a goal.
 * ``results["overload"][scenario][server]`` = ``{"capacity_rps", "capacity_from", "probes": [run label],
-  "rounds": [{"steps": {factor: run label}, "before": probe label, "after": probe label}], "steps",
-  "after", "rss_kib": [...]}`` (``steps``: round 1's; ``after``: the last round's probe), the tuned entry
-  also ``"flags"``. Rates are ``factor`` x ``capacity_rps`` (the highest of ``probes``) in every round.
+  "rounds": [{"steps": {factor: run label}, "before": probe label, "after": probe label}], "rss_kib":
+  [...]}``, the tuned entry also ``"flags"``. Rates are ``factor`` x ``capacity_rps`` (the highest of
+  ``probes``) in every round.
   A round's capacity is the mean of the probes just before and after it (:func:`round_capacity`), and a
   goal reads the median over rounds of goodput ÷ that (:func:`goodput_ratio`): the host's speed moves by
   a third within minutes, so a step divided by the highest of probes taken minutes apart measured the
-  host's spread as much as the server (0.76 of the highest probe at 9d11e04 was 0.86 of the lowest).
+  host's spread as much as the server (0.76 of the highest probe at 9d11e04 was 1.04 of the lowest).
   Every round's ratio is in the table, so a round that stalled shows. Entries saved before rounds
-  (no ``rounds``) divide their one step by :func:`capacity`, as they were judged then.
+  have ``steps`` ({factor: run label}) and, the tuned one, ``after`` instead of ``rounds``; they divide
+  their one step by :func:`capacity`, as they were judged then.
 * "Beyond the deadline" is the largest latency of a step, OK or not, measured by the client from the
   intended send time, minus the budget; a fast refusal is an error answered within :data:`FAST_MS` (read
   off the step's ``error_cdf``, so a share is exact to the grid's quantile). A step whose send lag p99
@@ -31,13 +32,12 @@ from statistics import median
 from typing import Any
 
 from bench.kit import Measured, ratio, round_runs
-from bench.markdown import fmt, percent
+from bench.markdown import fmt
 from bench.sections import Goal, Results
 
 __all__ = [
     "BUDGET_MS",
     "FACTORS",
-    "FAST_MS",
     "SCENARIOS",
     "SERVERS",
     "LEGACY_TUNED_FLAGS",
@@ -49,9 +49,17 @@ __all__ = [
     "round_capacity",
     "round_ratios",
     "fast_share",
+    "FAST_MS",
+    "LAG_MS",
     "flags_of",
+    "entry_of",
     "overload_goals",
-    "overload_text",
+    "present",
+    "probe_rate",
+    "probe_rps",
+    "send_lag",
+    "step_labels",
+    "step_of",
     "stream_cap",
     "tuned_flags",
 ]
@@ -138,16 +146,16 @@ def beyond_deadline(step: dict[str, Any] | None, budget_ms: float) -> float | No
     return max(worst) - budget_ms if worst else None
 
 
-def _step(runs: dict[str, Measured], label: str | None) -> dict[str, Any] | None:
+def step_of(runs: dict[str, Measured], label: str | None) -> dict[str, Any] | None:
     return None if label is None or label not in runs else runs[label].step
 
 
-def _entry(results: Results, scenario: str, server: str) -> dict[str, Any]:
+def entry_of(results: Results, scenario: str, server: str) -> dict[str, Any]:
     found = ((results.get("overload") or {}).get(scenario) or {}).get(server)
     return dict(found or {"capacity_rps": None, "steps": {}, "rss_kib": []})
 
 
-def _present(results: Results) -> list[tuple[str, str]]:
+def present(results: Results) -> list[tuple[str, str]]:
     """(scenario, server) pairs in table order: every scenario, every server it ran (echo: tiny only)."""
     return [
         (scenario, server)
@@ -161,7 +169,7 @@ def _rss_growth_mib(rss: list[int | None]) -> float | None:
     return None if len(rss) < 2 or rss[0] is None or rss[-1] is None else (rss[-1] - rss[0]) / 1024
 
 
-def _probe_rps(runs: dict[str, Measured], entry: dict[str, Any], server: str, scenario: str) -> list[float]:
+def probe_rps(runs: dict[str, Measured], entry: dict[str, Any], server: str, scenario: str) -> list[float]:
     """Req/s of the capacity probes an entry was offered (its ``probes``; results saved before entries kept
     them: the server's own ``{server}-{scenario}-probe`` rounds), in order."""
     found = [runs[label] for label in entry.get("probes") or () if label in runs]
@@ -179,13 +187,17 @@ def capacity(entry: dict[str, Any], runs: dict[str, Measured]) -> float | None:
     return max((v for v in found if v is not None), default=None)
 
 
-def _rps(runs: dict[str, Measured], label: str | None) -> float | None:
+def probe_rate(runs: dict[str, Measured], label: str | None) -> float | None:
     return float(runs[label].report["throughput_rps"]) if label in runs else None
 
 
 def round_capacity(round_: dict[str, Any], runs: dict[str, Measured]) -> float | None:
     """A round's capacity: the mean of the probes just before and after its steps (those measured)."""
-    found = [v for v in (_rps(runs, round_.get("before")), _rps(runs, round_.get("after"))) if v is not None]
+    found = [
+        v
+        for v in (probe_rate(runs, round_.get("before")), probe_rate(runs, round_.get("after")))
+        if v is not None
+    ]
     return sum(found) / len(found) if found else None
 
 
@@ -193,7 +205,7 @@ def round_ratios(entry: dict[str, Any], runs: dict[str, Measured], factor: int) 
     """Goodput ÷ :func:`round_capacity` of each round of an entry at ``factor`` (None: not measured)."""
     out: list[float | None] = []
     for round_ in entry.get("rounds") or ():
-        step = _step(runs, round_["steps"].get(str(factor)))
+        step = step_of(runs, round_["steps"].get(str(factor)))
         out.append(None if step is None else ratio(float(step["goodput_rps"]), round_capacity(round_, runs)))
     return out
 
@@ -204,11 +216,11 @@ def goodput_ratio(entry: dict[str, Any], runs: dict[str, Measured], factor: int)
     if "rounds" in entry:
         found = [v for v in round_ratios(entry, runs, factor) if v is not None]
         return median(found) if found else None
-    step = _step(runs, (entry.get("steps") or {}).get(str(factor)))
+    step = step_of(runs, (entry.get("steps") or {}).get(str(factor)))
     return None if step is None else ratio(float(step["goodput_rps"]), capacity(entry, runs))
 
 
-def _labels(entry: dict[str, Any]) -> list[tuple[str, int, str]]:
+def step_labels(entry: dict[str, Any]) -> list[tuple[str, int, str]]:
     """(factor, round number, step label) of every step of an entry, in the order they ran."""
     if "rounds" in entry:
         return [
@@ -219,7 +231,7 @@ def _labels(entry: dict[str, Any]) -> list[tuple[str, int, str]]:
     return [(factor, 1, label) for factor, label in (entry.get("steps") or {}).items()]
 
 
-def _lag(step: dict[str, Any] | None) -> float | None:
+def send_lag(step: dict[str, Any] | None) -> float | None:
     return None if step is None else (step.get("send_lag_ms") or {}).get("p99")
 
 
@@ -229,19 +241,19 @@ def _goodput_text(entry: dict[str, Any], runs: dict[str, Measured], factor: int)
         ratios = round_ratios(entry, runs, factor)
         listed = " / ".join(fmt(v) for v in ratios) or "-"
         return f"rounds {listed} (goodput ÷ the probes around each), median"
-    step = _step(runs, (entry.get("steps") or {}).get(str(factor)))
+    step = step_of(runs, (entry.get("steps") or {}).get(str(factor)))
     good = None if step is None else float(step["goodput_rps"])
     return f"{fmt(good, 0)} ÷ {fmt(capacity(entry, runs), 0)}"
 
 
 def _gateway_goals(results: Results, runs: dict[str, Measured], scenario: str, server: str) -> list[Goal]:
-    o, budget = _entry(results, scenario, server), float(results["budget_ms"])
+    o, budget = entry_of(results, scenario, server), float(results["budget_ms"])
     name = f"{SERVERS[server]}, {SCENARIOS[scenario][0]}"
     out = []
     streams = f" ({' '.join(flags_of(o)[:2])})" if server == "tuned" else ""
-    labels = _labels(o)
+    labels = step_labels(o)
     for factor in FACTORS:
-        lags = [_lag(_step(runs, label)) for f, _, label in labels if f == str(factor)]
+        lags = [send_lag(step_of(runs, label)) for f, _, label in labels if f == str(factor)]
         lag = max((v for v in lags if v is not None), default=None)
         behind = f" (client behind: send lag p99 {fmt(lag)} ms)" if lag is not None and lag > LAG_MS else ""
         out.append(
@@ -252,7 +264,7 @@ def _gateway_goals(results: Results, runs: dict[str, Measured], scenario: str, s
                 TARGETS[factor],
             )
         )
-    worst = [beyond_deadline(_step(runs, label), budget) for _, _, label in labels]
+    worst = [beyond_deadline(step_of(runs, label), budget) for _, _, label in labels]
     value = max((w for w in worst if w is not None), default=None)
     out.append(
         Goal.at_most(
@@ -278,11 +290,11 @@ def _gateway_goals(results: Results, runs: dict[str, Measured], scenario: str, s
 def overload_goals(results: Results, runs: dict[str, Measured]) -> list[Goal]:
     """Goal (e) for each gateway in each scenario; the echo server's goodput as a report."""
     out: list[Goal] = []
-    for scenario, server in _present(results):
+    for scenario, server in present(results):
         if server != "echo":
             out += _gateway_goals(results, runs, scenario, server)
             continue
-        o = _entry(results, scenario, server)
+        o = entry_of(results, scenario, server)
         for factor in FACTORS:
             out.append(
                 Goal.report(
@@ -292,127 +304,3 @@ def overload_goals(results: Results, runs: dict[str, Measured]) -> list[Goal]:
                 )
             )
     return out
-
-
-def _table(results: Results, runs: dict[str, Measured]) -> list[str]:
-    budget = float(results["budget_ms"])
-    lines = [
-        f"| scenario | server | step | offered req/s | goodput/s | ÷ capacity | OK | server OK | errors "
-        f"| refusals ≤ {FAST_MS:g} ms | error p50 ms | beyond deadline ms | send lag p99 ms "
-        "| client CPU (cores) | shed (server) | RSS MiB |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|---:|",
-    ]
-    for scenario, server in _present(results):
-        o, where = _entry(results, scenario, server), f"{scenario} | {SERVERS[server]}"
-        cap, rss = capacity(o, runs), o["rss_kib"]
-        probes = " / ".join(fmt(v, 0) for v in _probe_rps(runs, o, server, scenario))
-        rounds = o.get("rounds")
-        if rounds:
-            afters = " / ".join(fmt(_rps(runs, r["after"]), 0) for r in rounds)
-            probes += f"; after each round {afters}"
-            cap = o.get("capacity_rps")
-        elif o.get("after") in runs:
-            probes += f"; after the steps {fmt(float(runs[o['after']].report['throughput_rps']), 0)}"
-        source = o.get("capacity_from") or "-"
-        if server == "tuned":
-            source += f"; flags {' '.join(flags_of(o))}"
-        lines.append(
-            f"| {where} | {'rates' if rounds else 'capacity'}: {source}"
-            f"{f' (probes {probes})' if probes else ''} | - | - | - | {fmt(cap, 0)} req/s "
-            "| | | | | | | | | " + fmt(None if not rss or rss[0] is None else rss[0] / 1024, 1) + " |"
-        )
-        for i, (factor, number, label) in enumerate(_labels(o), start=1):
-            s = runs[label].step
-            step_cap = round_capacity(rounds[number - 1], runs) if rounds else cap
-            where_step = (
-                f"{factor}x, round {number} (capacity {fmt(step_cap, 0)})" if rounds else f"{factor}x"
-            )
-            errors = ", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items())) or "0"
-            server_side = s.get("server") or {}
-            shed = ", ".join(f"{k} {v}" for k, v in sorted((server_side.get("shed") or {}).items()))
-            answered = (server_side.get("requests") or {}).get("OK")
-            answered_text = "-" if answered is None else str(answered)
-            cores = fmt(sum(s["client"]["cpu_cores"]))
-            after = rss[i] if i < len(rss) else None
-            lines.append(
-                f"| {where} | {where_step} | {fmt(s['offered'], 0)} | {fmt(s['goodput_rps'], 0)} "
-                f"| {fmt(ratio(s['goodput_rps'], step_cap))} | {s['ok']} | {answered_text} "
-                f"| {errors} | {percent(fast_share(s))} | {fmt(s['error_latency_ms']['p50'])} "
-                f"| {fmt(beyond_deadline(s, budget))} | {fmt(_lag(s))} | {cores} "
-                f"| {shed or '-'} | {fmt(None if after is None else after / 1024, 1)} |"
-            )
-    return [*lines, ""]
-
-
-def _client_note(results: Results, runs: dict[str, Measured]) -> str:
-    """Whether the load client kept to its schedule in each overload step, from its send lag."""
-    behind = []
-    for scenario, server in _present(results):
-        entry = _entry(results, scenario, server)
-        for factor, number, label in _labels(entry):
-            lag = _lag(runs[label].step)
-            if lag is not None and lag > LAG_MS:
-                which = f" round {number}" if entry.get("rounds") else ""
-                where = f"{SERVERS[server]} on {scenario} at {factor}x{which}"
-                behind.append(f"{where} (send lag p99 {fmt(lag)} ms)")
-    if not behind:
-        return f"The client kept to its schedule in every overload step (send lag p99 ≤ {LAG_MS:g} ms)."
-    return (
-        f"The client fell behind its schedule (send lag p99 > {LAG_MS:g} ms) in: {'; '.join(behind)}. "
-        "There the step measured the client as much as the server: latencies count from the intended send "
-        "time, so they include the client's own delay, and answers the server gave in time (server OK) "
-        "reached the client late."
-    )
-
-
-def _client_kind(results: Results) -> str:
-    """Which load client drove the overload steps (results before the native engine have no key)."""
-    kinds = {
-        entry.get("client", "python")
-        for servers in (results.get("overload") or {}).values()
-        for entry in servers.values()
-    }
-    if kinds == {"native"}:
-        return (
-            "`infergate-load --native-client` (its compiled engine, `make native-client`: one Python client "
-            "core cannot offer a 1-row model 4x a gateway's capacity)"
-        )
-    return "`infergate-load` (Python gRPC; `make native-client` builds the engine that keeps up at 4x)"
-
-
-def overload_text(results: Results, runs: dict[str, Measured], pinned: str) -> list[str]:
-    """The (e) subsection: how it was measured, the table, and whether the client kept up."""
-    scenarios = "; ".join(
-        f"`{key}` ({label}, probe at C={probe})" for key, (label, _, _, probe) in SCENARIOS.items()
-    )
-    return [
-        "### (e) Overload",
-        "",
-        f"Scenarios: {scenarios}. Per server and scenario: the highest of {PROBES} closed-loop probes in a "
-        f"row sets the rates, then {ROUNDS} rounds (the echo server: one) of Poisson arrivals at "
-        f"{' and '.join(f'{f}x' for f in FACTORS)} those rates with the `timeout` parameter, the gRPC "
-        f"deadline and the goodput budget all {fmt(results['budget_ms'], 0)} ms, each round followed by one "
-        "more probe; a round's capacity is the mean of the probes just before and after it, and a goal reads "
-        "the median over rounds of goodput ÷ that capacity. Why: the shared host's speed moves by a third "
-        "within minutes, so one step divided by the highest of probes taken minutes apart measures the "
-        "host's spread as much as the server. Every round is in the table, so a round that stalled shows. "
-        f"{pinned}. Latencies are "
-        "the client's, from each call's intended send time; send lag and client CPU show whether the client "
-        f"kept up. Load client: {_client_kind(results)}. Server OK: calls the gateway answered OK over the "
-        "step, warm-up and drain included (its "
-        "`infergate_requests_total`). Beyond deadline: the step's largest latency, OK or error, minus the "
-        "budget (negative: every call ended before its deadline). UNAVAILABLE is the transport refusing a "
-        "stream past `--max-concurrent-streams` (HTTP/2 REFUSED_STREAM: never processed, safe to retry); "
-        "CANCELLED is gRPC core refusing a call past `--max-pending-calls`. RSS is the server's `VmRSS` "
-        'before the first step and after each step. The tuned gateway (README "Overload": '
-        "`--max-concurrent-streams S --max-pending-calls S --max-concurrency 0`, S the calls served in a "
-        "third of the budget, rounded down to a power of two, at most 32) cannot be probed itself (its "
-        "push-back refuses part of a closed loop), so per scenario a fresh gateway with the defaults is "
-        "probed before its rounds (S and the rates come from the highest of those probes) and after each "
-        "round, the tuned gateway idle meanwhile. Results saved before rounds divided their one step by the "
-        "highest of the probes, the one after the steps included.",
-        "",
-        *_table(results, runs),
-        _client_note(results, runs),
-        "",
-    ]

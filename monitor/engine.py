@@ -4,7 +4,8 @@ This module owns the monitor's data path end to end (DESIGN.md §1) and the back
 
 * :meth:`Engine.ingest` decodes a SampleBatch, validates every sample against its version (all or
   nothing: one bad sample rejects the batch), and adds the rows to the version's windows, one call per run
-  of consecutive samples of a version (:mod:`monitor.runs`), not per sample. It never waits on
+  of consecutive samples of a version (:mod:`monitor.runs`, which also validates and stacks a run's
+  samples in one pass), not per sample. It never waits on
   statistics: closed windows go on a queue.
 * the **evaluator** task takes closed windows in order and runs :func:`~monitor.drift.evaluate_window`
   in the engine's executor (numba kernels release the GIL), then publishes: drift state, metrics,
@@ -34,7 +35,7 @@ from typing import Any
 from monitor.catalog import Catalog, VersionState
 from monitor.config import MonitorConfig
 from monitor.decisions import iso_time, large_enough, version_entry
-from monitor.decode import DecodedSample, parse_batch, sample_key, sample_rows
+from monitor.decode import parse_batch, sample_key, sample_rows
 from monitor.drift import WindowResult, evaluate_window
 from monitor.errors import SampleError
 from monitor.feedback import FeedbackHub
@@ -43,9 +44,10 @@ from monitor.feedback_wire import parse_feedback
 from monitor.history import History
 from monitor.metrics import MonitorMetrics
 from monitor.quality_publish import QualityPublisher
-from monitor.runs import merge_runs
+from monitor.runs import read_runs
 from monitor.webhook import AlertSender
 from monitor.windows import ClosedWindow, VersionWindows
+from protos.monitor_pb2 import Sample
 
 __all__ = ["Engine"]
 
@@ -115,22 +117,23 @@ class Engine:
         model or version, or a sample that does not match its version's signature.
         """
         batch = None
+        states: dict[tuple[str, int], VersionState] = {}  # one catalog look-up per version and batch
+
+        async def resolve(sample: Sample, i: int) -> VersionState:
+            key = sample_key(sample, i)
+            state = states.get(key)
+            if state is None:
+                state = states[key] = await self.catalog.get(*key)
+            return state
+
         try:
             batch = parse_batch(data)
-            decoded = []
-            states: dict[tuple[str, int], VersionState] = {}  # one catalog look-up per version and batch
-            for i, sample in enumerate(batch.samples):
-                key = sample_key(sample, i)
-                state = states.get(key)
-                if state is None:
-                    state = states[key] = await self.catalog.get(*key)
-                decoded.append((state, DecodedSample.decode(sample, state.signature, i)))
+            runs = await read_runs(batch.samples, resolve)
         except SampleError as exc:
             self.metrics.rejected.labels(exc.reason).inc()
             rows = sum(sample_rows(s) for s in batch.samples) if batch is not None else 0
             self.metrics.rejected_rows.labels(exc.reason).inc(rows)
             raise
-        runs = merge_runs(decoded, batch.samples)
         self.feedback.observe(runs)
         self.feedback.note_rates(batch.samples)
         now, wall = asyncio.get_running_loop().time(), time.time()

@@ -15,6 +15,7 @@ model quality"):
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
@@ -143,20 +144,20 @@ class FeedbackHub:
                 grouped.setdefault((vf.model, vf.version), []).append((vf, got, run))
         for parts in grouped.values():
             vf = parts[0][0]
-            per_sample = np.array([r for _, _, run in parts for r in run.rows], np.int32)
-            stamps = np.array([s for _, _, run in parts for s in run.stamps], np.int64)
+            per_sample = np.concatenate([run.rows for _, _, run in parts])
+            stamps = np.concatenate([run.stamps for _, _, run in parts])  # a copy: runs stay as read
             stamps[stamps == 0] = now
-            ids = [i for _, _, run in parts for i in run.ids]
+            ids = list(itertools.chain.from_iterable(run.ids for _, _, run in parts))
             pred = np.concatenate([got[0] for _, got, _ in parts])
             proba = np.concatenate([got[1] for _, got, _ in parts]) if vf.roles.probabilities else None
             kept = per_sample > 0
             vf.windows.predicted(stamps[kept], per_sample[kept], now, proba)
-            named = kept & np.array([bool(i) for i in ids])
+            named = kept & np.fromiter(map(bool, ids), bool, len(ids))
             if not named.any():
                 continue
             row_named = np.repeat(named, per_sample)
             self.store_for(vf).add(
-                [i for i, keep in zip(ids, named, strict=True) if keep],
+                ids if named.all() else list(itertools.compress(ids, named)),
                 vf.version,
                 per_sample[named],
                 stamps[named],

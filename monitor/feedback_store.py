@@ -143,7 +143,7 @@ class PredictionStore:
         then evict the oldest (these too, if they alone exceed a bound) until the bounds hold; returns
         their absolute entry numbers."""
         n, total = len(ids), int(rows.sum())
-        idlen = np.fromiter((len(i) for i in ids), np.int32, n)
+        idlen = np.fromiter(map(len, ids), np.int32, n)
         first = self.rows.end + np.concatenate(([0], np.cumsum(rows[:-1], dtype=np.int64)))
         columns: dict[str, Any] = {"pred": pred}
         if self.classes:

@@ -1,57 +1,157 @@
 """Runs of a SampleBatch: consecutive samples of one version with the same tensor layout become one block
-of rows, in batch order, with each sample's id, timestamp and rows kept for the feedback join."""
+of rows, in batch order, with each sample's id, timestamp and rows kept for the feedback join. The oracle
+is the sample-by-sample read: :meth:`DecodedSample.decode` of each sample, its rows concatenated."""
 
 from __future__ import annotations
 
-from typing import cast
+import asyncio
+from typing import Any, cast
 
 import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monitor.catalog import VersionState
-from monitor.decode import DecodedSample
-from monitor.runs import merge_runs
+from monitor.decode import DecodedSample, sample_key
+from monitor.errors import SampleError
+from monitor.runs import SampleRun, read_runs
 from protos import monitor_pb2
+from registry.signature import Signature, TensorSpec
+
+SIGNATURE = Signature(
+    inputs=(TensorSpec("x", "FP32", (-1, -1)),),
+    outputs=(TensorSpec("y", "INT64", (-1, 1)), TensorSpec("tag", "BYTES", (-1,))),
+)
 
 
-def sample(rows: int, start: float, width: int = 3, *, outputs: bool = True) -> DecodedSample:
+class _State:
+    """What read_runs reads of a VersionState: its signature (identity tells versions apart)."""
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        self.signature = SIGNATURE
+
+
+STATES = {("m", 1): _State(1), ("m", 2): _State(2)}
+
+
+async def _resolve(sample: monitor_pb2.Sample, i: int) -> VersionState:
+    key = sample_key(sample, i)
+    if key not in STATES:
+        raise SampleError("unknown_version", f"sample {i}: no such version")
+    return cast(VersionState, STATES[key])
+
+
+def message(
+    request_id: str, stamp: int, rows: int = 1, width: int = 3, *, version: str = "1", outputs: bool = True,
+    tag: bool = False, start: float = 0.0,
+) -> monitor_pb2.Sample:  # fmt: skip
     x = np.arange(start, start + rows * width, dtype=np.float32).reshape(rows, width)
-    tensors = {("input", "x"): x}
+    sample = monitor_pb2.Sample(model="m", version=version, request_id=request_id, timestamp_ns=stamp)
+    sample.inputs.add(name="x", datatype="FP32", shape=x.shape, raw=x.tobytes())
     if outputs:
-        tensors[("output", "y")] = x[:, :1] * 2
-    return DecodedSample("m", 1, rows, tensors)
+        y = (np.arange(rows, dtype=np.int64) + int(start)).reshape(rows, 1)
+        sample.outputs.add(name="y", datatype="INT64", shape=y.shape, raw=y.tobytes())
+    if tag:
+        sample.outputs.add(name="tag", datatype="BYTES", shape=[rows], raw=b"\x01\x00\x00\x00a" * rows)
+    return sample
 
 
-def message(request_id: str, stamp: int) -> monitor_pb2.Sample:
-    return monitor_pb2.Sample(model="m", version="1", request_id=request_id, timestamp_ns=stamp)
+def read(samples: list[monitor_pb2.Sample]) -> list[SampleRun]:
+    return asyncio.run(read_runs(samples, _resolve))
+
+
+def oracle(samples: list[monitor_pb2.Sample]) -> list[tuple[Any, DecodedSample]]:
+    return [(STATES[sample_key(s, i)], DecodedSample.decode(s, SIGNATURE, i)) for i, s in enumerate(samples)]
+
+
+def assert_same_rows(runs: list[SampleRun], samples: list[monitor_pb2.Sample]) -> None:
+    """The runs hold, in order, every sample's rows, versions, ids, stamps and row counts."""
+    expected = oracle(samples)
+    assert [i for run in runs for i in run.ids] == [s.request_id for s in samples]
+    assert [int(t) for run in runs for t in run.stamps] == [s.timestamp_ns for s in samples]
+    assert [int(r) for run in runs for r in run.rows] == [d.rows for _, d in expected]
+    position = 0
+    for run in runs:
+        members = expected[position : position + len(run.ids)]
+        position += len(run.ids)
+        assert all(state is run.state for state, _ in members)
+        assert run.sample.rows == sum(d.rows for _, d in members)
+        assert set(run.sample.tensors) == set(members[0][1].tensors)
+        for key, array in run.sample.tensors.items():
+            want = np.concatenate([d.tensors[key] for _, d in members])
+            assert array.dtype == want.dtype
+            np.testing.assert_array_equal(array, want)
 
 
 def test_consecutive_samples_of_a_version_merge_in_order_and_others_split_runs() -> None:
-    v1, v2 = cast(VersionState, object()), cast(VersionState, object())
-    decoded = [
-        (v1, sample(1, 0)),
-        (v1, sample(2, 100)),
-        (v2, sample(1, 200)),  # another version
-        (v1, sample(1, 300)),
-        (v1, sample(1, 400, width=4)),  # another layout
-        (v1, sample(1, 500, outputs=False)),  # another set of tensors
+    samples = [
+        message("r0", 1000, start=0),
+        message("r1", 1001, rows=2, start=100),  # other rows, same layout after the batch dim: merged
+        message("r2", 1002, start=200),
+        message("r3", 1003, version="2", start=300),  # another version
+        message("r4", 1004, start=400),
+        message("r5", 1005, width=4, start=500),  # another layout
+        message("r6", 1006, outputs=False, start=600),  # another set of tensors
+        message("r7", 1007, outputs=False, start=700),
     ]
-    messages = [message(f"r{i}", 1000 + i) for i in range(len(decoded))]
-    runs = merge_runs(decoded, messages)
-    assert [(run.state is v1, run.ids, run.rows, run.stamps) for run in runs] == [
-        (True, ["r0", "r1"], [1, 2], [1000, 1001]),
-        (False, ["r2"], [1], [1002]),
-        (True, ["r3"], [1], [1003]),
-        (True, ["r4"], [1], [1004]),
-        (True, ["r5"], [1], [1005]),
+    runs = read(samples)
+    assert [(run.state.version, run.ids) for run in runs] == [
+        (1, ["r0", "r1", "r2"]),
+        (2, ["r3"]),
+        (1, ["r4"]),
+        (1, ["r5"]),
+        (1, ["r6", "r7"]),
     ]
-    first = runs[0].sample
-    assert first.rows == 3
-    expected = np.concatenate([decoded[0][1].tensors[("input", "x")], decoded[1][1].tensors[("input", "x")]])
-    np.testing.assert_array_equal(first.tensors[("input", "x")], expected)
-    np.testing.assert_array_equal(first.tensors[("output", "y")], expected[:, :1] * 2)
-    # A run of one sample keeps the sample itself (its zero-copy views).
-    assert runs[1].sample is decoded[2][1]
+    assert runs[0].rows.tolist() == [1, 2, 1]
+    assert_same_rows(runs, samples)
+    # A run of one sample keeps the sample's zero-copy views of the message's bytes.
+    assert not runs[1].sample.tensors[("input", "x")].flags.owndata
+
+
+def test_bytes_tensors_are_checked_but_carry_no_features() -> None:
+    samples = [message(f"r{i}", i, tag=True, start=i) for i in range(3)]
+    runs = read(samples)
+    assert len(runs) == 1
+    assert ("output", "tag") not in runs[0].sample.tensors
+    assert_same_rows(runs, samples)
 
 
 def test_no_samples_no_runs() -> None:
-    assert merge_runs([], []) == []
+    assert read([]) == []
+
+
+@pytest.mark.parametrize("position", [0, 2, 4])
+def test_an_invalid_sample_inside_a_run_is_refused_as_the_sample_by_sample_read_refuses_it(
+    position: int,
+) -> None:
+    samples = [message(f"r{i}", i, start=i) for i in range(5)]
+    samples[position].inputs[0].raw = samples[position].inputs[0].raw[:-4]  # one element short
+    if position < 4:
+        samples[4].model = "no such model!"  # a later fault must not be the one named
+    with pytest.raises(SampleError) as got:
+        read(samples)
+    with pytest.raises(SampleError) as want:
+        oracle(samples)
+    assert (got.value.reason, str(got.value)) == (want.value.reason, str(want.value))
+    assert f"sample {position}" in str(got.value)
+
+
+_sample = st.builds(
+    message,
+    request_id=st.sampled_from(["", "a", "b"]),
+    stamp=st.integers(0, 10),
+    rows=st.integers(0, 3),
+    width=st.sampled_from([2, 3]),
+    version=st.sampled_from(["1", "2"]),
+    outputs=st.booleans(),
+    tag=st.booleans(),
+    start=st.integers(0, 50).map(float),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_sample, max_size=12))
+def test_any_batch_reads_as_its_samples_one_by_one(samples: list[monitor_pb2.Sample]) -> None:
+    assert_same_rows(read(samples), samples)

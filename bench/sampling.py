@@ -5,11 +5,13 @@ Contracts:
 * Fresh registry under ``--work`` with ``tiny`` and ``mlp``; one monitor (``python -m monitor --port 0
   --db :memory:``) and three gateways (``--poll-interval 0``): sampling off (``--no-sampling``), 100 %
   and 5 % (``--sample-rate``), both streaming to the monitor.
-* Same load for each, in two rounds (the second in reverse order, so the machine's drift hits every
-  side): ``--model`` (tiny), 1 row, closed loop at ``--concurrency`` from 2 client processes (throughput,
-  summed over rounds), and open-loop Poisson at half the first sampling-off throughput (p99, mean over
-  rounds). Then the monitor is SIGKILLed and the 100 % gateway, now sampling to nobody, is measured again
-  next to a third sampling-off run, and that ratio divides by it.
+* Same load for each: ``--model`` (tiny), 1 row, closed loop at ``--concurrency`` from 2 client processes
+  in :data:`CLOSED_ROUNDS` rounds, each other one in reverse order, so the machine's drift hits every
+  side (throughput, summed over rounds); and open-loop Poisson at half the first sampling-off throughput
+  in two rounds, the second reversed (p99, mean over rounds). Then the monitor is SIGKILLed and the 100 %
+  gateway, now sampling to nobody, is measured in two rounds alternating with the sampling-off one (dead,
+  off, off, dead), and that ratio sums both. Results saved before the rounds were added (two closed
+  rounds, one dead and one off step) still render and are judged the same way.
 * Monitor CPU per 1k sampled rows: its utime+stime (``/proc/<pid>/stat``) over the 100 % closed step
   (plus one second to drain), divided by the monitor's ``infergate_monitor_rows_total`` delta.
 """
@@ -40,6 +42,9 @@ from bench.servers import ServerProcess
 __all__ = ["SECTION"]
 
 TOML = "[batching]\nmax_batch_size = 64\n"
+#: Closed-loop rounds per gateway: on this shared 2-core host one step moves by 5-15 % from minute to
+#: minute, so two rounds could not resolve the 3 % goal of 5 % sampling.
+CLOSED_ROUNDS = 4
 MONITOR_READY = r"infergate-monitor listening on http://127\.0\.0\.1:(\d+)"
 
 
@@ -53,9 +58,17 @@ class _Figures:
 
     def __init__(self, results: Results) -> None:
         self.runs: dict[str, Measured] = {k: measured(v) for k, v in results["runs"].items()}
+        self.rounds = sorted(int(k.rpartition("-r")[2]) for k in self.runs if k.startswith("closed-off-r"))
+        legacy = "closed-dead" in self.runs
+        self.dead = ["closed-dead"] if legacy else [k for k in self.runs if k.startswith("closed-dead-r")]
+        self.after_kill = (
+            ["closed-off-after-kill"]
+            if legacy
+            else [k for k in self.runs if k.startswith("closed-off-after-kill-r")]
+        )
 
     def rps(self, name: str) -> float:
-        return sum(float(self.runs[f"{name}-r{r}"].report["throughput_rps"]) for r in (1, 2))
+        return sum(self.rps_of(f"{name}-r{r}") for r in self.rounds)
 
     def p99(self, name: str) -> float | None:
         values = [self.runs[f"{name}-r{r}"].lat("p99") for r in (1, 2)]
@@ -68,45 +81,48 @@ class _Figures:
         return ", ".join(fmt(x) for x in self.p99_ratios(a, b))
 
     def per_round_rps(self, a: str, b: str) -> str:
-        runs = self.runs
-        return ", ".join(
-            fmt(ratio(runs[f"{a}-r{r}"].report["throughput_rps"], runs[f"{b}-r{r}"].report["throughput_rps"]))
-            for r in (1, 2)
-        )
+        return ", ".join(fmt(ratio(self.rps_of(f"{a}-r{r}"), self.rps_of(f"{b}-r{r}"))) for r in self.rounds)
 
     def rps_of(self, label: str) -> float:
         return float(self.runs[label].report["throughput_rps"])
 
+    def total(self, labels: list[str]) -> float:
+        return sum(self.rps_of(label) for label in labels)
+
 
 def goals(results: Results) -> list[Goal]:
     f, cpu = _Figures(results), results["cpu"]
-    offs = [f.rps_of(k) for k in ("closed-off-r1", "closed-off-r2", "closed-off-after-kill")]
-    dead, after_kill = f.rps_of("closed-dead"), f.rps_of("closed-off-after-kill")
+    offs = [f"closed-off-r{r}" for r in f.rounds] + f.after_kill
+    dead, after_kill = f.total(f.dead), f.total(f.after_kill)
     p99_off = f.p99("open-off")
+    rounds = len(f.rounds)
     return [
         Goal.at_least(
-            "throughput, sampling 100 % ÷ off (req/s, sum of 2 rounds)",
+            f"throughput, sampling 100 % ÷ off (req/s, sum of {rounds} rounds; per round "
+            f"{f.per_round_rps('closed-100', 'closed-off')})",
             f"{fmt(f.rps('closed-100'), 0)} ÷ {fmt(f.rps('closed-off'), 0)}",
             ratio(f.rps("closed-100"), f.rps("closed-off")),
             0.9,
         ),
         Goal.at_least(
-            f"throughput, sampling 5 % ÷ off (req/s, sum of 2 rounds; per round "
+            f"throughput, sampling 5 % ÷ off (req/s, sum of {rounds} rounds; per round "
             f"{f.per_round_rps('closed-5', 'closed-off')}): at most a 3 % cost",
             f"{fmt(f.rps('closed-5'), 0)} ÷ {fmt(f.rps('closed-off'), 0)}",
             ratio(f.rps("closed-5"), f.rps("closed-off")),
             0.97,
         ),
         Goal.at_least(
-            "throughput, 100 % with the monitor killed ÷ the sampling-off run right after it (req/s)",
+            "throughput, 100 % with the monitor killed ÷ the sampling-off run"
+            + (" right after it (req/s)" if len(f.dead) == 1 else "s around it (req/s, sum of 2 rounds)"),
             f"{fmt(dead, 0)} ÷ {fmt(after_kill, 0)}",
             ratio(dead, after_kill),
             0.95,
         ),
         Goal.report(
-            "throughput, 100 % with the monitor killed ÷ mean of the 3 sampling-off runs (req/s)",
-            f"{fmt(dead, 0)} ÷ {fmt(sum(offs) / 3, 0)}",
-            ratio(dead, sum(offs) / 3),
+            f"throughput, 100 % with the monitor killed ÷ mean of the {len(offs)} sampling-off runs (req/s, "
+            "per step)",
+            f"{fmt(dead / len(f.dead), 0)} ÷ {fmt(f.total(offs) / len(offs), 0)}",
+            ratio(dead / len(f.dead), f.total(offs) / len(offs)),
         ),
         Goal.at_most(
             f"p99, sampling 5 % ÷ off, open loop (ms, mean of 2 rounds; per round "
@@ -162,14 +178,14 @@ def render(results: Results) -> str:
         f"{fmt(cpu['rows'], 0)} rows "
         f"(`infergate_monitor_rows_total` delta; the gateway counted {fmt(cpu['sent'], 0)} rows "
         '`infergate_samples_total{outcome="sent"}`, and dropped '
-        f"{fmt(cpu['dropped_100'], 0)}) during the 100 % closed-loop step plus 1 s. With the "
+        f"{fmt(cpu['dropped_100'], 0)}) during the first 100 % closed-loop step plus 1 s. With the "
         f"monitor killed the gateway dropped {fmt(cpu['dropped_dead'], 0)} sampled rows "
-        '(`outcome="dropped"` delta over that step).',
+        '(`outcome="dropped"` delta over its first step).',
         "",
         "Reading: sampling's cost in the gateway is per sampled row, in its one Python process (copying the "
         "rows, queueing them for the shipper, serializing SampleBatch frames, the WebSocket), under the GIL "
         "that also serves gRPC; with the monitor dead the rows are counted as dropped instead of sent. "
-        f"Per round, 100 % ÷ off throughput was {f.per_round_rps('closed-100', 'closed-off')}; "
+        f"Per closed-loop round, 100 % ÷ off throughput was {f.per_round_rps('closed-100', 'closed-off')}; "
         + _spread_reading(f, float(step["warmup_s"]) + float(step["duration_s"])),
         "",
         "### Runs",
@@ -251,17 +267,20 @@ def run(args: argparse.Namespace) -> Results:
             opened(f"open-{name}-r1", gws[name], rate)
         for name in ("100", "5", "off"):  # round 2 in reverse order: drift of the machine hits both sides
             opened(f"open-{name}-r2", gws[name], rate)
-        for name in ("5", "100", "off"):
-            closed(f"closed-{name}-r2", gws[name])
+        for r in range(2, CLOSED_ROUNDS + 1):
+            for name in ("5", "100", "off") if r % 2 == 0 else ("off", "100", "5"):
+                closed(f"closed-{name}-r{r}", gws[name])
         monitor.proc.kill()
         monitor.proc.wait(10)
         time.sleep(1.0)
         dropped0 = counter(gws["100"].metrics_url, "infergate_samples_total", outcome="dropped")
-        closed("closed-dead", gws["100"])
+        for label, name in (("dead-r1", "100"), ("off-after-kill-r1", "off")):
+            closed(f"closed-{label}", gws[name])
         cpu["dropped_dead"] = (
             counter(gws["100"].metrics_url, "infergate_samples_total", outcome="dropped") - dropped0
         )
-        closed("closed-off-after-kill", gws["off"])
+        for label, name in (("off-after-kill-r2", "off"), ("dead-r2", "100")):
+            closed(f"closed-{label}", gws[name])
         cmds = {f"gateway {k}": g.command for k, g in gws.items()}
         cmds["monitor"] = " ".join(["python", *monitor_cmd[1:]]).replace(
             str(registry.resolve()), str(registry)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bench.kit import Measured
-from bench.sampling import goals
+from bench.sampling_figures import goals
 
 
 def _run(label: str, rps: float, p99: float = 5.0) -> dict[str, Any]:
@@ -81,3 +81,19 @@ def test_results_saved_with_two_rounds_read_the_dead_gateway_against_the_off_run
     assert dead.value == pytest.approx(0.96)
     assert dead.verdict == "met"
     assert "sum of 2 rounds" in found["throughput, sampling 100 % ÷ off"].figure
+
+
+def test_the_control_gateway_joins_the_off_side_and_reads_against_the_first() -> None:
+    results = _results(rounds=4)
+    for r, rps in zip((1, 2, 3, 4), (900.0, 1100.0, 950.0, 1050.0), strict=True):
+        results["runs"][f"closed-offb-r{r}"] = _run(f"closed-offb-r{r}", rps)
+    found = {g.figure.partition(" (")[0]: g for g in goals(results)}
+    control = found["control: throughput of the second sampling-off gateway ÷ the first"]
+    assert control.value == pytest.approx(4000 / 4000)
+    assert "per round 0.90, 1.10, 0.95, 1.05" in control.figure
+    assert control.verdict == "-"
+    five = found["throughput, sampling 5 % ÷ off"]
+    assert five.value == pytest.approx(3900 / 4000)  # the off side is the two gateways' mean
+    assert "per round 1.04, 0.91, 1.02, 0.94" in five.figure
+    mean = found["throughput, 100 % with the monitor killed ÷ mean of the 10 sampling-off runs"]
+    assert mean.value == pytest.approx(930 / ((4000 + 4000 + 1000 + 980) / 10))

@@ -3,7 +3,8 @@
 Contracts:
 - Samples are coalesced into ``SampleBatch`` binary frames (DESIGN.md §3) of at most ``max_samples``
   samples or ``max_bytes`` bytes, or whatever is buffered every ``flush_interval`` seconds. Tensors travel
-  as raw little-endian bytes; serialization runs in a worker thread, never on the event loop.
+  as raw little-endian bytes, consecutive samples of one layout packed into one Sample
+  (:func:`encode_batch`); serialization runs in a worker thread, never on the event loop.
 - On a failed connect or send it reconnects with exponential backoff and full jitter. While disconnected,
   the sampler drops (and counts) new samples and whatever was buffered.
 - :meth:`Shipper.stop` flushes what is buffered within ``grace`` seconds, then closes; rows it could not
@@ -17,11 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import random
 import ssl
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import numpy as np
 
 from gateway.background import cancel_and_wait
 from gateway.codec import encode_array
@@ -32,21 +36,75 @@ log = logging.getLogger(__name__)
 
 
 def encode_batch(samples: list[Sample]) -> bytes:
-    """One SampleBatch frame (blocking: run it off the event loop)."""
+    """One SampleBatch frame (blocking: run it off the event loop). Consecutive samples of one model,
+    version, rate and tensor layout go as one packed Sample (monitor.proto: ``rows``, ``request_ids``,
+    ``timestamps_ns``, ``monotonics_ns``; each tensor the samples' rows joined), a run of one as an
+    ordinary Sample; the order of the rows is the samples' order either way."""
     batch = monitor_pb2.SampleBatch()
-    for sample in samples:
-        message = batch.samples.add(
-            model=sample.model,
-            version=sample.version,
-            request_id=sample.request_id,
-            timestamp_ns=sample.timestamp_ns,
-            monotonic_ns=sample.monotonic_ns,
-            sample_rate=sample.rate,
-        )
-        for target, tensors in ((message.inputs, sample.inputs), (message.outputs, sample.outputs)):
-            for name, datatype, array in tensors:
-                target.add(name=name, datatype=datatype, shape=array.shape, raw=encode_array(array, datatype))
+    start, count = 0, len(samples)
+    while start < count:
+        first = samples[start]
+        layout = _layout(first)
+        end = start + 1
+        if layout is not None:
+            while end < count and _layout(samples[end]) == layout:
+                end += 1
+        if end - start == 1:
+            _add_sample(batch, first)
+        else:
+            _add_packed(batch, samples[start:end])
+        start = end
     return batch.SerializeToString()
+
+
+def _layout(sample: Sample) -> tuple[Any, ...] | None:
+    """What samples must share to be packed; None for one that cannot be (a tensor without a batch
+    dimension, or whose first dimension is not the sample's rows)."""
+    tensors = sample.inputs + sample.outputs
+    for _, _, array in tensors:
+        if not array.ndim or len(array) != sample.rows:
+            return None
+    return (
+        sample.model,
+        sample.version,
+        sample.rate,
+        len(sample.inputs),
+        [(name, datatype, array.dtype, array.shape[1:]) for name, datatype, array in tensors],
+    )
+
+
+_INPUTS, _OUTPUTS = operator.attrgetter("inputs"), operator.attrgetter("outputs")
+
+
+def _add_sample(batch: monitor_pb2.SampleBatch, sample: Sample) -> None:
+    message = batch.samples.add(
+        model=sample.model,
+        version=sample.version,
+        request_id=sample.request_id,
+        timestamp_ns=sample.timestamp_ns,
+        monotonic_ns=sample.monotonic_ns,
+        sample_rate=sample.rate,
+    )
+    for target, tensors in ((message.inputs, sample.inputs), (message.outputs, sample.outputs)):
+        for name, datatype, array in tensors:
+            target.add(name=name, datatype=datatype, shape=array.shape, raw=encode_array(array, datatype))
+
+
+def _add_packed(batch: monitor_pb2.SampleBatch, group: list[Sample]) -> None:
+    first = group[0]
+    message = batch.samples.add(
+        model=first.model,
+        version=first.version,
+        sample_rate=first.rate,
+        rows=[sample.rows for sample in group],
+        request_ids=[sample.request_id for sample in group],
+        timestamps_ns=[sample.timestamp_ns for sample in group],
+        monotonics_ns=[sample.monotonic_ns for sample in group],
+    )
+    for target, tensors_of in ((message.inputs, _INPUTS), (message.outputs, _OUTPUTS)):
+        for position, (name, datatype, _) in enumerate(tensors_of(first)):
+            joined = np.concatenate([tensors_of(sample)[position][2] for sample in group])
+            target.add(name=name, datatype=datatype, shape=joined.shape, raw=encode_array(joined, datatype))
 
 
 def bearer_header(token_file: Path | None) -> dict[str, str]:

@@ -13,6 +13,10 @@ Contracts:
   ``raw``). Validation is a function of exactly those, so a segment's other samples pass when its first
   does. A segment's tensors are its samples' ``raw`` bytes joined, one ``np.frombuffer`` per tensor (a
   segment of one sample keeps the sample's zero-copy views).
+* A packed sample (``rows`` set, monitor.proto) is validated in full as one sample whose tensors hold the
+  sum of its ``rows``; its ``request_ids`` and ``timestamps_ns`` must be as long as ``rows``
+  (``monotonics_ns`` too, or empty), else SampleError ``malformed`` (``shape`` when the rows do not add
+  up). It is its own run, whose requests are its entries.
 * The runs keep the batch's row order. Consecutive segments of one version whose numeric tensors agree on
   keys, dtypes and dims after the batch dim (samples of 1 row next to samples of 2, say) are one run.
 * ``ids``, ``stamps`` and ``rows`` give each sample's request id, ``timestamp_ns`` and row count, in
@@ -30,6 +34,7 @@ import numpy.typing as npt
 
 from monitor.catalog import VersionState
 from monitor.decode import DecodedSample
+from monitor.errors import SampleError
 from protos import monitor_pb2
 
 __all__ = ["Resolve", "SampleRun", "read_runs"]
@@ -68,17 +73,41 @@ class _Segment:
 
 async def read_runs(samples: Sequence[monitor_pb2.Sample], resolve: Resolve) -> list[SampleRun]:
     """The runs of a batch's ``samples`` (see the module doc); SampleError on the first invalid sample."""
-    segments: list[_Segment] = []
+    parts: list[_Segment | SampleRun] = []
     current: _Segment | None = None
     for i, sample in enumerate(samples):
+        if sample.rows:  # packed: already one block of several requests
+            state = await resolve(sample, i)
+            parts.append(_unpacked(state, DecodedSample.decode(sample, state.signature, i), sample, i))
+            current = None
+            continue
         key = _key(sample)
         if current is not None and key == current.key:
             current.members.append(sample)
             continue
         state = await resolve(sample, i)
         current = _Segment(key, state, DecodedSample.decode(sample, state.signature, i), [sample])
-        segments.append(current)
-    return _merged([_stacked(segment) for segment in segments])
+        parts.append(current)
+    return _merged([_stacked(part) if isinstance(part, _Segment) else part for part in parts])
+
+
+def _unpacked(state: VersionState, block: DecodedSample, sample: monitor_pb2.Sample, where: int) -> SampleRun:
+    """A packed sample's run: its per-request lists checked against each other and its tensors' rows."""
+    count = len(sample.rows)
+    rows = np.fromiter(sample.rows, np.int64, count)  # uint32 on the wire: no int32 overflow before the check
+    lengths = (len(sample.request_ids), len(sample.timestamps_ns), len(sample.monotonics_ns))
+    if lengths[0] != count or lengths[1] != count or lengths[2] not in (0, count):
+        raise SampleError(
+            "malformed",
+            f"sample {where}: a packed sample needs as many request_ids and timestamps_ns as rows "
+            f"({count}; monotonics_ns that many or none), got {lengths[0]}, {lengths[1]} and {lengths[2]}",
+        )
+    if int(rows.sum()) != block.rows:
+        raise SampleError(
+            "shape", f"sample {where}: rows add up to {int(rows.sum())}, its tensors hold {block.rows} rows"
+        )
+    stamps = np.fromiter(sample.timestamps_ns, np.int64, count)
+    return SampleRun(state, block, list(sample.request_ids), stamps, rows.astype(np.int32))
 
 
 def _stacked(segment: _Segment) -> SampleRun:

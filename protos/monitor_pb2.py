@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _pool.POOL.AddSerializedFile(b'\n\x14protos/monitor.proto\x12\x14infergate.monitor.v1\"<\n\x0bSampleBatch\x12-\n\x07samples\x18\x01 \x03(\x0b\x32\x1c.infergate.monitor.v1.Sample\"\xda\x01\n\x06Sample\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x14\n\x0ctimestamp_ns\x18\x04 \x01(\x03\x12,\n\x06inputs\x18\x05 \x03(\x0b\x32\x1c.infergate.monitor.v1.Tensor\x12-\n\x07outputs\x18\x06 \x03(\x0b\x32\x1c.infergate.monitor.v1.Tensor\x12\x14\n\x0cmonotonic_ns\x18\x07 \x01(\x03\x12\x13\n\x0bsample_rate\x18\x08 \x01(\x01\"D\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0b\n\x03raw\x18\x04 \x01(\x0c\">\n\rFeedbackBatch\x12-\n\x05items\x18\x01 \x03(\x0b\x32\x1e.infergate.monitor.v1.Feedback\"\xd1\x01\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12,\n\x06labels\x18\x04 \x03(\x0b\x32\x1c.infergate.monitor.v1.Tensor\x12\x15\n\revent_time_ns\x18\x05 \x01(\x03\x12\x30\n\nprediction\x18\x06 \x03(\x0b\x32\x1c.infergate.monitor.v1.Tensor\x12\x1a\n\x12prediction_time_ns\x18\x07 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _pool.POOL.AddSerializedFile(b'\n\x14protos/monitor.proto\x12\x14infergate.monitor.v1\"<\n\x0bSampleBatch\x12-\n\x07samples\x18\x01 \x03(\x0b\x32\x1c.infergate.monitor.v1.Sample\"\xab\x02\n\x06Sample\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x14\n\x0ctimestamp_ns\x18\x04 \x01(\x03\x12,\n\x06inputs\x18\x05 \x03(\x0b\x32\x1c.infergate.monitor.v1.Tensor\x12-\n\x07outputs\x18\x06 \x03(\x0b\x32\x1c.infergate.monitor.v1.Tensor\x12\x14\n\x0cmonotonic_ns\x18\x07 \x01(\x03\x12\x13\n\x0bsample_rate\x18\x08 \x01(\x01\x12\x0c\n\x04rows\x18\t \x03(\r\x12\x13\n\x0brequest_ids\x18\n \x03(\t\x12\x15\n\rtimestamps_ns\x18\x0b \x03(\x03\x12\x15\n\rmonotonics_ns\x18\x0c \x03(\x03\"D\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0b\n\x03raw\x18\x04 \x01(\x0c\">\n\rFeedbackBatch\x12-\n\x05items\x18\x01 \x03(\x0b\x32\x1e.infergate.monitor.v1.Feedback\"\xd1\x01\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12,\n\x06labels\x18\x04 \x03(\x0b\x32\x1c.infergate.monitor.v1.Tensor\x12\x15\n\revent_time_ns\x18\x05 \x01(\x03\x12\x30\n\nprediction\x18\x06 \x03(\x0b\x32\x1c.infergate.monitor.v1.Tensor\x12\x1a\n\x12prediction_time_ns\x18\x07 \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,11 +36,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SAMPLEBATCH']._serialized_start=46
   _globals['_SAMPLEBATCH']._serialized_end=106
   _globals['_SAMPLE']._serialized_start=109
-  _globals['_SAMPLE']._serialized_end=327
-  _globals['_TENSOR']._serialized_start=329
-  _globals['_TENSOR']._serialized_end=397
-  _globals['_FEEDBACKBATCH']._serialized_start=399
-  _globals['_FEEDBACKBATCH']._serialized_end=461
-  _globals['_FEEDBACK']._serialized_start=464
-  _globals['_FEEDBACK']._serialized_end=673
+  _globals['_SAMPLE']._serialized_end=408
+  _globals['_TENSOR']._serialized_start=410
+  _globals['_TENSOR']._serialized_end=478
+  _globals['_FEEDBACKBATCH']._serialized_start=480
+  _globals['_FEEDBACKBATCH']._serialized_end=542
+  _globals['_FEEDBACK']._serialized_start=545
+  _globals['_FEEDBACK']._serialized_end=754
 # @@protoc_insertion_point(module_scope)

@@ -13,7 +13,7 @@ class SampleBatch(_message.Message):
     def __init__(self, samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ...) -> None: ...
 
 class Sample(_message.Message):
-    __slots__ = ("model", "version", "request_id", "timestamp_ns", "inputs", "outputs", "monotonic_ns", "sample_rate")
+    __slots__ = ("model", "version", "request_id", "timestamp_ns", "inputs", "outputs", "monotonic_ns", "sample_rate", "rows", "request_ids", "timestamps_ns", "monotonics_ns")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,10 @@ class Sample(_message.Message):
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     MONOTONIC_NS_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_IDS_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMPS_NS_FIELD_NUMBER: _ClassVar[int]
+    MONOTONICS_NS_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     request_id: str
@@ -30,7 +34,11 @@ class Sample(_message.Message):
     outputs: _containers.RepeatedCompositeFieldContainer[Tensor]
     monotonic_ns: int
     sample_rate: float
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., request_id: _Optional[str] = ..., timestamp_ns: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., monotonic_ns: _Optional[int] = ..., sample_rate: _Optional[float] = ...) -> None: ...
+    rows: _containers.RepeatedScalarFieldContainer[int]
+    request_ids: _containers.RepeatedScalarFieldContainer[str]
+    timestamps_ns: _containers.RepeatedScalarFieldContainer[int]
+    monotonics_ns: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., request_id: _Optional[str] = ..., timestamp_ns: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., monotonic_ns: _Optional[int] = ..., sample_rate: _Optional[float] = ..., rows: _Optional[_Iterable[int]] = ..., request_ids: _Optional[_Iterable[str]] = ..., timestamps_ns: _Optional[_Iterable[int]] = ..., monotonics_ns: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Tensor(_message.Message):
     __slots__ = ("name", "datatype", "shape", "raw")

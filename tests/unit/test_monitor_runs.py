@@ -155,3 +155,77 @@ _sample = st.builds(
 @given(st.lists(_sample, max_size=12))
 def test_any_batch_reads_as_its_samples_one_by_one(samples: list[monitor_pb2.Sample]) -> None:
     assert_same_rows(read(samples), samples)
+
+
+def _layout(m: monitor_pb2.Sample) -> tuple[Any, ...]:
+    return m.version, [(t.name, t.datatype, list(t.shape[1:])) for t in (*m.inputs, *m.outputs)]
+
+
+def pack(members: list[monitor_pb2.Sample]) -> monitor_pb2.Sample:
+    """One packed sample (monitor.proto ``rows``) holding ``members``' rows, from the wire contract."""
+    head = members[0]
+    packed = monitor_pb2.Sample(
+        model=head.model,
+        version=head.version,
+        rows=[m.inputs[0].shape[0] for m in members],
+        request_ids=[m.request_id for m in members],
+        timestamps_ns=[m.timestamp_ns for m in members],
+        monotonics_ns=[m.monotonic_ns for m in members],
+    )
+    for side in ("inputs", "outputs"):
+        for position, t in enumerate(getattr(head, side)):
+            total = sum(getattr(m, side)[position].shape[0] for m in members)
+            raw = b"".join(getattr(m, side)[position].raw for m in members)
+            getattr(packed, side).add(name=t.name, datatype=t.datatype, shape=[total, *t.shape[1:]], raw=raw)
+    return packed
+
+
+def test_a_packed_sample_reads_as_its_requests() -> None:
+    members = [
+        message("p0", 7, rows=2, start=0),
+        message("", 8, start=10),
+        message("p2", 9, rows=0, start=20),
+    ]
+    samples = [message("r0", 1, start=50), pack(members), message("r1", 2, version="2", start=60)]
+    runs = read(samples)
+    assert [run.ids for run in runs] == [["r0", "p0", "", "p2"], ["r1"]]  # same version and layout: one run
+    assert runs[0].rows.tolist() == [1, 2, 1, 0]
+    assert runs[0].stamps.tolist() == [1, 7, 8, 9]
+    assert_same_rows(runs, [samples[0], *members, samples[2]])
+
+
+@pytest.mark.parametrize(
+    ("spoil", "reason", "words"),
+    [
+        (lambda p: p.request_ids.pop(), "malformed", "as many request_ids and timestamps_ns as rows"),
+        (lambda p: p.timestamps_ns.append(5), "malformed", "got 2, 3 and 2"),
+        (lambda p: p.monotonics_ns.pop(), "malformed", "got 2, 2 and 1"),
+        (lambda p: p.rows.__setitem__(0, 2), "shape", "rows add up to 3, its tensors hold 2 rows"),
+    ],
+)
+def test_a_packed_sample_whose_lists_disagree_is_refused(spoil: Any, reason: str, words: str) -> None:
+    packed = pack([message("a", 1, start=0), message("b", 2, start=3)])
+    spoil(packed)
+    with pytest.raises(SampleError) as got:
+        read([message("r", 0), packed])
+    assert got.value.reason == reason
+    assert str(got.value).startswith("sample 1: ")
+    assert words in str(got.value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_sample, max_size=12), st.lists(st.booleans(), min_size=12, max_size=12))
+def test_any_batch_with_packed_runs_reads_as_its_requests(
+    samples: list[monitor_pb2.Sample], joins: list[bool]
+) -> None:
+    """Consecutive samples of one layout are packed where ``joins`` says so; the read is the same."""
+    wire: list[monitor_pb2.Sample] = []
+    group: list[monitor_pb2.Sample] = []
+    for i, s in enumerate(samples):
+        if group and (not joins[i] or _layout(s) != _layout(group[0])):
+            wire.append(pack(group))
+            group = []
+        group.append(s)
+    if group:
+        wire.append(pack(group))
+    assert_same_rows(read(wire), samples)

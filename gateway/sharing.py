@@ -23,7 +23,8 @@ Contracts:
   :data:`LONG_COMPUTE_S`, inline or on an executor thread) holds the core for milliseconds without a
   yield, and batch threads would wait all that time: :meth:`TransportScheduling.long_compute` makes them
   preemptive (``SCHED_OTHER``) while any such batch runs, then batch again. It costs a syscall per
-  thread at each edge, and nothing unless batch is on.
+  thread at each edge, and nothing unless batch is on. Its changes and refreshes are serialized by a
+  lock (they come from the loop and from executor threads).
 - :class:`YieldingSelect` wraps a selector's ``select``: while ``enabled``, a call with ``timeout == 0``
   (the loop has ready callbacks) first yields the core (``os.sched_yield``) when ``interval_ns`` have
   passed since the last yield. A blocking select never yields (the core is free anyway), and the wrapper
@@ -37,6 +38,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -87,17 +89,26 @@ class TransportScheduling:
         self._batch = False
         self._long = 0
         self._applied: int | None = None
+        #: Held while the state changes and is applied: the loop thread refreshes (every second) while
+        #: executor threads enter and leave long compute, and neither may apply the other's half-changed
+        #: state.
+        self._lock = threading.Lock()
 
     @property
     def batch(self) -> bool:
         return self._batch
 
     def set_batch(self, on: bool) -> None:
-        self._batch = on
-        self.refresh()
+        with self._lock:
+            self._batch = on
+            self._refresh()
 
     def refresh(self) -> None:
         """Lists the threads again (gRPC starts more under load) and gives them all the current policy."""
+        with self._lock:
+            self._refresh()
+
+    def _refresh(self) -> None:
         self._threads = transport_threads(self._tasks)
         self._applied = None
         self._apply()
@@ -122,13 +133,15 @@ class TransportScheduling:
         if not self._batch:
             yield
             return
-        self._long += 1
-        self._apply()
+        with self._lock:
+            self._long += 1
+            self._apply()
         try:
             yield
         finally:
-            self._long -= 1
-            self._apply()
+            with self._lock:
+                self._long -= 1
+                self._apply()
 
 
 #: The process's transport threads (module contract).

@@ -26,7 +26,7 @@ from gateway.poller import (
     schedule_completion_poller,
     watch_cores,
 )
-from gateway.sharing import TransportScheduling, transport_threads
+from gateway.sharing import TRANSPORT, transport_threads
 from tests.servers import ServerThread
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
@@ -149,7 +149,10 @@ def test_long_compute_makes_the_transport_threads_preemptive_while_it_runs(
     gateway: ServerThread, client: grpcclient.InferenceServerClient
 ) -> None:
     _infer(client)  # gRPC core's transport threads are running
-    transport = TransportScheduling()
+    # The process's one record, which the gateway's watcher also refreshes every second: a second
+    # instance would race with it (a refresh between two lines re-applied the gateway's policy).
+    transport = TRANSPORT
+    transport.set_batch(False)
     before = _transport_policies()
     try:
         with transport.long_compute():  # batch off: nothing changes

@@ -14,7 +14,7 @@ Contracts:
   measured in two rounds alternating with the first sampling-off one (dead, off, off, dead), and that
   ratio sums both. Results saved before the control and the rounds were added (two closed rounds, one
   off gateway, one dead and one off step) still render and are judged the same way.
-* Monitor CPU per 1k sampled rows: its utime+stime (``/proc/<pid>/stat``) over the 100 % closed step
+* Monitor CPU per sampled row: its utime+stime (``/proc/<pid>/stat``) over the 100 % closed step
   (plus one second to drain), divided by the monitor's ``infergate_monitor_rows_total`` delta.
 """
 

@@ -97,3 +97,8 @@ def test_the_control_gateway_joins_the_off_side_and_reads_against_the_first() ->
     assert "per round 1.04, 0.91, 1.02, 0.94" in five.figure
     mean = found["throughput, 100 % with the monitor killed ÷ mean of the 10 sampling-off runs"]
     assert mean.value == pytest.approx(930 / ((4000 + 4000 + 1000 + 980) / 10))
+
+
+def test_the_monitor_cpu_figure_is_microseconds_per_sampled_row() -> None:
+    found = {g.figure: g for g in goals(_results())}
+    assert found["monitor CPU µs per sampled row"].value == pytest.approx(50.0)  # 0.5 s ÷ 10,000 rows

@@ -36,7 +36,7 @@ from bench.kit import (
     start_gateway,
 )
 from bench.markdown import details, fmt, goal_table, header
-from bench.sampling_figures import Figures, goals, spread_reading
+from bench.sampling_figures import OFF, Figures, goals, spread_reading
 from bench.sections import Results, Section
 from bench.servers import ServerProcess
 
@@ -78,7 +78,7 @@ def render(results: Results) -> str:
         "Reading: sampling's cost in the gateway is per sampled row, in its one Python process (copying the "
         "rows, queueing them for the shipper, serializing SampleBatch frames, the WebSocket), under the GIL "
         "that also serves gRPC; with the monitor dead the rows are counted as dropped instead of sent. "
-        f"Per closed-loop round, 100 % ÷ off throughput was {f.per_round_rps('closed-100', 'closed-off')}; "
+        f"Per closed-loop round, 100 % ÷ off throughput was {f.per_round_rps('closed-100', OFF)}; "
         + spread_reading(f, float(step["warmup_s"]) + float(step["duration_s"])),
         "",
         "### Runs",

@@ -27,13 +27,14 @@ Contracts:
   ``f-{config}-{model}-c64``, round-numbered as (a)'s).
 * (e): with two or more usable cores the server's every thread is pinned to the first one (``taskset -a
   -p``) and this process, hence the load client it spawns, to the others; otherwise nothing is pinned and
-  the results say why. Per scenario of :data:`bench.hotpath_overload.SCENARIOS` and server: the highest
-  of :data:`~bench.hotpath_overload.PROBES` closed-loop probes (labels round-numbered as (a)'s) sets the
-  offered rates, then :data:`~bench.hotpath_overload.ROUNDS` rounds (echo: one) of Poisson arrivals at
-  2x and 4x that rate with ``timeout`` = gRPC deadline = goodput budget = 50 ms, each round followed by
-  one more probe (``{prober}-{scenario}-after``, round-numbered): a round's steps are judged against the
-  probes just before and after them (:mod:`bench.hotpath_overload`), because the host's speed moves by a
-  third within minutes. Servers: echo (reference, its own capacity; ``tiny`` only) and the defaults
+  the results say why. Per scenario of :data:`bench.hotpath_overload.SCENARIOS` and server:
+  :data:`~bench.hotpath_overload.PROBES` closed-loop probes (labels round-numbered as (a)'s), then
+  :data:`~bench.hotpath_overload.ROUNDS` rounds (echo: one) of Poisson arrivals at 2x and 4x the
+  req/s of the probe just before the round (kept as the round's ``rate_rps``) with ``timeout`` = gRPC
+  deadline = goodput budget = 50 ms, each round followed by one more probe
+  (``{prober}-{scenario}-after``, round-numbered): a round's steps are judged against the probes just
+  before and after them (:mod:`bench.hotpath_overload`), because the host's speed moves by a third
+  within minutes. Servers: echo (reference, its own capacity; ``tiny`` only) and the defaults
   gateway (its own prober). A server's RSS (``VmRSS`` of ``/proc/PID/status``) is read before the first
   step and after each. Then :func:`bench.hotpath_refusals.measure`: what one refusal costs the pinned
   core, at the defaults gateway's ``tiny`` rates. Then the tuned gateway: a fresh gateway with the
@@ -165,6 +166,11 @@ class _Bench:
         best = max(rps, key=rps.__getitem__)
         return best, rps[best]
 
+    def rate_base(self, probe: str) -> float:
+        """The req/s a round's factors multiply: the probe just before the round, the latest measure of
+        the capacity that the round is then divided by (:mod:`bench.hotpath_overload`'s contract)."""
+        return float(self.runs[probe]["report"]["throughput_rps"])
+
     def overload(
         self,
         server: _Server,
@@ -193,12 +199,13 @@ class _Bench:
         before = probes[-1]
         for index in range(rounds if capacity > 0 else 0):
             steps: dict[str, str] = {}
+            base = self.rate_base(before)
             with client_pinned(plan):
                 for factor in FACTORS:
                     label = round_label(f"{server.key}-{scenario}-{factor}x", index)
                     self.load(
                         label, server, model, mode="open", poisson=True,
-                        levels=(round(factor * capacity, 1),), rows=rows, duration_s=duration,
+                        levels=(round(factor * base, 1),), rows=rows, duration_s=duration,
                         timeout_us=int(BUDGET_MS * 1000), deadline_s=BUDGET_MS / 1000, budget_ms=BUDGET_MS,
                         drain_s=1.0, native_client=native,
                     )  # fmt: skip
@@ -206,7 +213,7 @@ class _Bench:
                     out["rss_kib"].append(rss_kib(server.pid))
             name = round_label(f"{prober.key}-{scenario}-after", index)
             (after,) = self.probe(prober, scenario, plan, name, 1)
-            out["rounds"].append({"steps": steps, "before": before, "after": after})
+            out["rounds"].append({"steps": steps, "before": before, "after": after, "rate_rps": base})
             before = after
         return out
 

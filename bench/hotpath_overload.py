@@ -11,8 +11,11 @@ Contracts:
   ``tiny`` only, the echo server as a reference without a goal.
 * ``results["overload"][scenario][server]`` = ``{"capacity_rps", "capacity_from", "probes": [run label],
   "rounds": [{"steps": {factor: run label}, "before": probe label, "after": probe label}], "rss_kib":
-  [...]}``, the tuned entry also ``"flags"``. Rates are ``factor`` x ``capacity_rps`` (the highest of
-  ``probes``) in every round.
+  [...]}``, the tuned entry also ``"flags"``. A round's rates are ``factor`` x its ``rate_rps``, the
+  probe just before it (``before``); rounds saved without ``rate_rps`` ran at ``factor`` x
+  ``capacity_rps``, the highest of ``probes``, in every round, which offered 2.02-2.36x (4.04-4.74x)
+  of the capacity their rounds were divided by (runs at 22a0da4 and 45e45f7): a maximum of noisy
+  probes is biased high. :func:`offered_factor` is what a step offered ÷ its round's capacity.
   A round's capacity is the mean of the probes just before and after it (:func:`round_capacity`), and a
   goal reads the median over rounds of goodput ÷ that (:func:`goodput_ratio`): the host's speed moves by
   a third within minutes, so a step divided by the highest of probes taken minutes apart measured the
@@ -46,6 +49,7 @@ __all__ = [
     "beyond_deadline",
     "capacity",
     "goodput_ratio",
+    "offered_factor",
     "round_capacity",
     "round_ratios",
     "fast_share",
@@ -68,8 +72,11 @@ BUDGET_MS = 50.0
 #: Closed-loop capacity probes per server and scenario before its steps (:mod:`bench.hotpath`); the
 #: highest sets the offered rates.
 PROBES = 3
-#: Rounds of 2x and 4x per gateway and scenario, each followed by one probe (module contract).
-ROUNDS = 3
+#: Rounds of 2x and 4x per gateway and scenario, each followed by one probe (module contract). Five, so
+#: that the median is the third of five: in the runs with three, one round in six read 0.56-0.71 of
+#: capacity where the others read 0.74-0.95 (a slower moment of the shared host between its probes), and
+#: one such round with one on the line decided a goal.
+ROUNDS = 5
 FAST_MS = 10.0
 #: Send lag p99 (ms) above which the client is said to have fallen behind its schedule.
 LAG_MS = 10.0
@@ -199,6 +206,13 @@ def round_capacity(round_: dict[str, Any], runs: dict[str, Measured]) -> float |
         if v is not None
     ]
     return sum(found) / len(found) if found else None
+
+
+def offered_factor(round_: dict[str, Any], runs: dict[str, Measured], factor: int) -> float | None:
+    """What a round's step at ``factor`` offered (req/s of its Poisson schedule) ÷ :func:`round_capacity`:
+    ``factor`` when the host held its speed over the round; None when not measured."""
+    step = step_of(runs, round_["steps"].get(str(factor)))
+    return None if step is None else ratio(float(step["offered"]), round_capacity(round_, runs))
 
 
 def round_ratios(entry: dict[str, Any], runs: dict[str, Measured], factor: int) -> list[float | None]:

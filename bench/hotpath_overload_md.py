@@ -17,6 +17,7 @@ from bench.hotpath_overload import (
     entry_of,
     fast_share,
     flags_of,
+    offered_factor,
     present,
     probe_rate,
     probe_rps,
@@ -60,9 +61,10 @@ def _table(results: Results, runs: dict[str, Measured]) -> list[str]:
         for i, (factor, number, label) in enumerate(step_labels(o), start=1):
             s = runs[label].step
             step_cap = round_capacity(rounds[number - 1], runs) if rounds else cap
-            where_step = (
-                f"{factor}x, round {number} (capacity {fmt(step_cap, 0)})" if rounds else f"{factor}x"
-            )
+            where_step = f"{factor}x"
+            if rounds:
+                offered = offered_factor(rounds[number - 1], runs, int(factor))
+                where_step += f", round {number} (capacity {fmt(step_cap, 0)}; offered {fmt(offered)}x)"
             errors = ", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items())) or "0"
             server_side = s.get("server") or {}
             shed = ", ".join(f"{k} {v}" for k, v in sorted((server_side.get("shed") or {}).items()))
@@ -101,6 +103,17 @@ def _client_note(results: Results, runs: dict[str, Measured]) -> str:
     )
 
 
+def _rounds_run(results: Results) -> int:
+    """The most rounds a gateway entry ran (:data:`ROUNDS` when none ran in rounds)."""
+    counts = [
+        len(entry.get("rounds") or ())
+        for servers in (results.get("overload") or {}).values()
+        for key, entry in servers.items()
+        if key != "echo"
+    ]
+    return max(counts, default=0) or ROUNDS
+
+
 def client_kind(results: Results) -> str:
     """Which load client drove the overload steps (results before the native engine have no key)."""
     kinds = {
@@ -124,14 +137,18 @@ def overload_text(results: Results, runs: dict[str, Measured], pinned: str) -> l
     return [
         "### (e) Overload",
         "",
-        f"Scenarios: {scenarios}. Per server and scenario: the highest of {PROBES} closed-loop probes in a "
-        f"row sets the rates, then {ROUNDS} rounds (the echo server: one) of Poisson arrivals at "
-        f"{' and '.join(f'{f}x' for f in FACTORS)} those rates with the `timeout` parameter, the gRPC "
-        f"deadline and the goodput budget all {fmt(results['budget_ms'], 0)} ms, each round followed by one "
-        "more probe; a round's capacity is the mean of the probes just before and after it, and a goal reads "
-        "the median over rounds of goodput ÷ that capacity. Why: the shared host's speed moves by a third "
-        "within minutes, so one step divided by the highest of probes taken minutes apart measures the "
-        "host's spread as much as the server. Every round is in the table, so a round that stalled shows. "
+        f"Scenarios: {scenarios}. Per server and scenario: {PROBES} closed-loop probes in a row, then "
+        f"{_rounds_run(results)} rounds (the echo server: one) of Poisson arrivals at "
+        f"{' and '.join(f'{f}x' for f in FACTORS)} the req/s of the probe just before the round, with the "
+        f"`timeout` parameter, the gRPC deadline and the goodput budget all "
+        f"{fmt(results['budget_ms'], 0)} ms, each round followed by one more probe; a round's capacity is "
+        "the mean of the probes just before and after it, and a goal reads the median over rounds of "
+        "goodput ÷ that capacity. Why: the shared host's speed moves by a third within minutes, so one step "
+        "divided by the highest of probes taken minutes apart measures the host's spread as much as the "
+        "server. Every round is in the table with what it offered ÷ its capacity (2x and 4x when the host "
+        "held its speed over the round), so a round that stalled or a host that changed speed shows. Rounds "
+        "saved before their rates followed the latest probe (no `rate_rps`) ran at the highest of the first "
+        "probes, which offered more than 2x and 4x of the capacity they were divided by. "
         f"{pinned}. Latencies are "
         "the client's, from each call's intended send time; send lag and client CPU show whether the client "
         f"kept up. Load client: {client_kind(results)}. Server OK: calls the gateway answered OK over the "
@@ -144,7 +161,7 @@ def overload_text(results: Results, runs: dict[str, Measured], pinned: str) -> l
         "`--max-concurrent-streams S --max-pending-calls S --max-concurrency 0`, S the calls served in a "
         "third of the budget, rounded down to a power of two, at most 32) cannot be probed itself (its "
         "push-back refuses part of a closed loop), so per scenario a fresh gateway with the defaults is "
-        "probed before its rounds (S and the rates come from the highest of those probes) and after each "
+        "probed before its rounds (S comes from the highest of those probes) and after each "
         "round, the tuned gateway idle meanwhile. Results saved before rounds divided their one step by the "
         "highest of the probes, the one after the steps included.",
         "",

@@ -193,8 +193,12 @@ def test_rounds_are_judged_by_the_median_of_goodput_over_the_probes_around_each(
     (text,) = [v for k, v in measured.items() if k.startswith(f"{tuned}: goodput at 2x")]
     assert text.startswith("rounds 0.90 / 0.20 / 0.90 (goodput ÷ the probes around each), median")
     table = render(results)
-    assert "| tiny | gateway, tuned for overload | 2x, round 2 (capacity 700) | 1,400 | 140 | 0.20 |" in table
+    # what each step offered ÷ its round's capacity: 1,400 ÷ 700 in round 2, ÷ 600 in round 1 (the host
+    # slower over round 1 than its rate assumed)
+    assert "| 2x, round 2 (capacity 700; offered 2.00x) | 1,400 | 140 | 0.20 |" in table
+    assert "| 2x, round 1 (capacity 600; offered 2.33x) | 1,400 | 540 | 0.90 |" in table
     assert "(probes 700; after each round 500 / 900 / 700) | - | - | - | 700 req/s |" in table
+    assert "then 3 rounds (the echo server: one)" in table  # the rounds these results ran, not ROUNDS
 
 
 def test_a_round_that_never_ran_leaves_the_median_to_those_that_did() -> None:

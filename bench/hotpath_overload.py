@@ -94,18 +94,27 @@ LEGACY_TUNED_FLAGS = ("--max-concurrent-streams", "32", "--max-pending-calls", "
 
 
 #: The most streams :func:`stream_cap` gives one connection (see there).
-MAX_STREAMS = 32
+MAX_STREAMS = 64
+#: The share of the budget :func:`stream_cap` fills with the calls one connection holds.
+BUDGET_SHARE = 0.5
 
 
 def stream_cap(capacity_rps: float, budget_ms: float) -> int:
-    """README "Overload"'s sizing rule for ``--max-concurrent-streams``: the calls the server serves in a
-    third of the budget, rounded down to a power of two, at least 1 and at most :data:`MAX_STREAMS`. A
-    call may wait for a stream in the client's own queue about as long as it then waits in the server, so
-    the two together stay within two thirds of the budget. The cap: at 64 streams the tiny scenario's 4x
-    step collapsed in both runs that had them (0.41 and 0.02 of capacity), the server refusing 27% of the
-    excess where 32 streams refused 60% and left the client's own queue short. Tiny at 1,920 calls/s and
-    more: 32; 32-row mlp calls at 480-959/s: 8."""
-    calls = capacity_rps * budget_ms / 1000.0 / 3.0
+    """README "Overload"'s sizing rule for ``--max-concurrent-streams``: the calls the server serves in
+    half the budget (:data:`BUDGET_SHARE`), rounded down to a power of two, at least 1 and at most
+    :data:`MAX_STREAMS`. Tiny at 2,560-5,119 calls/s: 64; 32-row mlp calls at 320-639/s: 8, at
+    640-1,279/s: 16.
+
+    Why half, and 64 (side runs of 5 rounds, two tuned gateways taking turns, rates from the probe
+    before each round; medians at 2x / 4x): tiny, 32 against 64 streams 0.84 / 0.74 and 1.03 / 0.96;
+    48 against 64 0.88 / 0.85 and 0.84 / 0.90; 32 against 48 0.72 / 0.80 and 0.91 / 0.81. 32-row mlp
+    calls, 8 against 16 streams 0.92 / 0.89 and 0.95 / 0.94. Until
+    then the rule took a third of the budget and at most 32, after 64 streams collapsed at 4x (0.41 and
+    0.02 of capacity, at 8f1d822 and f522617): that was before gRPC's transport threads shared the core
+    under ``SCHED_BATCH`` with the loop's yield (bafc798) and before every pinned gateway's poller got
+    that policy, and with 32 streams tiny's 2x held no more than ~0.8, because a connection held to 32
+    calls serves them at a lower concurrency than the closed loop of 64 that its capacity is probed at."""
+    calls = capacity_rps * budget_ms / 1000.0 * BUDGET_SHARE
     return min(MAX_STREAMS, 1 << max(0, int(calls).bit_length() - 1)) if calls >= 1 else 1
 
 

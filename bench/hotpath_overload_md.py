@@ -32,6 +32,14 @@ from bench.sections import Results
 __all__ = ["client_kind", "overload_text"]
 
 
+def _source_label(rounds: list[dict[str, object]] | None) -> str:
+    """What the entry's ``capacity_from`` probe set: the rates of rounds saved before they followed the
+    probe before each (no ``rate_rps``), the one step's capacity before rounds, else only the highest."""
+    if not rounds:
+        return "capacity"
+    return "highest probe" if any("rate_rps" in r for r in rounds) else "rates"
+
+
 def _table(results: Results, runs: dict[str, Measured]) -> list[str]:
     budget = float(results["budget_ms"])
     lines = [
@@ -54,7 +62,7 @@ def _table(results: Results, runs: dict[str, Measured]) -> list[str]:
         if server == "tuned":
             source += f"; flags {' '.join(flags_of(o))}"
         lines.append(
-            f"| {where} | {'rates' if rounds else 'capacity'}: {source}"
+            f"| {where} | {_source_label(rounds)}: {source}"
             f"{f' (probes {probes})' if probes else ''} | - | - | - | {fmt(cap, 0)} req/s "
             "| | | | | | | | | " + fmt(None if not rss or rss[0] is None else rss[0] / 1024, 1) + " |"
         )
@@ -158,8 +166,9 @@ def overload_text(results: Results, runs: dict[str, Measured], pinned: str) -> l
         "stream past `--max-concurrent-streams` (HTTP/2 REFUSED_STREAM: never processed, safe to retry); "
         "CANCELLED is gRPC core refusing a call past `--max-pending-calls`. RSS is the server's `VmRSS` "
         'before the first step and after each step. The tuned gateway (README "Overload": '
-        "`--max-concurrent-streams S --max-pending-calls S --max-concurrency 0`, S the calls served in a "
-        "third of the budget, rounded down to a power of two, at most 32) cannot be probed itself (its "
+        "`--max-concurrent-streams S --max-pending-calls S --max-concurrency 0`, S the calls served in "
+        "half the budget, rounded down to a power of two, at most 64; in results saved before session "
+        "18, a third of it, at most 32: each row shows its flags) cannot be probed itself (its "
         "push-back refuses part of a closed loop), so per scenario a fresh gateway with the defaults is "
         "probed before its rounds (S comes from the highest of those probes) and after each "
         "round, the tuned gateway idle meanwhile. Results saved before rounds divided their one step by the "

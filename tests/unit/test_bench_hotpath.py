@@ -98,7 +98,7 @@ def test_render_shows_every_part_from_the_results_only() -> None:
     assert f"| tiny | {tuned} | capacity: defaults-tiny-probe; flags {legacy} | - | - | - | 700 req/s |" in (
         text
     )
-    sized = "--max-concurrent-streams 1 --max-pending-calls 1 --max-concurrency 0"
+    sized = "--max-concurrent-streams 2 --max-pending-calls 2 --max-concurrency 0"
     assert f"| mlp32 | {tuned} | capacity: defaults-mlp32-probe; flags {sized} | - | - | - | 100 req/s |" in (
         text
     )

@@ -56,16 +56,19 @@ def test_a_step_where_the_client_fell_behind_says_so() -> None:
         v for k, v in found.items() if k.startswith(f"(e) {SERVERS['tuned']}, mlp") and "goodput at 4x" in k
     ]
     assert "client behind: send lag p99" in measured
-    assert measured.startswith("90 ÷ 100 (--max-concurrent-streams 1)")
+    assert measured.startswith("90 ÷ 100 (--max-concurrent-streams 2)")
     text = render(sample_results())
     assert f"{SERVERS['tuned']} on mlp32 at 4x (send lag p99" in text
 
 
 @pytest.mark.parametrize(
     ("capacity", "streams"),
-    [(9000.0, 32), (3840.0, 32), (3405.0, 32), (2560.0, 32), (1919.0, 16), (658.0, 8), (479.0, 4), (5.0, 1)],
-)
-def test_streams_are_a_third_of_a_budget_of_capacity_rounded_down_to_a_power_of_two_at_most_32(
+    [
+        (9000.0, 64), (5119.0, 64), (3405.0, 64), (2560.0, 64), (2559.0, 32), (1919.0, 32),
+        (1279.0, 16), (658.0, 16), (639.0, 8), (479.0, 8), (319.0, 4), (40.0, 1), (5.0, 1),
+    ],
+)  # fmt: skip
+def test_streams_are_half_a_budget_of_capacity_rounded_down_to_a_power_of_two_at_most_64(
     capacity: float, streams: int
 ) -> None:
     assert stream_cap(capacity, 50.0) == streams
@@ -199,6 +202,11 @@ def test_rounds_are_judged_by_the_median_of_goodput_over_the_probes_around_each(
     assert "| 2x, round 1 (capacity 600; offered 2.33x) | 1,400 | 540 | 0.90 |" in table
     assert "(probes 700; after each round 500 / 900 / 700) | - | - | - | 700 req/s |" in table
     assert "then 3 rounds (the echo server: one)" in table  # the rounds these results ran, not ROUNDS
+    assert "| tiny | gateway, tuned for overload | rates: defaults-tiny-probe; flags" in table
+    for round_ in results["overload"]["tiny"]["tuned"]["rounds"]:  # as saved since rates follow the probes
+        round_["rate_rps"] = 700.0
+    text = render(results)
+    assert "| tiny | gateway, tuned for overload | highest probe: defaults-tiny-probe; flags" in text
 
 
 def test_a_round_that_never_ran_leaves_the_median_to_those_that_did() -> None:

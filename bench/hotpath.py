@@ -160,16 +160,14 @@ class _Bench:
                 self.load(label, server, model, **config)
         return labels
 
+    def rps(self, label: str) -> float:
+        """Req/s of the run ``label``."""
+        return float(self.runs[label]["report"]["throughput_rps"])
+
     def best_probe(self, labels: list[str]) -> tuple[str, float]:
         """The probe run with the highest req/s among ``labels``, and that req/s."""
-        rps = {label: float(self.runs[label]["report"]["throughput_rps"]) for label in labels}
-        best = max(rps, key=rps.__getitem__)
-        return best, rps[best]
-
-    def rate_base(self, probe: str) -> float:
-        """The req/s a round's factors multiply: the probe just before the round, the latest measure of
-        the capacity that the round is then divided by (:mod:`bench.hotpath_overload`'s contract)."""
-        return float(self.runs[probe]["report"]["throughput_rps"])
+        best = max(labels, key=self.rps)
+        return best, self.rps(best)
 
     def overload(
         self,
@@ -199,7 +197,7 @@ class _Bench:
         before = probes[-1]
         for index in range(rounds if capacity > 0 else 0):
             steps: dict[str, str] = {}
-            base = self.rate_base(before)
+            base = self.rps(before)  # the latest measure of the capacity the round is divided by
             with client_pinned(plan):
                 for factor in FACTORS:
                     label = round_label(f"{server.key}-{scenario}-{factor}x", index)

@@ -70,7 +70,8 @@ __all__ = [
 
 BUDGET_MS = 50.0
 #: Closed-loop capacity probes per server and scenario before its steps (:mod:`bench.hotpath`); the
-#: highest sets the offered rates.
+#: highest is the entry's ``capacity_rps`` (and sizes the tuned gateway's streams), the last sets the
+#: first round's rates.
 PROBES = 3
 #: Rounds of 2x and 4x per gateway and scenario, each followed by one probe (module contract). Five, so
 #: that the median is the third of five: in the runs with three, one round in six read 0.56-0.71 of
@@ -108,12 +109,12 @@ def stream_cap(capacity_rps: float, budget_ms: float) -> int:
     Why half, and 64 (side runs of 5 rounds, two tuned gateways taking turns, rates from the probe
     before each round; medians at 2x / 4x): tiny, 32 against 64 streams 0.84 / 0.74 and 1.03 / 0.96;
     48 against 64 0.88 / 0.85 and 0.84 / 0.90; 32 against 48 0.72 / 0.80 and 0.91 / 0.81. 32-row mlp
-    calls, 8 against 16 streams 0.92 / 0.89 and 0.95 / 0.94. Until
-    then the rule took a third of the budget and at most 32, after 64 streams collapsed at 4x (0.41 and
-    0.02 of capacity, at 8f1d822 and f522617): that was before gRPC's transport threads shared the core
-    under ``SCHED_BATCH`` with the loop's yield (bafc798) and before every pinned gateway's poller got
-    that policy, and with 32 streams tiny's 2x held no more than ~0.8, because a connection held to 32
-    calls serves them at a lower concurrency than the closed loop of 64 that its capacity is probed at."""
+    calls, 8 against 16 streams 0.92 / 0.89 and 0.95 / 0.94. Until then the rule took a third of the
+    budget and at most 32, after 64 streams collapsed at 4x (0.41 and 0.02 of capacity, at 8f1d822 and
+    f522617): that was before gRPC's transport threads shared the core under ``SCHED_BATCH`` with the
+    loop's yield (bafc798) and before every pinned gateway's poller got that policy. With 32 streams
+    tiny's 2x held no more than ~0.8: a connection held to 32 calls is served at a lower concurrency
+    than the closed loop of 64 that its capacity is probed at."""
     calls = capacity_rps * budget_ms / 1000.0 * BUDGET_SHARE
     return min(MAX_STREAMS, 1 << max(0, int(calls).bit_length() - 1)) if calls >= 1 else 1
 

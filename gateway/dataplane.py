@@ -34,6 +34,7 @@ from typing import Any
 from gateway.codec import encode_array
 from gateway.concurrency import ConcurrencyLimit
 from gateway.deadlines import request_deadline, request_priority
+from gateway.deferred import defer
 from gateway.errors import DeadlineExceededError, InvalidArgumentError, ResourceExhaustedError, status_name
 from gateway.execution import BatchResult
 from gateway.logs import AccessLog, access_record
@@ -273,20 +274,39 @@ class DataPlane:
             # After the answer is built; the copy runs as its own task and never delays this request.
             sample = self._offers.shadow if self._offers is not None else None
             live.mirror(self.table, self.rollout_metrics, loaded, decoded, result.outputs, request.id, sample)
-        if self._offers is not None:
-            self._offers.answered(request.id, loaded, decoded, result.outputs)
-        loaded.stats.record_request(
+        # Counted after the handler returns, while gRPC sends the answer (gateway.deferred).
+        defer(
+            self._record,
+            request.id,
+            loaded,
+            hot,
+            decoded,
+            result,
             finished - started,
-            result.queue_ns,
             decoded_at - started,
-            result.compute_ns,
             finished - answered_at,
         )
+        return response, (result.queue_ns, result.compute_ns, result.batch_rows)
+
+    def _record(
+        self,
+        request_id: str,
+        loaded: LoadedVersion,
+        hot: _VersionHot,
+        decoded: DecodedRequest,
+        result: BatchResult,
+        total_ns: int,
+        decode_ns: int,
+        encode_ns: int,
+    ) -> None:
+        """An answered request's statistics, metrics and sample offer (deferred by :meth:`_answer`)."""
+        if self._offers is not None:
+            self._offers.answered(request_id, loaded, decoded, result.outputs)
+        loaded.stats.record_request(total_ns, result.queue_ns, decode_ns, result.compute_ns, encode_ns)
         if hot.requests_ok is not None:
             hot.queue_duration.observe(result.queue_ns / 1e9)
-            hot.request_duration.observe((finished - started) / 1e9)
+            hot.request_duration.observe(total_ns / 1e9)
             hot.requests_ok.inc()
-        return response, (result.queue_ns, result.compute_ns, result.batch_rows)
 
     def _count_shed(self, loaded: LoadedVersion, reason: str) -> None:
         if self.metrics is not None:

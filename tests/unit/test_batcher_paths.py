@@ -12,6 +12,7 @@ from gateway.arrivals import COMPANY_MIN
 from gateway.batcher import INLINE_COMPUTE_S, THREAD_HOP_S
 from gateway.clock import loop_is_idle
 from gateway.cores import CoreWatch
+from gateway.deferred import settled
 from gateway.errors import DeadlineExceededError, InvalidArgumentError
 from gateway.execution import ALONE_INLINE_MAX_S, SOLO_INLINE_MAX_S
 from tests.batcher_rig import occupy, own_rows, release_all, request, rig, settle
@@ -143,7 +144,8 @@ async def test_a_lone_request_on_an_idle_instance_runs_on_the_loop_up_to_its_cap
 
 async def test_a_lone_inline_request_completes_without_suspending_and_counts_as_before() -> None:
     """Alone on the loop and inline: the whole request runs in the first step of its coroutine (no future,
-    no task switch), with the statistics of any other batch of one."""
+    no task switch), with the statistics of any other batch of one, counted once the caller has its answer
+    (gateway.deferred)."""
     r = rig(gated=False, provider="cpu", seed_s=INLINE_COMPUTE_S / 2)
     await settle()  # the batch former parks: the instance is idle
     step = r.batcher.submit(request(1), r.clock.now() + 10.0, 1).__await__()
@@ -153,6 +155,9 @@ async def test_a_lone_inline_request_completes_without_suspending_and_counts_as_
     own_rows(result, 1)
     assert r.runner.calls[0].sync is True
     assert (result.queue_ns, result.compute_ns, result.batch_rows) == (0, 1_000_000, 1)
+    assert r.observer.batches == []  # not yet: deferred past the answer
+    assert r.batcher.profiles[0].snapshot()[0].observations == 1  # the seed
+    await settled()
     assert r.observer.batches == [(1, 1_000_000)]
     assert r.batcher.profiles[0].snapshot()[0].observations == 2  # the seed, then this run
 

@@ -2,9 +2,9 @@
 
 Why: a request's statistics, metric observations, latency-profile learning and sampling hand-off ran in
 the ModelInfer handler before it returned, so a lone call's latency included them. At one call at a time
-on the 2-core host they were about 20 µs of the handler's ~180 µs (its wall time measured in-process,
-README "Why C=1 costs more than the echo server"). Deferred to the event loop's next turn, they run while
-gRPC sends the response.
+on the 2-core host they were about 20 µs of the handler's ~180 µs (timed inside a running gateway; README
+"Why a lone call costs more than the echo server"). Deferred to the event loop's next turn, they run
+while gRPC sends the response.
 
 Contracts:
 

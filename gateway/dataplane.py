@@ -8,10 +8,11 @@ statistics, metrics, sampling hand-off and the access log. The servicer only ada
 errors to status codes.
 
 Contracts:
-- :meth:`DataPlane.infer` returns a response or raises a :class:`GatewayError` (or, for a bug, any other
-  exception, which the transport answers INTERNAL). Every attempt on a version is counted exactly once in
-  ``infergate_requests_total`` and ``infergate_request_duration_seconds``: a canary request the candidate
-  failed counts that failure under the candidate and the stable version's answer under the stable one.
+- :meth:`DataPlane.infer` returns the encoded response (bytes, :mod:`gateway.wire`) or raises a
+  :class:`GatewayError` (or, for a bug, any other exception, which the transport answers INTERNAL).
+  Every attempt on a version is counted exactly once in ``infergate_requests_total`` and
+  ``infergate_request_duration_seconds``: a canary request the candidate failed counts that failure
+  under the candidate and the stable version's answer under the stable one.
 - Per-request work is bounded and allocation-light: metric children, the version string and the
   validation plan are resolved once per loaded version (:class:`_VersionHot`); request ids and access-log
   records are built only when something will use them.
@@ -28,10 +29,9 @@ import os
 import time
 import weakref
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from gateway.codec import encode_array
 from gateway.concurrency import ConcurrencyLimit
 from gateway.deadlines import request_deadline, request_priority
 from gateway.deferred import defer
@@ -46,13 +46,11 @@ from gateway.sample_offers import SampleOffers
 from gateway.sampler import Sampler
 from gateway.validate import DecodedRequest, decode_request
 from gateway.version import LoadedVersion
+from gateway.wire import ResponseWire
 from protos import inference_pb2 as pb
 
 #: Status names as ``infergate_requests_total{code}`` and the access log spell them.
 OK = "OK"
-
-#: Output templates kept per version (one per output name and batch shape seen).
-_TEMPLATES_MAX = 256
 
 
 @dataclass(eq=False, slots=True)
@@ -63,11 +61,8 @@ class _VersionHot:
     queue_duration: Any
     request_duration: Any
     requests_ok: Any
-    #: Output tensor metadata by (name, shape), built once and copied into each response (appending a
-    #: built message costs less than adding one field by field); cleared past :data:`_TEMPLATES_MAX`.
-    templates: dict[tuple[str, tuple[int, ...]], pb.ModelInferResponse.InferOutputTensor] = field(
-        default_factory=dict
-    )
+    #: The version's responses, encoded from fields encoded once (gateway.wire).
+    wire: ResponseWire
 
 
 class DataPlane:
@@ -99,14 +94,16 @@ class DataPlane:
         if hot is None:
             version = str(loaded.version)
             metrics = self.metrics
+            wire = ResponseWire(loaded.model, version, loaded.output_datatypes)
             if metrics is None:
-                hot = _VersionHot(version, None, None, None)
+                hot = _VersionHot(version, None, None, None, wire)
             else:
                 hot = _VersionHot(
                     version,
                     metrics.queue_duration.labels(loaded.model, version),
                     metrics.request_duration.labels(loaded.model, version),
                     metrics.requests.labels(loaded.model, version, OK),
+                    wire,
                 )
             self._hot[loaded] = hot
         return hot
@@ -116,10 +113,11 @@ class DataPlane:
         request: pb.ModelInferRequest,
         grpc_remaining: float | None = None,
         peer: Callable[[], str] | None = None,
-    ) -> Coroutine[Any, Any, pb.ModelInferResponse]:
-        """One inference: resolve the version, admit, validate, batch, encode; the awaitable raises
-        GatewayError. A plain function handing back the coroutine that does the work, so the caller awaits
-        it directly: one level less in the chain every suspension and resumption goes through.
+    ) -> Coroutine[Any, Any, bytes]:
+        """One inference: resolve the version, admit, validate, batch, encode; the awaitable returns the
+        serialized ``ModelInferResponse`` (gateway.wire) or raises GatewayError. A plain function handing
+        back the coroutine that does the work, so the caller awaits it directly: one level less in the
+        chain every suspension and resumption goes through.
 
         ``grpc_remaining`` is the call's remaining gRPC deadline in seconds (None: no deadline); ``peer``
         names the client, called only when the access log records this request. A request without an
@@ -141,7 +139,7 @@ class DataPlane:
         grpc_remaining: float | None,
         peer: Callable[[], str] | None,
         live: LiveRollout,
-    ) -> pb.ModelInferResponse:
+    ) -> bytes:
         """A request without a version while ``live`` runs: the canary's share goes to the candidate, and
         a candidate failure is answered by the stable version (counted against the candidate unless the
         stable version refuses the input too); the rest goes to the default (stable) version, mirrored to
@@ -170,7 +168,8 @@ class DataPlane:
             if not isinstance(exc, InvalidArgumentError):
                 window.stable.record(False, time.perf_counter() - started)
             raise
-        if response.model_version == str(live.stable):
+        # Which version answered: parsed back, on this path only (a request while a rollout runs).
+        if pb.ModelInferResponse.FromString(response).model_version == str(live.stable):
             window.stable.record(True, time.perf_counter() - started)
         return response
 
@@ -181,7 +180,7 @@ class DataPlane:
         peer: Callable[[], str] | None,
         version: str,
         live: LiveRollout | None,
-    ) -> pb.ModelInferResponse:
+    ) -> bytes:
         started = time.perf_counter_ns()
         limit = self.limit
         acquired = False  # holds a slot of the concurrency limit
@@ -246,27 +245,12 @@ class DataPlane:
         started: int,
         decoded_at: int,
         live: LiveRollout | None,
-    ) -> tuple[pb.ModelInferResponse, tuple[int, int, int]]:
-        """The response to an answered request, with its statistics, metrics, sample and shadow copy."""
+    ) -> tuple[bytes, tuple[int, int, int]]:
+        """The encoded response to an answered request, with its statistics, metrics, sample and shadow
+        copy."""
         answered_at = time.perf_counter_ns()
         hot = self._hot_of(loaded)
-        response = pb.ModelInferResponse(model_name=loaded.model, model_version=hot.version, id=request.id)
-        datatypes = loaded.output_datatypes
-        templates = hot.templates
-        outputs = response.outputs
-        raw = response.raw_output_contents
-        for name, array in zip(decoded.output_names, result.outputs, strict=True):
-            datatype = datatypes[name]
-            template = templates.get((name, array.shape))
-            if template is None:
-                if len(templates) >= _TEMPLATES_MAX:
-                    templates.clear()
-                template = pb.ModelInferResponse.InferOutputTensor(
-                    name=name, datatype=datatype, shape=array.shape
-                )
-                templates[(name, array.shape)] = template
-            outputs.append(template)
-            raw.append(encode_array(array, datatype))
+        response = hot.wire.encode(request.id, decoded.output_names, result.outputs)
         finished = time.perf_counter_ns()
         if live is not None and (
             loaded.version == live.candidate or (not live.canary and live.picks(request.id))

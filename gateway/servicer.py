@@ -19,6 +19,7 @@ from gateway import metadata
 from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError, ModelLoadError, status_name
 from gateway.models import ModelTable
+from gateway.wire import stream_response
 from protos import inference_pb2 as pb
 from protos import inference_pb2_grpc as pb_grpc
 from registry.rollout import rollout_facts
@@ -127,7 +128,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return await _guard(context, unload())
 
     # -- inference -----------------------------------------------------------------------------
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> bytes:
+        """Answers with the encoded response (the server registers ModelInfer to send bytes as they are)."""
         try:
             return await self.plane.infer(request, context.time_remaining(), context.peer)
         except asyncio.CancelledError:
@@ -138,27 +140,29 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    ) -> AsyncIterator[bytes]:
         """Answers each streamed request as soon as it completes (responses carry the request ``id``).
 
         Errors are reported in-stream (``error_message``) and the stream continues. At most
         :data:`STREAM_MAX_INFLIGHT` requests of one stream run at once; past that the server stops
         reading, which pushes back on the client through gRPC flow control.
         """
-        responses: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        responses: asyncio.Queue[bytes | None] = asyncio.Queue()  # encoded ModelStreamInferResponses
         slots = asyncio.Semaphore(STREAM_MAX_INFLIGHT)
         tasks: set[asyncio.Task[None]] = set()
 
         async def answer(request: pb.ModelInferRequest) -> None:
             try:
                 response = await self.plane.infer(request, context.time_remaining(), context.peer)
-                responses.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
+                responses.put_nowait(stream_response(response))
             except Exception as exc:
                 if not isinstance(exc, GatewayError):
                     log.exception("stream request %r failed", request.id)
                 failed = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
                 responses.put_nowait(
-                    pb.ModelStreamInferResponse(error_message=public_message(exc), infer_response=failed)
+                    pb.ModelStreamInferResponse(
+                        error_message=public_message(exc), infer_response=failed
+                    ).SerializeToString()
                 )
             finally:
                 slots.release()

@@ -13,7 +13,7 @@ Contracts:
   Every attempt on a version is counted exactly once in ``infergate_requests_total`` and
   ``infergate_request_duration_seconds``: a canary request the candidate failed counts that failure
   under the candidate and the stable version's answer under the stable one.
-- Per-request work is bounded and allocation-light: metric children, the version string and the
+- Per-request work is bounded and allocation-light: metric children, the encoded response fields and the
   validation plan are resolved once per loaded version (:class:`_VersionHot`); request ids and access-log
   records are built only when something will use them.
 - Admission never blocks: when the adaptive limit refuses, the call is answered RESOURCE_EXHAUSTED before
@@ -46,7 +46,7 @@ from gateway.sample_offers import SampleOffers
 from gateway.sampler import Sampler
 from gateway.validate import DecodedRequest, decode_request
 from gateway.version import LoadedVersion
-from gateway.wire import ResponseWire
+from gateway.wire import ResponseWire, answered_by
 from protos import inference_pb2 as pb
 
 #: Status names as ``infergate_requests_total{code}`` and the access log spell them.
@@ -57,7 +57,6 @@ OK = "OK"
 class _VersionHot:
     """What the hot path needs of one loaded version, resolved once (label lookups take a lock)."""
 
-    version: str
     queue_duration: Any
     request_duration: Any
     requests_ok: Any
@@ -96,10 +95,9 @@ class DataPlane:
             metrics = self.metrics
             wire = ResponseWire(loaded.model, version, loaded.output_datatypes)
             if metrics is None:
-                hot = _VersionHot(version, None, None, None, wire)
+                hot = _VersionHot(None, None, None, wire)
             else:
                 hot = _VersionHot(
-                    version,
                     metrics.queue_duration.labels(loaded.model, version),
                     metrics.request_duration.labels(loaded.model, version),
                     metrics.requests.labels(loaded.model, version, OK),
@@ -168,8 +166,7 @@ class DataPlane:
             if not isinstance(exc, InvalidArgumentError):
                 window.stable.record(False, time.perf_counter() - started)
             raise
-        # Which version answered: parsed back, on this path only (a request while a rollout runs).
-        if pb.ModelInferResponse.FromString(response).model_version == str(live.stable):
+        if answered_by(response, request.model_name, str(live.stable)):
             window.stable.record(True, time.perf_counter() - started)
         return response
 

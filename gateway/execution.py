@@ -194,9 +194,7 @@ class BatchExecutor:
         """What :meth:`_run_inline` and :meth:`_learn` teach for a batch, for :meth:`run_alone`'s run
         (deferred): ``own_ns`` the session's own time, ``compute_ns`` its collation to split."""
         profile.observe_compute(padded, own_ns / 1e9)
-        profile.observe(padded, (own_ns + self._hop_ns) / 1e9)
-        if self._observer is not None:
-            self._observer.on_batch(rows, compute_ns)
+        self._teach(profile, padded, rows, own_ns + self._hop_ns, compute_ns)
 
     def _run_inline(
         self,
@@ -218,12 +216,16 @@ class BatchExecutor:
         """Ends a batch whose run began at ``begin``: the profile learns ``run_ns``, the observer gets the
         batch; returns ``compute_ns`` (from ``begin`` to now: collation to split)."""
         compute_ns = self._clock.ns() - begin
+        self._teach(profile, padded, rows, run_ns, compute_ns)
+        return compute_ns
+
+    def _teach(self, profile: LatencyProfile, padded: int, rows: int, run_ns: int, compute_ns: int) -> None:
+        """A finished batch teaches the profile ``run_ns`` and the observer the batch."""
         # The profile learns the run as the executor path costs it: the session's own time (measured on its
         # thread, so the event loop's delay in resuming us never inflates predictions) plus the hop.
         profile.observe(padded, run_ns / 1e9)
         if self._observer is not None:
             self._observer.on_batch(rows, compute_ns)
-        return compute_ns
 
     def _inline(self, cost: float, started: float, alone: bool) -> bool:
         """Whether a batch whose session compute is predicted at ``cost`` runs on the event loop (module

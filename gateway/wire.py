@@ -28,8 +28,9 @@ import numpy.typing as npt
 
 from gateway.codec import encode_array
 from protos import inference_pb2 as pb
+from protos.fields import field, field_head
 
-__all__ = ["TEMPLATES_MAX", "ResponseWire", "passthrough", "stream_response"]
+__all__ = ["TEMPLATES_MAX", "ResponseWire", "answered_by", "passthrough", "stream_response"]
 
 #: Encoded output tensor metadata kept per version (one per output name and batch shape seen).
 TEMPLATES_MAX = 256
@@ -37,30 +38,17 @@ TEMPLATES_MAX = 256
 # Field numbers of ModelInferResponse (protos/inference.proto) and of ModelStreamInferResponse.
 _MODEL_NAME, _MODEL_VERSION, _ID, _OUTPUTS, _RAW_OUTPUT_CONTENTS = 1, 2, 3, 5, 6
 _STREAM_INFER_RESPONSE = 2
-_LENGTH_DELIMITED = 2
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+def _prefix(model: str, version: str) -> bytes:
+    """The head of every response of ``model`` version ``version``: its first two fields."""
+    return field(_MODEL_NAME, model.encode()) + field(_MODEL_VERSION, version.encode())
 
 
-def _tag(number: int) -> bytes:
-    return _varint(number << 3 | _LENGTH_DELIMITED)
-
-
-_ID_TAG = _tag(_ID)
-_RAW_TAG = _tag(_RAW_OUTPUT_CONTENTS)
-_STREAM_TAG = _tag(_STREAM_INFER_RESPONSE)
-
-
-def _field(number: int, data: bytes) -> bytes:
-    """One length-delimited field: tag, length, bytes."""
-    return _tag(number) + _varint(len(data)) + data
+def answered_by(encoded: bytes, model: str, version: str) -> bool:
+    """Whether ``encoded`` (from :meth:`ResponseWire.encode`) is an answer of ``model`` version
+    ``version``, read from its head without parsing the rest."""
+    return encoded.startswith(_prefix(model, version))
 
 
 class ResponseWire:
@@ -69,7 +57,7 @@ class ResponseWire:
     __slots__ = ("_datatypes", "_outputs", "_prefix")
 
     def __init__(self, model: str, version: str, datatypes: dict[str, str]) -> None:
-        self._prefix = _field(_MODEL_NAME, model.encode()) + _field(_MODEL_VERSION, version.encode())
+        self._prefix = _prefix(model, version)
         self._datatypes = datatypes
         self._outputs: dict[tuple[str, tuple[int, ...]], bytes] = {}
 
@@ -78,7 +66,7 @@ class ResponseWire:
         parts = [self._prefix]
         if request_id:
             encoded_id = request_id.encode()
-            parts.append(_ID_TAG + _varint(len(encoded_id)) + encoded_id)
+            parts.append(field(_ID, encoded_id))
         outputs = self._outputs
         raws = []
         for name, array in zip(names, arrays, strict=True):
@@ -89,10 +77,10 @@ class ResponseWire:
                 if len(outputs) >= TEMPLATES_MAX:
                     outputs.clear()
                 tensor = pb.ModelInferResponse.InferOutputTensor(name=name, datatype=datatype, shape=shape)
-                metadata = outputs[(name, shape)] = _field(_OUTPUTS, tensor.SerializeToString())
+                metadata = outputs[(name, shape)] = field(_OUTPUTS, tensor.SerializeToString())
             parts.append(metadata)
             raw = encode_array(array, datatype)
-            raws.append(_RAW_TAG + _varint(len(raw)))
+            raws.append(field_head(_RAW_OUTPUT_CONTENTS, len(raw)))
             raws.append(raw)
         parts.extend(raws)
         return b"".join(parts)
@@ -100,7 +88,7 @@ class ResponseWire:
 
 def stream_response(encoded: bytes) -> bytes:
     """A ``ModelStreamInferResponse`` whose ``infer_response`` is the encoded response ``encoded``."""
-    return _STREAM_TAG + _varint(len(encoded)) + encoded
+    return field(_STREAM_INFER_RESPONSE, encoded)
 
 
 def passthrough(response: Any) -> bytes:

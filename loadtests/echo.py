@@ -32,6 +32,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from protos import fields as wire
 from protos import inference_pb2 as pb
 from registry.layout import default_version, scan_registry
 from registry.manifest import load_manifest
@@ -75,16 +76,6 @@ class _Model:
         if len(self.cache) < _CACHE_LIMIT:
             self.cache[key] = body
         return body
-
-
-def _field(number: int, data: bytes) -> bytes:
-    """An encoded length-delimited protobuf field."""
-    length, out = len(data), bytearray([number << 3 | 2])
-    while length >= 0x80:
-        out.append(length & 0x7F | 0x80)
-        length >>= 7
-    out.append(length)
-    return bytes(out) + data
 
 
 class EchoServer:
@@ -136,7 +127,7 @@ class EchoServer:
             else 1
         )
         body = model.response(rows, tuple(o.name for o in request.outputs))
-        return body + _field(3, request.id.encode()) if request.id else body
+        return body + wire.field(3, request.id.encode()) if request.id else body
 
     async def _stream(
         self, requests: AsyncIterator[pb.ModelInferRequest], context: Any
@@ -149,7 +140,7 @@ class EchoServer:
                     error_message="unknown model", infer_response=failed
                 ).SerializeToString()
                 continue
-            yield _field(2, self._answer(model, request))
+            yield wire.field(2, self._answer(model, request))
 
     async def _metadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
         model = self._model(request.name, request.version)

@@ -29,6 +29,7 @@ from loadtests.schedule import arrivals
 from loadtests.spec import WorkerTask
 from loadtests.status import CLIENT_DRAIN_TIMEOUT, CLIENT_DROPPED, OK, STREAM_ERROR, code_of
 from protos import inference_pb2 as pb
+from protos.fields import field
 
 __all__ = ["MODEL_STREAM_INFER", "id_field", "run_stream"]
 
@@ -37,10 +38,7 @@ MODEL_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
 
 def id_field(text: str) -> bytes:
     """The encoded ``ModelInferRequest.id`` field (number 3, length-delimited) holding ``text``."""
-    data = text.encode()
-    if len(data) > 127:
-        raise ValueError("ids are short slot numbers")
-    return bytes((3 << 3 | 2, len(data))) + data
+    return field(3, text.encode())
 
 
 class _StreamLoad:

@@ -9,7 +9,7 @@ import numpy.typing as npt
 import pytest
 
 from gateway.codec import encode_array
-from gateway.wire import TEMPLATES_MAX, ResponseWire, passthrough, stream_response
+from gateway.wire import TEMPLATES_MAX, ResponseWire, answered_by, passthrough, stream_response
 from protos import inference_pb2 as pb
 
 DATATYPES = {"y": "FP32", "label": "INT64", "name": "BYTES"}
@@ -70,3 +70,13 @@ def test_passthrough_sends_bytes_as_they_are_and_serializes_messages() -> None:
     message = pb.ModelInferResponse(model_name="m", id="1")
     assert passthrough(b"\x0a\x01m") == b"\x0a\x01m"
     assert passthrough(message) == message.SerializeToString()
+
+
+def test_answered_by_reads_the_model_and_version_from_the_head() -> None:
+    encoded = ResponseWire("m", "1", DATATYPES).encode("id", ["y"], [np.ones((1, 8), dtype=np.float32)])
+    assert answered_by(encoded, "m", "1")
+    assert not answered_by(encoded, "m", "12")  # a longer version: another length byte, no prefix match
+    assert not answered_by(encoded, "m", "2")
+    assert not answered_by(encoded, "mm", "1")
+    other = ResponseWire("m", "12", DATATYPES).encode("", ["y"], [np.ones((1, 8), dtype=np.float32)])
+    assert not answered_by(other, "m", "1")

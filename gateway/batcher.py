@@ -3,7 +3,7 @@ batch former per instance. The queue's service order and shedding rules live in 
 running a formed batch in :mod:`gateway.execution`.
 
 Contracts:
-- :meth:`Batcher.submit` never blocks admission: a full queue raises ResourceExhaustedError at once, and
+- :meth:`Batcher.submit` (and :meth:`Batcher.serve`, its form for the hot path) never blocks admission: a full queue raises ResourceExhaustedError at once, and
   a request whose budget is below the predicted latency of its own rows raises DeadlineExceededError at
   once (after a second without batches one such request runs anyway, as a probe of a stale profile).
   Otherwise it returns its own rows of the outputs it asked for, or its own error. Every admitted request
@@ -39,7 +39,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from gateway.arrivals import Arrivals
 from gateway.clock import Clock, LoopClock, loop_is_idle
@@ -186,6 +187,16 @@ class Batcher:
 
     async def submit(self, request: DecodedRequest, deadline: float, priority: int) -> BatchResult:
         """Runs a validated request in a batch; ``deadline`` is in the batcher's clock (``loop.time()``)."""
+        outcome = self.serve(request, deadline, priority)
+        return outcome if isinstance(outcome, BatchResult) else await outcome
+
+    def serve(
+        self, request: DecodedRequest, deadline: float, priority: int
+    ) -> BatchResult | Coroutine[Any, Any, BatchResult]:
+        """:meth:`submit` for a caller on the hot path: admission and the lone inline run happen here and
+        now, so a request that runs alone on the loop gets its result back without a coroutine being made
+        (its error, or a refusal, is raised at once); any other request gets the coroutine that queues it
+        or runs it off the loop, to await (exactly once)."""
         if self._closing:
             raise UnavailableError(f"{self._name}: version is being unloaded")
         now = self._clock.now()
@@ -208,10 +219,8 @@ class Batcher:
                     f"{self._name}: budget of {max(deadline - now, 0) * 1000:.1f} ms is below the predicted "
                     f"{self.predict(request.rows) * 1000:.1f} ms for {request.rows} rows"
                 )
-        loop = asyncio.get_running_loop()
-        idle = self._loop_idle(loop)  # other work ready on the loop is company too (module doc)
-        company = self._pending > 0 or not idle
-        self._arrivals.record(now, deadline - now, others_pending=company)
+        idle = self._loop_idle(asyncio.get_running_loop())  # other work ready is company too (module doc)
+        self._arrivals.record(now, deadline - now, others_pending=self._pending > 0 or not idle)
         fast = None  # the idle instance this request runs on by itself (the idle fast path), if any
         if queue.rows == 0:
             fast = self._idle_instance()
@@ -219,13 +228,27 @@ class Batcher:
                 fast = None
         if fast is not None and idle:
             # Alone on the loop: run it here and now when it belongs on the loop (no future, no task
-            # switch: the request's coroutine completes without suspending).
+            # switch, no coroutine).
             result = self._executor.run_alone(fast, request, now)
             if result is not None:
                 return result
+        return self._enqueue(request, deadline, priority, now, probe, fast, idle)
+
+    async def _enqueue(
+        self,
+        request: DecodedRequest,
+        deadline: float,
+        priority: int,
+        now: float,
+        probe: bool,
+        fast: int | None,
+        idle: bool,
+    ) -> BatchResult:
+        """The rest of :meth:`serve`: the idle fast path off the loop (``fast``), or the queue."""
         key: BatchKey = batch_key(request.feeds) if self._batchable else ()
-        future: asyncio.Future[BatchResult] = loop.create_future()
+        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
         entry = Entry(request, deadline, priority, now, future, key, next(self._sequence), probe=probe)
+        queue = self._queue
         self._pending += 1
         try:
             if fast is not None:
@@ -266,6 +289,8 @@ class Batcher:
         once the profile has seen both one row and a full batch. For a model whose single row costs little
         more than a full batch's share (a small MatMul), every request runs at once."""
         if not self._batchable or self._max_rows <= 1:
+            return False
+        if not self._arrivals.likely(self._max_delay):  # the window is at most this: nothing to wait for
             return False
         profile = self.profiles[instance]
         single = profile.typical(1, fallback=False)

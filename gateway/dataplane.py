@@ -13,9 +13,11 @@ Contracts:
   Every attempt on a version is counted exactly once in ``infergate_requests_total`` and
   ``infergate_request_duration_seconds``: a canary request the candidate failed counts that failure
   under the candidate and the stable version's answer under the stable one.
-- Per-request work is bounded and allocation-light: metric children, the encoded response fields and the
-  validation plan are resolved once per loaded version (:class:`_VersionHot`); request ids and access-log
-  records are built only when something will use them.
+- Per-request work is bounded and allocation-light: metric children, the encoded response fields, the
+  validation plan, the budget and the priority levels are resolved once per loaded version
+  (:class:`_VersionHot`, kept on the version); a request that runs alone inline never makes the batcher's
+  coroutine (:meth:`Batcher.serve`); request ids and access-log records are built only when something
+  will use them.
 - Admission never blocks: when the adaptive limit refuses, the call is answered RESOURCE_EXHAUSTED before
   it costs decoding, validation or a queue slot. Overload refusals pass the access log's rate limit
   (:meth:`AccessLog.decide`), so a flood of them does not cost a log line each.
@@ -27,13 +29,12 @@ import asyncio
 import itertools
 import os
 import time
-import weakref
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.concurrency import ConcurrencyLimit
-from gateway.deadlines import request_deadline, request_priority
+from gateway.deadlines import request_schedule
 from gateway.deferred import defer
 from gateway.errors import DeadlineExceededError, InvalidArgumentError, ResourceExhaustedError, status_name
 from gateway.execution import BatchResult
@@ -44,7 +45,7 @@ from gateway.rollout import RolloutController
 from gateway.rollout_live import LiveRollout
 from gateway.sample_offers import SampleOffers
 from gateway.sampler import Sampler
-from gateway.validate import DecodedRequest, decode_request
+from gateway.validate import DecodedRequest, RequestPlan, decode_planned, request_plan
 from gateway.version import LoadedVersion
 from gateway.wire import ResponseWire, answered_by
 from protos import inference_pb2 as pb
@@ -55,13 +56,19 @@ OK = "OK"
 
 @dataclass(eq=False, slots=True)
 class _VersionHot:
-    """What the hot path needs of one loaded version, resolved once (label lookups take a lock)."""
+    """What the hot path needs of one loaded version, resolved once (label lookups take a lock); kept on
+    the version (``LoadedVersion.hot``) with the data plane that resolved it."""
 
+    owner: object
     queue_duration: Any
     request_duration: Any
     requests_ok: Any
     #: The version's responses, encoded from fields encoded once (gateway.wire).
     wire: ResponseWire
+    plan: RequestPlan
+    max_batch_size: int
+    budget_ms: float
+    priority_levels: int
 
 
 class DataPlane:
@@ -83,27 +90,30 @@ class DataPlane:
         self._offers = SampleOffers(sampler) if sampler is not None else None
         self.access_log = access_log
         self.limit = limit
-        self._hot: weakref.WeakKeyDictionary[LoadedVersion, _VersionHot] = weakref.WeakKeyDictionary()
+        self._owner = object()  # marks the per-version state this plane resolved (_hot_of)
         # Generated request ids: 32 hex digits, a per-process random half and a counter (unique, cheap).
         self._id_prefix = os.urandom(8).hex()
         self._ids = itertools.count(1)
 
     def _hot_of(self, loaded: LoadedVersion) -> _VersionHot:
-        hot = self._hot.get(loaded)
-        if hot is None:
-            version = str(loaded.version)
-            metrics = self.metrics
-            wire = ResponseWire(loaded.model, version, loaded.output_datatypes)
-            if metrics is None:
-                hot = _VersionHot(None, None, None, wire)
-            else:
-                hot = _VersionHot(
-                    metrics.queue_duration.labels(loaded.model, version),
-                    metrics.request_duration.labels(loaded.model, version),
-                    metrics.requests.labels(loaded.model, version, OK),
-                    wire,
-                )
-            self._hot[loaded] = hot
+        hot: _VersionHot | None = loaded.hot
+        if hot is not None and hot.owner is self._owner:
+            return hot
+        version = str(loaded.version)
+        metrics = self.metrics
+        batching = loaded.config.batching
+        hot = _VersionHot(
+            self._owner,
+            metrics.queue_duration.labels(loaded.model, version) if metrics is not None else None,
+            metrics.request_duration.labels(loaded.model, version) if metrics is not None else None,
+            metrics.requests.labels(loaded.model, version, OK) if metrics is not None else None,
+            ResponseWire(loaded.model, version, loaded.output_datatypes),
+            request_plan(loaded.signature),
+            loaded.max_batch_size,
+            batching.latency_budget_ms,
+            batching.priority_levels,
+        )
+        loaded.hot = hot
         return hot
 
     def infer(
@@ -195,19 +205,23 @@ class DataPlane:
                             f"(adaptive limit {limit.limit}); retry with backoff"
                         )
                     acquired = True
-                batching = loaded.config.batching
-                decoded = decode_request(request, loaded.signature, max_batch_size=loaded.max_batch_size)
+                hot = self._hot_of(loaded)
+                decoded = decode_planned(request, hot.plan, hot.max_batch_size)
                 now = asyncio.get_running_loop().time()
-                deadline = request_deadline(
-                    request, now=now, grpc_remaining=grpc_remaining, budget_ms=batching.latency_budget_ms
+                deadline, priority = request_schedule(
+                    request,
+                    now=now,
+                    grpc_remaining=grpc_remaining,
+                    budget_ms=hot.budget_ms,
+                    levels=hot.priority_levels,
                 )
-                priority = request_priority(request, batching.priority_levels)
                 if acquired:
                     budget_s = max(deadline - now, 1e-6)
                 decoded_at = time.perf_counter_ns()
-                result = await loaded.batcher.submit(decoded, deadline, priority)
+                outcome = loaded.batcher.serve(decoded, deadline, priority)
+                result = outcome if isinstance(outcome, BatchResult) else await outcome
                 response, result_fields = self._answer(
-                    request, loaded, decoded, result, started, decoded_at, live
+                    request, loaded, hot, decoded, result, started, decoded_at, live
                 )
             except BaseException as exc:
                 late = isinstance(exc, DeadlineExceededError)
@@ -237,6 +251,7 @@ class DataPlane:
         self,
         request: pb.ModelInferRequest,
         loaded: LoadedVersion,
+        hot: _VersionHot,
         decoded: DecodedRequest,
         result: BatchResult,
         started: int,
@@ -246,7 +261,6 @@ class DataPlane:
         """The encoded response to an answered request, with its statistics, metrics, sample and shadow
         copy."""
         answered_at = time.perf_counter_ns()
-        hot = self._hot_of(loaded)
         response = hot.wire.encode(request.id, decoded.output_names, result.outputs)
         finished = time.perf_counter_ns()
         if live is not None and (

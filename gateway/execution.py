@@ -173,7 +173,8 @@ class BatchExecutor:
             begin = clock.ns()
             outputs = self._runner.run_sync(instance, feeds, request.output_names)
             own_ns = clock.ns() - begin
-            outputs = unpad(outputs, rows, padded)
+            if padded != rows:
+                outputs = unpad(outputs, rows, padded)
             if self._batchable:
                 check_rows(outputs, rows)
         except Exception as exc:

@@ -64,6 +64,8 @@ def _build_plan(signature: Signature) -> _Plan:
 
 
 _plan = per_signature(_build_plan)
+#: The public name of a signature's validation plan (:func:`request_plan`).
+RequestPlan = _Plan
 
 
 def _fast_spec(spec: TensorSpec) -> tuple[str, np.dtype[Any], int, int, list[int]] | None:
@@ -117,7 +119,17 @@ def decode_request(
     request: pb.ModelInferRequest, signature: Signature, *, max_batch_size: int
 ) -> DecodedRequest:
     """Validates and decodes ``request``; ``max_batch_size`` 0 means the model does not batch."""
-    plan = _plan(signature)
+    return decode_planned(request, _plan(signature), max_batch_size)
+
+
+def request_plan(signature: Signature) -> RequestPlan:
+    """What validating requests for ``signature`` needs, derived once per signature object, for a caller
+    that keeps it (the data plane, per loaded version) and calls :func:`decode_planned`."""
+    return _plan(signature)
+
+
+def decode_planned(request: pb.ModelInferRequest, plan: RequestPlan, max_batch_size: int) -> DecodedRequest:
+    """:func:`decode_request` with the signature's plan already at hand (:func:`request_plan`)."""
     decoded = _decode_fast(request, plan, max_batch_size)
     return decoded if decoded is not None else _decode_full(request, plan, max_batch_size)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.batcher import Batcher
 from gateway.metrics import GatewayMetrics
@@ -37,6 +38,9 @@ class LoadedVersion:
     max_batch_size: int = field(init=False)
     #: V2 datatype of each output, by name (derived once, used on every response).
     output_datatypes: dict[str, str] = field(init=False)
+    #: What a data plane resolved once for this version's hot path (gateway.dataplane keeps it here, not
+    #: in a table of its own: one attribute read per request instead of a weak-keyed look-up).
+    hot: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._idle.set()

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy.typing as npt
 
-from gateway.codec import encode_array
+from gateway.codec import NUMPY_DTYPES, encode_array
 from protos import inference_pb2 as pb
 from protos.fields import field, field_head
 
@@ -54,11 +54,15 @@ def answered_by(encoded: bytes, model: str, version: str) -> bool:
 class ResponseWire:
     """The encoded responses of one version (module doc)."""
 
-    __slots__ = ("_datatypes", "_outputs", "_prefix")
+    __slots__ = ("_outputs", "_prefix", "_types")
 
     def __init__(self, model: str, version: str, datatypes: dict[str, str]) -> None:
         self._prefix = _prefix(model, version)
-        self._datatypes = datatypes
+        #: Each output's datatype, and the numpy dtype whose arrays go out as their own bytes (None: BYTES).
+        self._types = {
+            name: (datatype, None if datatype == "BYTES" else NUMPY_DTYPES[datatype])
+            for name, datatype in datatypes.items()
+        }
         self._outputs: dict[tuple[str, tuple[int, ...]], bytes] = {}
 
     def encode(self, request_id: str, names: Sequence[str], arrays: Sequence[npt.NDArray[Any]]) -> bytes:
@@ -70,7 +74,7 @@ class ResponseWire:
         outputs = self._outputs
         raws = []
         for name, array in zip(names, arrays, strict=True):
-            datatype = self._datatypes[name]
+            datatype, dtype = self._types[name]
             shape = array.shape
             metadata = outputs.get((name, shape))
             if metadata is None:
@@ -79,7 +83,7 @@ class ResponseWire:
                 tensor = pb.ModelInferResponse.InferOutputTensor(name=name, datatype=datatype, shape=shape)
                 metadata = outputs[(name, shape)] = field(_OUTPUTS, tensor.SerializeToString())
             parts.append(metadata)
-            raw = encode_array(array, datatype)
+            raw = array.tobytes() if array.dtype == dtype else encode_array(array, datatype)
             raws.append(field_head(_RAW_OUTPUT_CONTENTS, len(raw)))
             raws.append(raw)
         parts.extend(raws)

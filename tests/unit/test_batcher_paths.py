@@ -13,8 +13,8 @@ from gateway.batcher import INLINE_COMPUTE_S, THREAD_HOP_S
 from gateway.clock import loop_is_idle
 from gateway.cores import CoreWatch
 from gateway.deferred import settled
-from gateway.errors import DeadlineExceededError, InvalidArgumentError
-from gateway.execution import ALONE_INLINE_MAX_S, SOLO_INLINE_MAX_S
+from gateway.errors import DeadlineExceededError, InvalidArgumentError, ResourceExhaustedError
+from gateway.execution import ALONE_INLINE_MAX_S, SOLO_INLINE_MAX_S, BatchResult
 from tests.batcher_rig import occupy, own_rows, release_all, request, rig, settle
 
 
@@ -160,6 +160,36 @@ async def test_a_lone_inline_request_completes_without_suspending_and_counts_as_
     await settled()
     assert r.observer.batches == [(1, 1_000_000)]
     assert r.batcher.profiles[0].snapshot()[0].observations == 2  # the seed, then this run
+
+
+async def test_serve_returns_a_lone_inline_result_itself_and_anything_else_as_a_coroutine() -> None:
+    """The data plane's entry: a request that runs alone inline comes back as its result, without a
+    coroutine; one that must wait (a busy instance) comes back as the coroutine that queues it."""
+    r = rig(gated=False, provider="cpu", seed_s=INLINE_COMPUTE_S / 2)
+    await settle()  # the batch former parks: the instance is idle
+    result = r.batcher.serve(request(1), r.clock.now() + 10.0, 1)
+    assert isinstance(result, BatchResult)
+    own_rows(result, 1)
+    assert r.runner.calls[0].sync is True
+    r.batcher._claimed[0] = True  # the instance is taken: the request must queue
+    pending = r.batcher.serve(request(2), r.clock.now() + 10.0, 1)
+    assert asyncio.iscoroutine(pending)
+    r.batcher._claimed[0] = False
+    r.batcher._released[0].set()
+    own_rows(await pending, 2)
+    await settled()
+    assert [rows for rows, _ in r.observer.batches] == [1, 1]
+
+
+async def test_serve_refuses_at_once_without_a_coroutine() -> None:
+    """A refusal (a full queue, a budget below the prediction) is raised by serve itself and counted."""
+    r = rig(gated=False, provider="cpu", seed_s=INLINE_COMPUTE_S / 2, max_queue_size=2)
+    with pytest.raises(ResourceExhaustedError, match="queue is full"):
+        r.batcher.serve(request(1, rows=3), r.clock.now() + 10.0, 1)
+    with pytest.raises(DeadlineExceededError, match="below the predicted"):
+        r.batcher.serve(request(2), r.clock.now() + INLINE_COMPUTE_S / 100, 1)
+    assert r.observer.shed == ["queue_full", "deadline_admission"]
+    assert r.runner.calls == []
 
 
 async def test_a_lone_inline_request_that_fails_gets_its_own_error_and_the_next_one_runs() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.deadlines import request_deadline, request_priority
+from gateway.deadlines import request_deadline, request_priority, request_schedule
 from gateway.errors import InvalidArgumentError
 from protos import inference_pb2 as pb
 
@@ -54,3 +54,25 @@ def test_priority_levels() -> None:
     assert request_priority(_request(priority=1), 3) == 1
     with pytest.raises(InvalidArgumentError, match=r"1\.\.3"):
         request_priority(_request(priority=4), 3)
+
+
+@pytest.mark.parametrize("grpc_remaining", [None, 0.01, 0.1, 5.0])
+@pytest.mark.parametrize(
+    "parameters", [{}, {"timeout": 20_000}, {"priority": 1}, {"timeout": 500, "priority": 2}]
+)
+def test_the_schedule_is_the_deadline_and_the_priority_with_or_without_parameters(
+    grpc_remaining: float | None, parameters: dict[str, int]
+) -> None:
+    request = _request(**parameters)
+    schedule = request_schedule(request, now=3.0, grpc_remaining=grpc_remaining, budget_ms=100, levels=3)
+    assert schedule == (
+        request_deadline(request, now=3.0, grpc_remaining=grpc_remaining, budget_ms=100),
+        request_priority(request, 3),
+    )
+
+
+def test_the_schedule_refuses_malformed_parameters_as_its_parts_do() -> None:
+    with pytest.raises(InvalidArgumentError, match=r"'priority' must be in 1\.\.3"):
+        request_schedule(_request(priority=4), now=0.0, grpc_remaining=None, budget_ms=100, levels=3)
+    with pytest.raises(InvalidArgumentError, match="'timeout' must be a positive"):
+        request_schedule(_request(timeout=-1), now=0.0, grpc_remaining=None, budget_ms=100, levels=3)

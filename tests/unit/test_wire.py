@@ -11,6 +11,7 @@ import pytest
 from gateway.codec import encode_array
 from gateway.wire import TEMPLATES_MAX, ResponseWire, answered_by, passthrough, stream_response
 from protos import inference_pb2 as pb
+from protos.fields import field
 
 DATATYPES = {"y": "FP32", "label": "INT64", "name": "BYTES"}
 
@@ -80,3 +81,32 @@ def test_answered_by_reads_the_model_and_version_from_the_head() -> None:
     assert not answered_by(encoded, "mm", "1")
     other = ResponseWire("m", "12", DATATYPES).encode("", ["y"], [np.ones((1, 8), dtype=np.float32)])
     assert not answered_by(other, "m", "1")
+
+
+@pytest.mark.parametrize("length", [0, 1, 126, 127, 128, 129, 300, 16384])
+@pytest.mark.parametrize(("number", "attribute"), [(1, "model_name"), (3, "id")])
+def test_a_field_is_what_protobuf_writes_for_a_string_of_any_length(
+    number: int, attribute: str, length: int
+) -> None:
+    """The one-byte table of short heads and the varint loop past it agree with protobuf."""
+    data = "x" * length
+    message = pb.ModelInferResponse()
+    setattr(message, attribute, data)
+    expected = message.SerializeToString()
+    encoded = field(number, data.encode())
+    if length:
+        assert encoded == expected
+    else:  # protobuf leaves an empty string out; the field itself is tag and a zero length
+        assert pb.ModelInferResponse.FromString(encoded) == pb.ModelInferResponse()
+        assert encoded == bytes((number << 3 | 2, 0))
+
+
+def test_outputs_whose_arrays_are_not_of_their_datatype_are_converted() -> None:
+    """An output array in another dtype than its datatype's (int32 for INT64) is converted, as the codec
+    converts it, instead of sent as its own bytes."""
+    wire = ResponseWire("m", "1", DATATYPES)
+    label = np.array([[3], [-4]], dtype=np.int32)
+    encoded = wire.encode("id", ["label"], [label])
+    assert encoded == _message("m", "1", "id", ["label"], [label]).SerializeToString()
+    decoded = pb.ModelInferResponse.FromString(encoded).raw_output_contents[0]
+    assert np.frombuffer(decoded, dtype="<i8").tolist() == [3, -4]

@@ -10,9 +10,12 @@ Contracts:
   (``infergate-load echo-server``) is the Python gRPC ceiling. Servers are subprocesses on loopback, each
   stopped by an ``ExitStack`` (SIGTERM, then SIGKILL), also on failure; the other configurations run one
   at a time.
-* (a)/(b): tiny, one row, closed loop at C=64 and C=1, echo and the defaults gateway interleaved; with
-  two or more usable cores, C=1 once more per round with both servers pinned to the first core and the
-  client to the others (labels ``...-tiny-c1-pinned``; reported beside (b), whose goal stays unpinned).
+* (a)/(b): tiny, one row, closed loop, echo and the defaults gateway interleaved (who goes first
+  alternates): ``--hotpath-rounds`` rounds at C=64 (a), each with, on two or more usable cores, C=1 with
+  both servers pinned to the first core and the client to the others (labels ``...-tiny-c1-pinned``;
+  reported beside (b), whose goal stays unpinned); then ``--hotpath-c1-rounds`` rounds at C=1 (b). Both
+  servers' C=1 p50 moves by a fifth between minutes on the shared host (echo 0.60-0.84 ms across runs),
+  so three rounds let one slow minute decide the median; seven do not.
   (d): ``--hotpath-rounds`` rounds, each mlp with ``--hotpath-rows`` rows per request at C=16 on the
   defaults gateway (its mean batch in rows is the ``infergate_batch_size`` sum/count delta of that step),
   then in-process onnxruntime (:func:`loadtests.ortceiling.measure`) right after it at that batch size
@@ -79,7 +82,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--hotpath-ceiling-seconds", type=float, default=1.0, help="hotpath: in-process onnxruntime seconds"
     )
-    p.add_argument("--hotpath-rounds", type=int, default=3, help="hotpath: echo/gateway rounds of (a), (b)")
+    p.add_argument(
+        "--hotpath-rounds", type=int, default=3, help="hotpath: echo/gateway rounds of (a), (d), (f)"
+    )
+    p.add_argument("--hotpath-c1-rounds", type=int, default=7, help="hotpath: echo/gateway rounds of (b)")
     p.add_argument(
         "--hotpath-overload-duration", type=float, default=None, help="hotpath: overload step s (--duration)"
     )
@@ -255,16 +261,18 @@ def _run(args: argparse.Namespace) -> Results:
         echo = _Server("echo", f"127.0.0.1:{port}", None, echo_proc.proc.pid)
         b.commands["echo"] = f"infergate-load echo-server --registry {registry} --port 0"
         gw, gw_process = b.gateway(stack, "defaults", registry)
-        for index in range(max(1, args.hotpath_rounds)):  # (a), (b): echo and gateway interleaved
-            pair = [(echo, "echo"), (gw, "defaults")]
+        pair = [(echo, "echo"), (gw, "defaults")]
+        for index in range(max(1, args.hotpath_rounds)):  # (a): echo and gateway interleaved
             turns = pair if index % 2 == 0 else pair[::-1]  # alternate who goes first
-            for c in (64, 1):
-                for server, key in turns:
-                    b.closed(server, "tiny", c, label=round_label(f"{key}-tiny-c{c}", index))
+            for server, key in turns:
+                b.closed(server, "tiny", 64, label=round_label(f"{key}-tiny-c64", index))
             if plan["pinned"]:  # (b) reported pinned too: each server on its core, the client on the others
                 with servers_pinned(plan, [echo.pid, gw.pid]):
                     for server, key in turns:
                         b.closed(server, "tiny", 1, label=round_label(f"{key}-tiny-c1-pinned", index))
+        for index in range(max(1, args.hotpath_c1_rounds)):  # (b): its own rounds, more of them (module doc)
+            for server, key in pair if index % 2 == 0 else pair[::-1]:
+                b.closed(server, "tiny", 1, label=round_label(f"{key}-tiny-c1", index))
         d_rounds: list[dict[str, Any]] = []
         native = args.hotpath_native_client
         for index in range(max(1, args.hotpath_rounds)):  # (d): each gateway step, its ceiling, Python's

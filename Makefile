@@ -117,7 +117,7 @@ bench-list: install-dev
 	$(PY) -m bench load --list-scenarios
 
 # One section each, as before the suite had one command (about 1-4 minutes each on 2 cores; drift about 2).
-# bench-hotpath: issue 13's goals (a), (b), (d), (e), (f) in one run (about 3-5 minutes on 2 cores);
+# bench-hotpath: issue 13's goals (a), (b), (d), (e), (f) in one run (about 20 minutes on 2 cores: 17 at f217dde with 3 rounds of (f));
 # bench-auth: issue 15's cost of auth and TLS.
 # bench-feedback: issue 17's ground-truth ingest (labels/s over HTTP, bytes per stored prediction; about 1 minute).
 .PHONY: bench-batching bench-swap bench-sampling bench-workers bench-drift bench-drift-power bench-hotpath bench-auth bench-feedback

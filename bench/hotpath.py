@@ -25,9 +25,10 @@ Contracts:
   (``--hotpath-native-client`` when there is one: the ceiling runs no client at all, and a Python client
   takes about 0.3 of the 2 cores from the gateway); with it, the same step with the Python client
   follows each ceiling (labels ``...-c16-python``), reported beside the goal against that round's ceiling.
-  (f): ``--hotpath-rounds`` rounds of tiny C=64 and mlp C=64 on every configuration, all up at once, in
-  the order of :data:`~bench.hotpath_md.CONFIGS` in even rounds and reversed in odd ones (labels
-  ``f-{config}-{model}-c64``, round-numbered as (a)'s).
+  (f): ``--hotpath-f-rounds`` rounds of tiny C=64 and mlp C=64 on every configuration, all up at once,
+  in the order of :data:`~bench.hotpath_md.CONFIGS` in even rounds and reversed in odd ones (labels
+  ``f-{config}-{model}-c64``, round-numbered as (a)'s). Five, not three: one configuration's C=64
+  req/s moved by 15-20 % between rounds minutes apart, so with three one round decided a 10 % goal.
 * (e): with two or more usable cores the server's every thread is pinned to the first one (``taskset -a
   -p``) and this process, hence the load client it spawns, to the others; otherwise nothing is pinned and
   the results say why. Per scenario of :data:`bench.hotpath_overload.SCENARIOS` and server:
@@ -83,8 +84,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         "--hotpath-ceiling-seconds", type=float, default=1.0, help="hotpath: in-process onnxruntime seconds"
     )
     p.add_argument(
-        "--hotpath-rounds", type=int, default=3, help="hotpath: echo/gateway rounds of (a), (d), (f)"
+        "--hotpath-rounds", type=int, default=3, help="hotpath: echo/gateway rounds of (a) and (d)"
     )
+    p.add_argument("--hotpath-f-rounds", type=int, default=5, help="hotpath: rounds of (f)")
     p.add_argument("--hotpath-c1-rounds", type=int, default=7, help="hotpath: echo/gateway rounds of (b)")
     p.add_argument(
         "--hotpath-overload-duration", type=float, default=None, help="hotpath: overload step s (--duration)"
@@ -291,7 +293,7 @@ def _run(args: argparse.Namespace) -> Results:
         with ExitStack() as inner:  # (f): every configuration up at once, measured in alternating rounds
             servers = {k: gw if k == "defaults" else b.gateway(inner, k, b.registries[k])[0] for k in CONFIGS}
             order = list(CONFIGS)
-            for index in range(max(1, args.hotpath_rounds)):
+            for index in range(max(1, args.hotpath_f_rounds)):
                 for key in order if index % 2 == 0 else order[::-1]:
                     for model in ("tiny", "mlp"):
                         b.closed(servers[key], model, 64, label=round_label(f"f-{key}-{model}-c64", index))

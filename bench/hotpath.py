@@ -27,8 +27,11 @@ Contracts:
   follows each ceiling (labels ``...-c16-python``), reported beside the goal against that round's ceiling.
   (f): ``--hotpath-f-rounds`` rounds of tiny C=64 and mlp C=64 on every configuration, all up at once,
   in the order of :data:`~bench.hotpath_md.CONFIGS` in even rounds and reversed in odd ones (labels
-  ``f-{config}-{model}-c64``, round-numbered as (a)'s). Five, not three: one configuration's C=64
-  req/s moved by 15-20 % between rounds minutes apart, so with three one round decided a 10 % goal.
+  ``f-{config}-{model}-c64``, round-numbered as (a)'s), each configuration on a gateway of its own
+  started for (f), the defaults too (``defaults-f``): the one (a), (b) and (d) ran had served minutes
+  of load the others had not (at d284d15 it trailed the fresh gateway with its 2 ms queue delay,
+  ``delay2``, in every tiny round: 0.85-0.95). Five rounds, not three: one configuration's C=64 req/s
+  moved by 15-20 % between rounds minutes apart, so with three one round decided a 10 % goal.
 * (e): with two or more usable cores the server's every thread is pinned to the first one (``taskset -a
   -p``) and this process, hence the load client it spawns, to the others; otherwise nothing is pinned and
   the results say why. Per scenario of :data:`bench.hotpath_overload.SCENARIOS` and server:
@@ -291,7 +294,10 @@ def _run(args: argparse.Namespace) -> Results:
                 python_label = round_label(f"defaults-mlp-r{rows}-c16-python", index)
                 b.closed(gw, "mlp", 16, rows=rows, label=python_label)
         with ExitStack() as inner:  # (f): every configuration up at once, measured in alternating rounds
-            servers = {k: gw if k == "defaults" else b.gateway(inner, k, b.registries[k])[0] for k in CONFIGS}
+            # Every configuration fresh, the defaults too: not the process (a), (b) and (d) just loaded.
+            servers = {
+                k: b.gateway(inner, f"{k}-f" if k == "defaults" else k, b.registries[k])[0] for k in CONFIGS
+            }
             order = list(CONFIGS)
             for index in range(max(1, args.hotpath_f_rounds)):
                 for key in order if index % 2 == 0 else order[::-1]:

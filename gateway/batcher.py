@@ -3,9 +3,10 @@ batch former per instance. The queue's service order and shedding rules live in 
 running a formed batch in :mod:`gateway.execution`.
 
 Contracts:
-- :meth:`Batcher.submit` (and :meth:`Batcher.serve`, its form for the hot path) never blocks admission: a full queue raises ResourceExhaustedError at once, and
-  a request whose budget is below the predicted latency of its own rows raises DeadlineExceededError at
-  once (after a second without batches one such request runs anyway, as a probe of a stale profile).
+- :meth:`Batcher.submit` (and :meth:`Batcher.serve`, its form for the hot path) never blocks admission:
+  a full queue raises ResourceExhaustedError at once, and a request whose budget is below the predicted
+  latency of its own rows raises DeadlineExceededError at once (after a second without batches one such
+  request runs anyway, as a probe of a stale profile).
   Otherwise it returns its own rows of the outputs it asked for, or its own error. Every admitted request
   is answered exactly once, and never computed after its deadline has passed.
 - Order is by deadline, then priority (1 = highest), then arrival. When an instance frees up, queued

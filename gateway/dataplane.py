@@ -13,11 +13,10 @@ Contracts:
   Every attempt on a version is counted exactly once in ``infergate_requests_total`` and
   ``infergate_request_duration_seconds``: a canary request the candidate failed counts that failure
   under the candidate and the stable version's answer under the stable one.
-- Per-request work is bounded and allocation-light: metric children, the encoded response fields, the
-  validation plan, the budget and the priority levels are resolved once per loaded version
-  (:class:`_VersionHot`, kept on the version); a request that runs alone inline never makes the batcher's
-  coroutine (:meth:`Batcher.serve`); request ids and access-log records are built only when something
-  will use them.
+- Per-request work is bounded and allocation-light: metric children, the encoded response fields and the
+  validation plan are resolved once per loaded version (:class:`_VersionHot`, kept on the version); a
+  request that runs alone inline never makes the batcher's coroutine (:meth:`Batcher.serve`); request ids
+  and access-log records are built only when something will use them.
 - Admission never blocks: when the adaptive limit refuses, the call is answered RESOURCE_EXHAUSTED before
   it costs decoding, validation or a queue slot. Overload refusals pass the access log's rate limit
   (:meth:`AccessLog.decide`), so a flood of them does not cost a log line each.
@@ -66,9 +65,6 @@ class _VersionHot:
     #: The version's responses, encoded from fields encoded once (gateway.wire).
     wire: ResponseWire
     plan: RequestPlan
-    max_batch_size: int
-    budget_ms: float
-    priority_levels: int
 
 
 class DataPlane:
@@ -101,7 +97,6 @@ class DataPlane:
             return hot
         version = str(loaded.version)
         metrics = self.metrics
-        batching = loaded.config.batching
         hot = _VersionHot(
             self._owner,
             metrics.queue_duration.labels(loaded.model, version) if metrics is not None else None,
@@ -109,9 +104,6 @@ class DataPlane:
             metrics.requests.labels(loaded.model, version, OK) if metrics is not None else None,
             ResponseWire(loaded.model, version, loaded.output_datatypes),
             request_plan(loaded.signature),
-            loaded.max_batch_size,
-            batching.latency_budget_ms,
-            batching.priority_levels,
         )
         loaded.hot = hot
         return hot
@@ -206,14 +198,15 @@ class DataPlane:
                         )
                     acquired = True
                 hot = self._hot_of(loaded)
-                decoded = decode_planned(request, hot.plan, hot.max_batch_size)
+                decoded = decode_planned(request, hot.plan, loaded.max_batch_size)
                 now = asyncio.get_running_loop().time()
+                batching = loaded.config.batching
                 deadline, priority = request_schedule(
                     request,
                     now=now,
                     grpc_remaining=grpc_remaining,
-                    budget_ms=hot.budget_ms,
-                    levels=hot.priority_levels,
+                    budget_ms=batching.latency_budget_ms,
+                    levels=batching.priority_levels,
                 )
                 if acquired:
                     budget_s = max(deadline - now, 1e-6)

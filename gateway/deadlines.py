@@ -38,9 +38,12 @@ def request_deadline(
                 f"parameter 'timeout' must be a positive number of µs, got {timeout_us}"
             )
         budget = min(budget, timeout_us / 1e6)
-    if grpc_remaining is not None:
-        budget = min(budget, grpc_remaining)
-    return now + budget
+    return _deadline(now, budget, grpc_remaining)
+
+
+def _deadline(now: float, budget: float, grpc_remaining: float | None) -> float:
+    """``now`` plus the smaller of ``budget`` and the call's remaining gRPC time (seconds)."""
+    return now + (budget if grpc_remaining is None or grpc_remaining > budget else grpc_remaining)
 
 
 def request_priority(request: pb.ModelInferRequest, levels: int) -> int:
@@ -65,7 +68,4 @@ def request_schedule(
             request_deadline(request, now=now, grpc_remaining=grpc_remaining, budget_ms=budget_ms),
             request_priority(request, levels),
         )
-    budget = budget_ms / 1000.0
-    if grpc_remaining is not None and grpc_remaining < budget:
-        budget = grpc_remaining
-    return now + budget, levels
+    return _deadline(now, budget_ms / 1000.0, grpc_remaining), levels

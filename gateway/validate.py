@@ -42,7 +42,7 @@ def is_batchable(signature: Signature) -> bool:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class RequestPlan:
     """What validation needs of a signature, derived once: specs by name, the names for messages, the
     default outputs, and for the fast path (:func:`_decode_fast`) each input's datatype, dtype and dims
     (None when a dim after the first is dynamic, or the input takes BOOL or BYTES)."""
@@ -53,9 +53,9 @@ class _Plan:
     fast: dict[str, tuple[str, np.dtype[Any], int, int, list[int]] | None]
 
 
-def _build_plan(signature: Signature) -> _Plan:
+def _build_plan(signature: Signature) -> RequestPlan:
     specs = {spec.name: spec for spec in signature.inputs}
-    return _Plan(
+    return RequestPlan(
         specs,
         ", ".join(f"'{name}'" for name in specs),
         tuple(spec.name for spec in signature.outputs),
@@ -63,9 +63,9 @@ def _build_plan(signature: Signature) -> _Plan:
     )
 
 
-_plan = per_signature(_build_plan)
-#: The public name of a signature's validation plan (:func:`request_plan`).
-RequestPlan = _Plan
+#: A signature's plan, derived once per signature object; a caller that keeps it (the data plane, per
+#: loaded version) calls :func:`decode_planned` instead of :func:`decode_request`.
+request_plan = per_signature(_build_plan)
 
 
 def _fast_spec(spec: TensorSpec) -> tuple[str, np.dtype[Any], int, int, list[int]] | None:
@@ -78,7 +78,9 @@ def _fast_spec(spec: TensorSpec) -> tuple[str, np.dtype[Any], int, int, list[int
     return spec.datatype, dtype, len(spec.shape), spec.shape[0], tail
 
 
-def _decode_fast(request: pb.ModelInferRequest, plan: _Plan, max_batch_size: int) -> DecodedRequest | None:
+def _decode_fast(
+    request: pb.ModelInferRequest, plan: RequestPlan, max_batch_size: int
+) -> DecodedRequest | None:
     """The common well-formed request (every input once, numeric non-BOOL raw contents, the signature's
     dims after the first, no parameters, no typed contents), decoded with the checks that establish what
     the full path checks; None for anything else, and the full path then decides, with its messages."""
@@ -119,13 +121,7 @@ def decode_request(
     request: pb.ModelInferRequest, signature: Signature, *, max_batch_size: int
 ) -> DecodedRequest:
     """Validates and decodes ``request``; ``max_batch_size`` 0 means the model does not batch."""
-    return decode_planned(request, _plan(signature), max_batch_size)
-
-
-def request_plan(signature: Signature) -> RequestPlan:
-    """What validating requests for ``signature`` needs, derived once per signature object, for a caller
-    that keeps it (the data plane, per loaded version) and calls :func:`decode_planned`."""
-    return _plan(signature)
+    return decode_planned(request, request_plan(signature), max_batch_size)
 
 
 def decode_planned(request: pb.ModelInferRequest, plan: RequestPlan, max_batch_size: int) -> DecodedRequest:
@@ -134,7 +130,7 @@ def decode_planned(request: pb.ModelInferRequest, plan: RequestPlan, max_batch_s
     return decoded if decoded is not None else _decode_full(request, plan, max_batch_size)
 
 
-def _decode_full(request: pb.ModelInferRequest, plan: _Plan, max_batch_size: int) -> DecodedRequest:
+def _decode_full(request: pb.ModelInferRequest, plan: RequestPlan, max_batch_size: int) -> DecodedRequest:
     """Every check, in order, with the message of the first that fails."""
     specs = plan.specs
     _check_names([tensor.name for tensor in request.inputs], specs, plan.expected_names)

@@ -83,7 +83,12 @@ class ResponseWire:
                 tensor = pb.ModelInferResponse.InferOutputTensor(name=name, datatype=datatype, shape=shape)
                 metadata = outputs[(name, shape)] = field(_OUTPUTS, tensor.SerializeToString())
             parts.append(metadata)
-            raw = array.tobytes() if array.dtype == dtype else encode_array(array, datatype)
+            # dtype None (BYTES) must not reach ==: numpy reads None as float64.
+            raw = (
+                array.tobytes()
+                if dtype is not None and array.dtype == dtype
+                else encode_array(array, datatype)
+            )
             raws.append(field_head(_RAW_OUTPUT_CONTENTS, len(raw)))
             raws.append(raw)
         parts.extend(raws)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import InvalidArgumentError
-from gateway.validate import _decode_fast, _decode_full, _plan, decode_request
+from gateway.validate import _decode_fast, _decode_full, decode_request, request_plan
 from protos import inference_pb2 as pb
 from registry.signature import Signature, TensorSpec
 
@@ -73,7 +73,7 @@ def test_the_fast_path_agrees_with_the_full_path(
     signature: Signature, rows: list[int], tweak: str, outputs: list[str], max_batch_size: int
 ) -> None:
     request = build(signature, rows, tweak, outputs)
-    plan = _plan(signature)
+    plan = request_plan(signature)
     full = outcome(lambda: _decode_full(request, plan, max_batch_size))
     assert outcome(lambda: decode_request(request, signature, max_batch_size=max_batch_size)) == full
     decoded = _fast_or_none(request, plan, max_batch_size)
@@ -90,7 +90,7 @@ def _fast_or_none(request: pb.ModelInferRequest, plan: Any, max_batch_size: int)
 
 def test_the_common_request_takes_the_fast_path() -> None:
     request = build(SIGNATURE, [2, 2], "", [])
-    decoded = _decode_fast(request, _plan(SIGNATURE), 64)
+    decoded = _decode_fast(request, request_plan(SIGNATURE), 64)
     assert decoded is not None
     assert decoded.rows == 2
     assert decoded.output_names == ("y", "z")

@@ -110,3 +110,13 @@ def test_outputs_whose_arrays_are_not_of_their_datatype_are_converted() -> None:
     assert encoded == _message("m", "1", "id", ["label"], [label]).SerializeToString()
     decoded = pb.ModelInferResponse.FromString(encoded).raw_output_contents[0]
     assert np.frombuffer(decoded, dtype="<i8").tolist() == [3, -4]
+
+
+def test_a_bytes_output_held_as_float64_is_encoded_as_bytes() -> None:
+    """BYTES has no numpy dtype; a float64 array (the dtype numpy reads ``None`` as) still goes through the
+    codec's length-prefixed encoding, never out as its own eight-byte floats."""
+    wire = ResponseWire("m", "1", DATATYPES)
+    name = np.array([[1.5], [2.0]], dtype=np.float64)
+    encoded = wire.encode("id", ["name"], [name])
+    assert encoded == _message("m", "1", "id", ["name"], [name]).SerializeToString()
+    assert pb.ModelInferResponse.FromString(encoded).raw_output_contents[0] != name.tobytes()
